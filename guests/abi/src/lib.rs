@@ -1,0 +1,118 @@
+//! The contract between vmscope's VMM and a guest booted with `vmscope run --elf`
+//! (vmscope's own unikernel is one such guest).
+//!
+//! This crate is `no_std` and has no dependencies, so the VMM and the freestanding
+//! unikernel compile the very same definitions.
+//!
+//! # Entry
+//! The VMM loads the ELF's `PT_LOAD` segments at their physical addresses (at or above
+//! [`KERNEL_MIN_GPA`]) and enters `e_entry` (the `_start` symbol) in 64-bit long mode with:
+//! - paging on, guest-virtual = guest-physical for all of guest memory (2 MiB pages);
+//!   every level has the U/S bit set when the guest runs at CPL3;
+//! - `CS` a 64-bit code segment and `SS`/`DS`/`ES` flat data segments at the chosen CPL
+//!   (see [`gdt`]); at CPL3 `RFLAGS.IOPL` = 3 so that `in`/`out` work;
+//! - no IDT (an exception ends the VM with a triple fault, which the VMM reports);
+//! - `RDI` = guest-physical address of a [`BootInfo`];
+//! - `RSP` = top of guest memory minus 8 (16-byte aligned as after a `call`).
+//!
+//! # Hypercalls
+//! A hypercall is one `out dx, eax` to the call's port with `EAX` = the guest-physical
+//! address of its argument struct (as in Solo5's hvt); the VMM writes results back into the
+//! struct before the guest resumes. [`PORT_EXIT`] is the one exception: its value is the exit
+//! code itself, so it doubles as a plain "exit port" for any guest.
+#![no_std]
+#![warn(missing_docs)]
+
+/// The lowest guest-physical address a guest ELF may load a segment at (1 MiB); the VMM
+/// keeps its boot structures below it.
+pub const KERNEL_MIN_GPA: u64 = 0x10_0000;
+
+/// `BootInfo::magic`: "VMSCOPE1" in little-endian.
+pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"VMSCOPE1");
+
+/// Hypercall: write a buffer to the guest console in one exit. Argument: [`ConsoleWrite`].
+pub const PORT_CONSOLE_WRITE: u16 = 0x500;
+/// Hypercall: read the host's wall-clock time. Argument: [`WallTime`].
+pub const PORT_WALL_TIME: u16 = 0x501;
+/// Exit port: stop the VM; the 32-bit value written is the exit code.
+pub const PORT_EXIT: u16 = 0x502;
+
+/// Fixed guest-physical addresses of the structures the VMM lays out below
+/// [`KERNEL_MIN_GPA`].
+pub mod layout {
+    /// The GDT (see [`super::gdt`]).
+    pub const GDT_GPA: u64 = 0x1000;
+    /// The 64-bit TSS that `TR` points at (104 bytes).
+    pub const TSS_GPA: u64 = 0x2000;
+    /// The [`super::BootInfo`] struct.
+    pub const BOOT_INFO_GPA: u64 = 0x3000;
+    /// The command line, NUL-terminated, at most [`CMDLINE_MAX`] bytes including the NUL.
+    pub const CMDLINE_GPA: u64 = 0x4000;
+    /// Size of the command-line area.
+    pub const CMDLINE_MAX: u64 = 0x1000;
+    /// The PML4 table; the PDPT follows at +0x1000, then page directories.
+    pub const PML4_GPA: u64 = 0x9000;
+    /// The PDPT.
+    pub const PDPT_GPA: u64 = 0xa000;
+    /// The first page directory (one per GiB of guest memory follows it).
+    pub const PD_GPA: u64 = 0xb000;
+    /// The end of the area the page directories may use (32 of them: 32 GiB).
+    pub const PD_END_GPA: u64 = 0x2_b000;
+}
+
+/// GDT selectors the VMM installs. Indices: 1 = 64-bit code DPL0, 2 = data DPL0,
+/// 3 = 64-bit code DPL3, 4 = data DPL3, 5-6 = the 64-bit TSS descriptor.
+pub mod gdt {
+    /// Kernel (CPL0) code selector.
+    pub const KERNEL_CS: u16 = 0x08;
+    /// Kernel (CPL0) data selector.
+    pub const KERNEL_DS: u16 = 0x10;
+    /// User (CPL3) code selector, RPL 3.
+    pub const USER_CS: u16 = 0x1b;
+    /// User (CPL3) data selector, RPL 3.
+    pub const USER_DS: u16 = 0x23;
+    /// TSS selector.
+    pub const TSS: u16 = 0x28;
+}
+
+/// What the VMM tells the guest at entry; `RDI` holds its guest-physical address.
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct BootInfo {
+    /// [`BOOT_MAGIC`].
+    pub magic: u64,
+    /// Size of guest memory in bytes (guest memory starts at GPA 0).
+    pub mem_size: u64,
+    /// GPA of the NUL-terminated command line.
+    pub cmdline_gpa: u64,
+    /// Length of the command line without its NUL.
+    pub cmdline_len: u64,
+    /// First free byte after the loaded ELF (page aligned).
+    pub free_start: u64,
+    /// End of the free area (the stack grows down from here).
+    pub free_end: u64,
+    /// The CPL the guest was entered at (0 or 3).
+    pub ring: u32,
+    /// Number of vCPUs the VM has (only the boot vCPU runs the entry point).
+    pub nr_vcpus: u32,
+}
+
+/// Argument of [`PORT_CONSOLE_WRITE`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct ConsoleWrite {
+    /// GPA of the bytes to write.
+    pub buf_gpa: u64,
+    /// Number of bytes.
+    pub len: u64,
+    /// Out: bytes written, or `u64::MAX` when the buffer was outside guest memory.
+    pub ret: u64,
+}
+
+/// Argument of [`PORT_WALL_TIME`].
+#[repr(C)]
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct WallTime {
+    /// Out: nanoseconds since the Unix epoch.
+    pub nsecs: u64,
+}
