@@ -14,6 +14,7 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod exits;
 pub mod host;
 pub mod mem;
 pub mod regs;

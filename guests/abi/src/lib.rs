@@ -10,7 +10,8 @@
 //! - paging on, guest-virtual = guest-physical for all of guest memory (2 MiB pages);
 //!   every level has the U/S bit set when the guest runs at CPL3;
 //! - `CS` a 64-bit code segment and `SS`/`DS`/`ES` flat data segments at the chosen CPL
-//!   (see [`gdt`]); at CPL3 `RFLAGS.IOPL` = 3 so that `in`/`out` work;
+//!   (see [`gdt`]); at CPL3 `in`/`out` are allowed (`RFLAGS.IOPL` = 3 and a TSS I/O
+//!   bitmap that allows every port, see [`layout::TSS_GPA`]);
 //! - no IDT (an exception ends the VM with a triple fault, which the VMM reports);
 //! - `RDI` = guest-physical address of a [`BootInfo`];
 //! - `RSP` = top of guest memory minus 8 (16-byte aligned as after a `call`).
@@ -42,8 +43,11 @@ pub const PORT_EXIT: u16 = 0x502;
 pub mod layout {
     /// The GDT (see [`super::gdt`]).
     pub const GDT_GPA: u64 = 0x1000;
-    /// The 64-bit TSS that `TR` points at (104 bytes).
-    pub const TSS_GPA: u64 = 0x2000;
+    /// The 64-bit TSS that `TR` points at: 104 bytes, then an I/O permission bitmap that
+    /// allows every port (8 KiB + a terminating 0xff byte). PVM runs CPL3 guest code with
+    /// IOPL 0 whatever RFLAGS says, and its emulator then consults this bitmap for
+    /// `in`/`out`.
+    pub const TSS_GPA: u64 = 0x5000;
     /// The [`super::BootInfo`] struct.
     pub const BOOT_INFO_GPA: u64 = 0x3000;
     /// The command line, NUL-terminated, at most [`CMDLINE_MAX`] bytes including the NUL.

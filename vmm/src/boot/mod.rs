@@ -1,0 +1,3 @@
+//! Putting a guest into memory and choosing the state its boot vCPU starts in.
+
+pub mod elf_guest;

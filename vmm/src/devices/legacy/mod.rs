@@ -1,0 +1,3 @@
+//! Legacy PC devices.
+
+pub mod serial;

@@ -1,0 +1,83 @@
+//! COM1: a 16550 UART (vm-superio's `Serial` state machine) whose output goes to the
+//! console sink and whose interrupt, when the VM has an in-kernel irqchip, is an eventfd
+//! bound to IRQ 4.
+
+use crate::devices::console::Console;
+use vm_superio::{Serial, Trigger};
+use vmm_sys_util::eventfd::EventFd;
+
+/// COM1's first port.
+pub const COM1_BASE: u16 = 0x3f8;
+/// COM1's number of ports.
+pub const COM1_LEN: u16 = 8;
+/// COM1's ISA interrupt line.
+pub const COM1_IRQ: u32 = 4;
+
+/// The serial interrupt: an irqfd, or nothing when the VM has no irqchip.
+#[derive(Debug)]
+pub struct SerialIrq(Option<EventFd>);
+
+impl Trigger for SerialIrq {
+    type E = std::io::Error;
+    fn trigger(&self) -> std::io::Result<()> {
+        match &self.0 {
+            Some(fd) => fd.write(1),
+            None => Ok(()),
+        }
+    }
+}
+
+/// Writes serial output to the console.
+pub struct ConsoleWriter(Console);
+
+impl std::io::Write for ConsoleWriter {
+    fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+        self.0.write(buf);
+        Ok(buf.len())
+    }
+    fn flush(&mut self) -> std::io::Result<()> {
+        Ok(())
+    }
+}
+
+/// COM1.
+pub struct SerialPort {
+    uart: Serial<SerialIrq, vm_superio::serial::NoEvents, ConsoleWriter>,
+    bytes_out: u64,
+}
+
+impl SerialPort {
+    /// A UART writing to `console`, raising `irq` (if any) on interrupts.
+    pub fn new(console: Console, irq: Option<EventFd>) -> Self {
+        Self {
+            uart: Serial::new(SerialIrq(irq), ConsoleWriter(console)),
+            bytes_out: 0,
+        }
+    }
+
+    /// A guest `in` from register `offset`.
+    pub fn read(&mut self, offset: u8) -> u8 {
+        self.uart.read(offset)
+    }
+
+    /// A guest `out` to register `offset`. A failing interrupt trigger is not the guest's
+    /// fault and does not stop it.
+    pub fn write(&mut self, offset: u8, value: u8) {
+        if offset == 0 {
+            self.bytes_out += 1;
+        }
+        if let Err(e) = self.uart.write(offset, value) {
+            tracing::debug!("serial write to offset {offset} failed: {e:?}");
+        }
+    }
+
+    /// Queues host input for the guest to read; returns how many bytes fit in the FIFO.
+    pub fn enqueue_input(&mut self, bytes: &[u8]) -> usize {
+        self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
+    }
+
+    /// Bytes written to the transmit register so far (including divisor-latch writes).
+    pub fn bytes_out(&self) -> u64 {
+        self.bytes_out
+    }
+}

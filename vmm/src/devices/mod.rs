@@ -1,0 +1,131 @@
+//! Devices: the legacy PC ports (16550 serial, the exit port) and vmscope's hypercall
+//! ports. Each device model is a plain state machine; [`PortIoBus`] routes a vCPU's port
+//! I/O exit to it.
+
+pub mod console;
+pub mod hypercall;
+pub mod legacy;
+
+use console::Console;
+use hypercall::{HypercallOutcome, Hypercalls};
+use legacy::serial::{SerialPort, COM1_BASE, COM1_LEN};
+use std::sync::{Arc, Mutex, PoisonError};
+use vmscope_abi::{PORT_CONSOLE_WRITE, PORT_EXIT, PORT_WALL_TIME};
+
+/// What a port access asks of the vCPU loop.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum PioOutcome {
+    /// A device handled it; the guest continues.
+    Handled,
+    /// No device sits at this port (reads return all ones, writes are dropped).
+    Unhandled,
+    /// The guest asked to stop the VM with this exit code.
+    Exit(u32),
+}
+
+/// Routes port I/O to devices. Shared by all vCPUs of a VM.
+#[derive(Clone)]
+pub struct PortIoBus {
+    serial: Arc<Mutex<SerialPort>>,
+    hypercalls: Hypercalls,
+}
+
+impl PortIoBus {
+    /// A bus with COM1 at 0x3f8 and the hypercall ports.
+    pub fn new(serial: Arc<Mutex<SerialPort>>, hypercalls: Hypercalls) -> Self {
+        Self { serial, hypercalls }
+    }
+
+    /// The console both the serial port and the console hypercall write to.
+    pub fn console(&self) -> &Console {
+        self.hypercalls.console()
+    }
+
+    /// The serial port (to feed it input).
+    pub fn serial(&self) -> &Arc<Mutex<SerialPort>> {
+        &self.serial
+    }
+
+    /// An `in` from `port`: fills `data`.
+    pub fn read(&self, port: u16, data: &mut [u8]) -> PioOutcome {
+        if let Some(offset) = com1_offset(port) {
+            let mut serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
+            data.fill(0);
+            if let Some(b) = data.first_mut() {
+                *b = serial.read(offset);
+            }
+            return PioOutcome::Handled;
+        }
+        data.fill(0xff);
+        PioOutcome::Unhandled
+    }
+
+    /// An `out` of `data` to `port`.
+    pub fn write(&self, port: u16, data: &[u8]) -> PioOutcome {
+        if let Some(offset) = com1_offset(port) {
+            let mut serial = self.serial.lock().unwrap_or_else(PoisonError::into_inner);
+            if let Some(b) = data.first() {
+                serial.write(offset, *b);
+            }
+            return PioOutcome::Handled;
+        }
+        let value = le_value(data);
+        match port {
+            PORT_EXIT => PioOutcome::Exit(value),
+            PORT_CONSOLE_WRITE | PORT_WALL_TIME => match self.hypercalls.handle(port, value) {
+                HypercallOutcome::Done => PioOutcome::Handled,
+            },
+            _ => PioOutcome::Unhandled,
+        }
+    }
+}
+
+fn com1_offset(port: u16) -> Option<u8> {
+    (COM1_BASE..COM1_BASE + COM1_LEN)
+        .contains(&port)
+        .then(|| (port - COM1_BASE) as u8)
+}
+
+/// The value of a 1-, 2- or 4-byte port write.
+fn le_value(data: &[u8]) -> u32 {
+    let mut b = [0u8; 4];
+    let n = data.len().min(4);
+    b[..n].copy_from_slice(&data[..n]);
+    u32::from_le_bytes(b)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::vstate::memory::create_guest_memory;
+
+    fn bus() -> (PortIoBus, Console) {
+        let console = Console::buffer();
+        let mem = create_guest_memory(4 << 20).unwrap();
+        let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), None)));
+        (
+            PortIoBus::new(serial, Hypercalls::new(mem, console.clone())),
+            console,
+        )
+    }
+
+    #[test]
+    fn routes_ports() {
+        let (bus, console) = bus();
+        assert_eq!(bus.write(0x3f8, b"A"), PioOutcome::Handled);
+        assert_eq!(console.take_buffer(), b"A");
+        assert_eq!(
+            bus.write(PORT_EXIT, &7u32.to_le_bytes()),
+            PioOutcome::Exit(7)
+        );
+        assert_eq!(bus.write(PORT_EXIT, &[3]), PioOutcome::Exit(3));
+        let mut d = [0u8; 2];
+        assert_eq!(bus.read(0x1234, &mut d), PioOutcome::Unhandled);
+        assert_eq!(d, [0xff, 0xff]);
+        assert_eq!(bus.write(0x80, &[1]), PioOutcome::Unhandled);
+        // LSR: transmitter empty.
+        let mut lsr = [0u8];
+        bus.read(0x3fd, &mut lsr);
+        assert_ne!(lsr[0] & 0x20, 0);
+    }
+}

@@ -1,0 +1,214 @@
+//! Loading a guest ELF (vmscope's unikernel or any ELF that follows its entry contract,
+//! see the `vmscope-abi` crate) into guest memory, with every check done before a byte is
+//! written so a bad file gets an error that names it.
+
+use crate::vstate::memory::GuestMemory;
+use object::elf::{EM_X86_64, PT_LOAD};
+use object::read::elf::{ElfFile64, FileHeader, ProgramHeader};
+use object::Endianness;
+use std::io::Cursor;
+use vm_memory::GuestAddress;
+use vmscope_abi::KERNEL_MIN_GPA;
+
+/// Errors from loading a guest ELF. `name` is the file path (or "the built-in unikernel").
+#[derive(Debug, thiserror::Error)]
+pub enum LoaderError {
+    /// Not an ELF at all, or a malformed one.
+    #[error("{name} is not a valid ELF file: {reason}")]
+    NotElf {
+        /// The file.
+        name: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// An ELF for another machine.
+    #[error("{name} is an ELF for another machine (e_machine {machine}), not x86_64")]
+    WrongMachine {
+        /// The file.
+        name: String,
+        /// Its e_machine.
+        machine: u16,
+    },
+    /// Nothing to load.
+    #[error("{name} has no loadable (PT_LOAD) segments")]
+    NoSegments {
+        /// The file.
+        name: String,
+    },
+    /// A segment outside the area guests may load at.
+    #[error("{name}: segment {index} at gpa:{start:#x}..{end:#x} does not fit in guest memory (loadable area gpa:{min:#x}..{max:#x}; try a larger --mem)")]
+    DoesNotFit {
+        /// The file.
+        name: String,
+        /// Program header index.
+        index: usize,
+        /// Segment start (physical).
+        start: u64,
+        /// Segment end (physical).
+        end: u64,
+        /// Lowest allowed address.
+        min: u64,
+        /// Highest allowed end.
+        max: u64,
+    },
+    /// The entry point is outside every loaded segment.
+    #[error("{name}: entry point {entry:#x} is not inside a loaded segment")]
+    BadEntry {
+        /// The file.
+        name: String,
+        /// e_entry.
+        entry: u64,
+    },
+    /// linux-loader refused it.
+    #[error("{name}: loading failed")]
+    Load {
+        /// The file.
+        name: String,
+        /// Why.
+        #[source]
+        source: linux_loader::loader::Error,
+    },
+}
+
+/// Where a loaded ELF sits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct LoadedElf {
+    /// The entry point (`e_entry`).
+    pub entry: u64,
+    /// First byte after the highest segment (`p_paddr + p_memsz`).
+    pub end: u64,
+}
+
+/// Checks `bytes` (named `name` in errors) and loads its segments into `mem`, allowing
+/// `[KERNEL_MIN_GPA, limit)`.
+pub fn load_elf(
+    mem: &GuestMemory,
+    name: &str,
+    bytes: &[u8],
+    limit: u64,
+) -> Result<LoadedElf, LoaderError> {
+    let checked = check_elf(name, bytes, limit)?;
+    let mut image = Cursor::new(bytes);
+    use linux_loader::loader::KernelLoader;
+    linux_loader::loader::elf::Elf::load(mem, None, &mut image, Some(GuestAddress(KERNEL_MIN_GPA)))
+        .map_err(|source| LoaderError::Load {
+            name: name.into(),
+            source,
+        })?;
+    Ok(checked)
+}
+
+/// The checks of [`load_elf`], without touching memory.
+pub fn check_elf(name: &str, bytes: &[u8], limit: u64) -> Result<LoadedElf, LoaderError> {
+    let not_elf = |reason: String| LoaderError::NotElf {
+        name: name.into(),
+        reason,
+    };
+    let elf = ElfFile64::<Endianness>::parse(bytes).map_err(|e| not_elf(e.to_string()))?;
+    let endian = elf.endian();
+    let header = elf.elf_header();
+    let machine = header.e_machine(endian);
+    if machine != EM_X86_64 {
+        return Err(LoaderError::WrongMachine {
+            name: name.into(),
+            machine: machine.0,
+        });
+    }
+    let entry = header.e_entry(endian);
+    let mut end = 0u64;
+    let mut entry_ok = false;
+    let mut any = false;
+    for (index, ph) in elf.elf_program_headers().iter().enumerate() {
+        if ph.p_type(endian) != PT_LOAD || ph.p_memsz(endian) == 0 {
+            continue;
+        }
+        any = true;
+        let start = ph.p_paddr(endian);
+        let seg_end = start.checked_add(ph.p_memsz(endian)).unwrap_or(u64::MAX);
+        let file_end = ph.p_offset(endian).checked_add(ph.p_filesz(endian));
+        if file_end.is_none_or(|e| e > bytes.len() as u64)
+            || ph.p_filesz(endian) > ph.p_memsz(endian)
+        {
+            return Err(not_elf(format!("segment {index} lies outside the file")));
+        }
+        if start < KERNEL_MIN_GPA || seg_end > limit {
+            return Err(LoaderError::DoesNotFit {
+                name: name.into(),
+                index,
+                start,
+                end: seg_end,
+                min: KERNEL_MIN_GPA,
+                max: limit,
+            });
+        }
+        entry_ok |=
+            (start..seg_end).contains(&entry) && ph.p_flags(endian).contains(object::elf::PF_X);
+        end = end.max(seg_end);
+    }
+    if !any {
+        return Err(LoaderError::NoSegments { name: name.into() });
+    }
+    if !entry_ok {
+        return Err(LoaderError::BadEntry {
+            name: name.into(),
+            entry,
+        });
+    }
+    Ok(LoadedElf { entry, end })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::test_utils::tiny_elf;
+    use crate::vstate::memory::create_guest_memory;
+
+    #[test]
+    fn loads_a_tiny_elf() {
+        let mem = create_guest_memory(4 << 20).unwrap();
+        let elf = tiny_elf(0x10_0000, &[0xf4], EM_X86_64.0);
+        let loaded = load_elf(&mem, "tiny", &elf, 4 << 20).unwrap();
+        assert_eq!(
+            loaded,
+            LoadedElf {
+                entry: 0x10_0000,
+                end: 0x10_0001
+            }
+        );
+        let mut b = [0u8];
+        crate::vstate::memory::read_phys_exact(&mem, inspect::Gpa(0x10_0000), &mut b).unwrap();
+        assert_eq!(b[0], 0xf4);
+    }
+
+    #[test]
+    fn bad_files_are_named() {
+        let e = check_elf("notes.txt", b"hello world", 4 << 20).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("notes.txt is not a valid ELF file"),
+            "{e}"
+        );
+        let arm = tiny_elf(0x10_0000, &[0], 183);
+        assert!(matches!(
+            check_elf("arm", &arm, 4 << 20),
+            Err(LoaderError::WrongMachine { machine: 183, .. })
+        ));
+        let low = tiny_elf(0x1000, &[0], EM_X86_64.0);
+        assert!(matches!(
+            check_elf("low", &low, 4 << 20),
+            Err(LoaderError::DoesNotFit { .. })
+        ));
+        let high = tiny_elf(0x50_0000, &[0], EM_X86_64.0);
+        let e = check_elf("high", &high, 4 << 20).unwrap_err();
+        assert!(
+            e.to_string().contains("does not fit in guest memory"),
+            "{e}"
+        );
+        let mut truncated = tiny_elf(0x10_0000, &[0; 64], EM_X86_64.0);
+        truncated.truncate(0x80);
+        assert!(matches!(
+            check_elf("trunc", &truncated, 4 << 20),
+            Err(LoaderError::NotElf { .. })
+        ));
+    }
+}

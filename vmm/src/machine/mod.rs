@@ -1,0 +1,333 @@
+//! A running guest: the VM, its memory, devices and vCPU threads, and the one place that
+//! waits for what they report. The CLI, the gdb stub and the TUI drive a guest through a
+//! [`Machine`] (and its vCPU handles); none of them touches KVM.
+
+mod debug;
+
+use crate::arch::x86_64::regs::{initial_fpu, long_mode_regs, long_mode_sregs};
+use crate::arch::x86_64::Ring;
+use crate::boot::elf_guest::{self, ElfBootError, ElfGuestLayout};
+use crate::debug::Breakpoints;
+use crate::devices::console::Console;
+use crate::devices::hypercall::Hypercalls;
+use crate::devices::legacy::serial::SerialPort;
+use crate::devices::PortIoBus;
+use crate::vstate::kvm::{KvmError, KvmSystem};
+use crate::vstate::memory::{create_guest_memory, GuestMemory, MemoryError};
+use crate::vstate::vcpu::{
+    StopReason, Vcpu, VcpuError, VcpuEvent, VcpuEventKind, VcpuHandle, VcpuOptions, VcpuRequest,
+    VcpuSnapshot,
+};
+use crate::vstate::vm::{Vm, VmError};
+use inspect::exits::ExitStats;
+use inspect::HostKind;
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+/// Errors from starting or driving a machine.
+#[derive(Debug, thiserror::Error)]
+pub enum MachineError {
+    /// `/dev/kvm`.
+    #[error(transparent)]
+    Kvm(#[from] KvmError),
+    /// Guest memory.
+    #[error(transparent)]
+    Memory(#[from] MemoryError),
+    /// The VM.
+    #[error(transparent)]
+    Vm(#[from] VmError),
+    /// The guest image and its boot structures.
+    #[error(transparent)]
+    Boot(#[from] ElfBootError),
+    /// A vCPU.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// A bad vCPU count.
+    #[error("--vcpus {0} is not supported: choose 1 to 32")]
+    BadVcpuCount(usize),
+    /// No such vCPU.
+    #[error("there is no vCPU {0}")]
+    NoSuchVcpu(usize),
+    /// A debug operation failed.
+    #[error(transparent)]
+    Debug(#[from] debug::DebugError),
+}
+
+/// What to boot and how.
+#[derive(Clone, Debug)]
+pub struct ElfGuestConfig {
+    /// Name for messages (the path, or "unikernel").
+    pub name: String,
+    /// The ELF image.
+    pub elf: Arc<[u8]>,
+    /// The command line handed to the guest.
+    pub cmdline: String,
+    /// Guest memory in MiB.
+    pub mem_mib: u64,
+    /// Number of vCPUs (only vCPU 0 runs the entry point; the others stay parked).
+    pub vcpus: usize,
+    /// The CPL the guest starts at.
+    pub ring: Ring,
+    /// Hold every vCPU before the first instruction.
+    pub start_paused: bool,
+}
+
+/// How a guest run ended.
+#[derive(Debug)]
+pub enum Outcome {
+    /// The guest wrote its exit code to the exit port.
+    Exited {
+        /// The code.
+        code: u32,
+    },
+    /// A vCPU stopped for a reason that ends the guest (triple fault, emulation failure…).
+    Fault {
+        /// Why.
+        reason: StopReason,
+        /// The vCPU's state at the fault.
+        snapshot: Box<VcpuSnapshot>,
+    },
+    /// The time limit passed; the vCPUs were paused.
+    TimedOut {
+        /// The limit.
+        limit: Duration,
+        /// vCPU 0's state when it was stopped.
+        snapshot: Option<Box<VcpuSnapshot>>,
+    },
+}
+
+/// A booted guest.
+pub struct Machine {
+    _kvm: KvmSystem,
+    vm: Vm,
+    mem: GuestMemory,
+    bus: PortIoBus,
+    breakpoints: Arc<Breakpoints>,
+    vcpus: Vec<VcpuHandle>,
+    events: Receiver<VcpuEvent>,
+    layout: ElfGuestLayout,
+    started: Instant,
+    host: HostKind,
+    name: String,
+}
+
+impl Machine {
+    /// Boots an ELF guest: memory, VM, boot structures, vCPU threads. The guest starts
+    /// running at once unless `start_paused`.
+    pub fn boot_elf(cfg: &ElfGuestConfig, console: Console) -> Result<Self, MachineError> {
+        let started = Instant::now();
+        if !(1..=32).contains(&cfg.vcpus) {
+            return Err(MachineError::BadVcpuCount(cfg.vcpus));
+        }
+        let kvm = KvmSystem::open()?;
+        let mem = create_guest_memory(cfg.mem_mib.saturating_mul(1 << 20))?;
+        let vm = Vm::new(&kvm, &mem, false)?;
+        let layout = elf_guest::setup(
+            &mem,
+            &cfg.name,
+            &cfg.elf,
+            &cfg.cmdline,
+            cfg.ring,
+            cfg.vcpus as u32,
+        )?;
+
+        let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), None)));
+        let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console));
+        let breakpoints = Arc::new(Breakpoints::new(mem.clone()));
+        let (tx, events) = mpsc::channel();
+        let block_irq = kvm.has_cap(kvm_ioctls::Cap::SetGuestDebug)
+            && kvm
+                .kvm()
+                .check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into())
+                as u32
+                & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ
+                != 0;
+        let mut vcpus = Vec::with_capacity(cfg.vcpus);
+        for index in 0..cfg.vcpus {
+            let fd = vm.create_vcpu(&kvm, index, cfg.vcpus)?;
+            let op = |op| move |source| VcpuError::Ioctl { index, op, source };
+            let base = fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
+            // Every vCPU gets the long-mode state; only vCPU 0 is let run (without an
+            // irqchip there is no INIT/SIPI to start the others).
+            // RFLAGS first: PVM filters RFLAGS.IOPL by the CPL in force when it is set, so
+            // it must be written while the vCPU is still at its reset CPL0.
+            fd.set_regs(&long_mode_regs(&layout.entry))
+                .map_err(op("KVM_SET_REGS"))?;
+            fd.set_sregs(&long_mode_sregs(base, &layout.entry))
+                .map_err(op("KVM_SET_SREGS"))?;
+            fd.set_fpu(&initial_fpu()).map_err(op("KVM_SET_FPU"))?;
+            let options = VcpuOptions {
+                start_paused: cfg.start_paused || index > 0,
+                block_irq,
+                ..Default::default()
+            };
+            let vcpu = Vcpu::new(
+                index,
+                fd,
+                bus.clone(),
+                breakpoints.clone(),
+                tx.clone(),
+                options,
+            );
+            vcpus.push(vcpu.spawn()?);
+        }
+        Ok(Self {
+            _kvm: kvm,
+            vm,
+            mem,
+            bus,
+            breakpoints,
+            vcpus,
+            events,
+            layout,
+            started,
+            host: crate::host::host_kind(),
+            name: cfg.name.clone(),
+        })
+    }
+
+    /// The guest's name.
+    pub fn name(&self) -> &str {
+        &self.name
+    }
+
+    /// Guest memory (shared with the vCPUs; reads see the live guest).
+    pub fn memory(&self) -> &GuestMemory {
+        &self.mem
+    }
+
+    /// The host kind.
+    pub fn host(&self) -> HostKind {
+        self.host
+    }
+
+    /// How the guest was laid out.
+    pub fn layout(&self) -> &ElfGuestLayout {
+        &self.layout
+    }
+
+    /// When boot started (process-relative timings).
+    pub fn started(&self) -> Instant {
+        self.started
+    }
+
+    /// The VM.
+    pub fn vm(&self) -> &Vm {
+        &self.vm
+    }
+
+    /// The port I/O bus (console, serial).
+    pub fn bus(&self) -> &PortIoBus {
+        &self.bus
+    }
+
+    /// The software-breakpoint table.
+    pub fn breakpoints(&self) -> &Arc<Breakpoints> {
+        &self.breakpoints
+    }
+
+    /// Number of vCPUs.
+    pub fn vcpu_count(&self) -> usize {
+        self.vcpus.len()
+    }
+
+    /// The handle of vCPU `index`.
+    pub fn vcpu(&self, index: usize) -> Result<&VcpuHandle, MachineError> {
+        self.vcpus.get(index).ok_or(MachineError::NoSuchVcpu(index))
+    }
+
+    /// The event channel all vCPUs report on.
+    pub fn events(&self) -> &Receiver<VcpuEvent> {
+        &self.events
+    }
+
+    /// A snapshot of vCPU `index`.
+    pub fn snapshot(&self, index: usize) -> Result<VcpuSnapshot, MachineError> {
+        Ok(self.vcpu(index)?.ask(VcpuRequest::Snapshot)?)
+    }
+
+    /// Exit statistics summed over all vCPUs.
+    pub fn exit_stats(&self) -> ExitStats {
+        let mut total = ExitStats::default();
+        for i in 0..self.vcpus.len() {
+            if let Ok(s) = self.snapshot(i) {
+                total.merge(&s.exits);
+            }
+        }
+        total
+    }
+
+    /// Runs until the guest exits, faults, or `limit` passes (then pauses every vCPU).
+    /// Debugger stops (breakpoints, steps, pauses) are returned to the caller as faults
+    /// only if nobody else handles them; use [`Machine::events`] directly when debugging.
+    pub fn wait(&mut self, limit: Option<Duration>) -> Outcome {
+        let deadline = limit.map(|l| Instant::now() + l);
+        loop {
+            let event = match deadline {
+                Some(d) => match self
+                    .events
+                    .recv_timeout(d.saturating_duration_since(Instant::now()))
+                {
+                    Ok(e) => e,
+                    Err(RecvTimeoutError::Timeout) => {
+                        return self.time_out(limit.unwrap_or_default())
+                    }
+                    Err(RecvTimeoutError::Disconnected) => return self.all_gone(),
+                },
+                None => match self.events.recv() {
+                    Ok(e) => e,
+                    Err(_) => return self.all_gone(),
+                },
+            };
+            if let VcpuEventKind::Stopped { reason, snapshot } = event.kind {
+                match reason {
+                    StopReason::GuestExit { code } => return Outcome::Exited { code },
+                    reason => return Outcome::Fault { reason, snapshot },
+                }
+            }
+        }
+    }
+
+    fn time_out(&mut self, limit: Duration) -> Outcome {
+        self.pause_all();
+        let snapshot = self.snapshot(0).ok().map(Box::new);
+        Outcome::TimedOut { limit, snapshot }
+    }
+
+    fn all_gone(&self) -> Outcome {
+        Outcome::Fault {
+            reason: StopReason::RunFailed {
+                error: "every vCPU thread ended".into(),
+            },
+            snapshot: Box::new(VcpuSnapshot {
+                index: 0,
+                state: crate::vstate::vcpu::RunState::Paused,
+                regs: Default::default(),
+                sregs: Default::default(),
+                exits: Default::default(),
+                host: self.host,
+            }),
+        }
+    }
+
+    /// Pauses every vCPU.
+    pub fn pause_all(&self) {
+        for v in &self.vcpus {
+            let _ = v.send(VcpuRequest::Pause);
+        }
+    }
+
+    /// Ends every vCPU thread.
+    pub fn shutdown(&mut self) {
+        for v in &mut self.vcpus {
+            v.terminate();
+        }
+    }
+}
+
+impl Drop for Machine {
+    fn drop(&mut self) {
+        self.shutdown();
+    }
+}

@@ -1,0 +1,194 @@
+//! What can be asked of a vCPU thread, and how it answers.
+
+use super::{convert, RunState, Vcpu, VcpuError, VcpuSnapshot};
+use inspect::regs::{Regs, SpecialRegs};
+use kvm_bindings::{
+    kvm_guest_debug, kvm_guest_debug_arch, kvm_msr_entry, Msrs, KVM_GUESTDBG_BLOCKIRQ,
+    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
+};
+use std::sync::mpsc::Sender;
+
+/// The debug state a debugger wants on a vCPU (KVM_SET_GUEST_DEBUG without single-step,
+/// which the vCPU adds itself while it steps).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct GuestDebug {
+    /// Intercept `int3` (our software breakpoints).
+    pub sw_breakpoints: bool,
+    /// DR0-DR3 and DR7 for hardware breakpoints and watchpoints; `None` when unused.
+    pub hw: Option<([u64; 4], u64)>,
+}
+
+impl GuestDebug {
+    /// The KVM structure for this state, single-stepping when `step`.
+    pub fn to_kvm(self, step: bool, block_irq: bool) -> kvm_guest_debug {
+        let mut control = 0;
+        if self.sw_breakpoints {
+            control |= KVM_GUESTDBG_USE_SW_BP;
+        }
+        let mut debugreg = [0u64; 8];
+        if let Some((addrs, dr7)) = self.hw {
+            control |= KVM_GUESTDBG_USE_HW_BP;
+            debugreg[..4].copy_from_slice(&addrs);
+            debugreg[7] = dr7;
+        }
+        if step {
+            control |= KVM_GUESTDBG_SINGLESTEP;
+            if block_irq {
+                control |= KVM_GUESTDBG_BLOCKIRQ;
+            }
+        }
+        if control != 0 {
+            control |= KVM_GUESTDBG_ENABLE;
+        }
+        kvm_guest_debug {
+            control,
+            pad: 0,
+            arch: kvm_guest_debug_arch { debugreg },
+        }
+    }
+}
+
+/// A request to a vCPU thread. Requests with a `Sender` are answered on it.
+#[derive(Debug)]
+pub enum VcpuRequest {
+    /// Stop running guest code (reported as a `Stopped` event with `StopReason::Paused`).
+    Pause,
+    /// Run again.
+    Resume,
+    /// Execute this many instructions, then stop with `StopReason::Step`.
+    Step(u64),
+    /// Take a snapshot.
+    Snapshot(Sender<VcpuSnapshot>),
+    /// Replace the general registers.
+    SetRegs(Regs, Sender<Result<(), VcpuError>>),
+    /// Replace the special registers.
+    SetSregs(SpecialRegs, Sender<Result<(), VcpuError>>),
+    /// Read these MSRs.
+    GetMsrs(Vec<u32>, Sender<Result<Vec<(u32, u64)>, VcpuError>>),
+    /// Write these MSRs.
+    SetMsrs(Vec<(u32, u64)>, Sender<Result<(), VcpuError>>),
+    /// Read DR0-DR3, DR6, DR7.
+    GetDebugRegs(Sender<Result<[u64; 6], VcpuError>>),
+    /// Set the debugger's breakpoint configuration.
+    SetGuestDebug(GuestDebug, Sender<Result<(), VcpuError>>),
+    /// End the thread.
+    Terminate,
+}
+
+impl Vcpu {
+    /// Handles one request; returns false when the thread should end.
+    pub(super) fn handle_request(&mut self, req: VcpuRequest) -> bool {
+        match req {
+            VcpuRequest::Pause => {
+                if self.state == RunState::Running {
+                    self.stop(super::StopReason::Paused);
+                }
+            }
+            VcpuRequest::Resume => {
+                self.state = RunState::Running;
+                self.check_breakpoint_at_rip = true;
+            }
+            VcpuRequest::Step(n) => {
+                self.steps_left = n.max(1);
+                self.state = RunState::Running;
+                self.check_breakpoint_at_rip = true;
+            }
+            VcpuRequest::Snapshot(tx) => {
+                let _ = tx.send(self.snapshot());
+            }
+            VcpuRequest::SetRegs(regs, tx) => {
+                let r = self
+                    .fd
+                    .set_regs(&convert::regs_to_kvm(&regs))
+                    .map_err(self.ioctl_err("KVM_SET_REGS"));
+                let _ = tx.send(r);
+            }
+            VcpuRequest::SetSregs(sregs, tx) => {
+                let r = self
+                    .fd
+                    .get_sregs()
+                    .map_err(self.ioctl_err("KVM_GET_SREGS"))
+                    .and_then(|base| {
+                        self.fd
+                            .set_sregs(&convert::sregs_to_kvm(&base, &sregs))
+                            .map_err(self.ioctl_err("KVM_SET_SREGS"))
+                    });
+                let _ = tx.send(r);
+            }
+            VcpuRequest::GetMsrs(indices, tx) => {
+                let _ = tx.send(self.get_msrs(&indices));
+            }
+            VcpuRequest::SetMsrs(values, tx) => {
+                let _ = tx.send(self.set_msrs(&values));
+            }
+            VcpuRequest::GetDebugRegs(tx) => {
+                let r = self
+                    .fd
+                    .get_debug_regs()
+                    .map_err(self.ioctl_err("KVM_GET_DEBUGREGS"))
+                    .map(|d| [d.db[0], d.db[1], d.db[2], d.db[3], d.dr6, d.dr7]);
+                let _ = tx.send(r);
+            }
+            VcpuRequest::SetGuestDebug(debug, tx) => {
+                self.debug = debug;
+                let _ = tx.send(self.apply_guest_debug());
+            }
+            VcpuRequest::Terminate => return false,
+        }
+        true
+    }
+
+    /// Programs KVM_SET_GUEST_DEBUG from the debugger's wishes and our stepping state.
+    pub(super) fn apply_guest_debug(&mut self) -> Result<(), VcpuError> {
+        let step = self.steps_left > 0 || self.stepping_over.is_some();
+        let wanted = self.debug.to_kvm(step, self.block_irq);
+        if self
+            .applied_debug
+            .as_ref()
+            .map(|d| (d.control, d.arch.debugreg))
+            == Some((wanted.control, wanted.arch.debugreg))
+        {
+            return Ok(());
+        }
+        self.fd
+            .set_guest_debug(&wanted)
+            .map_err(self.ioctl_err("KVM_SET_GUEST_DEBUG"))?;
+        self.applied_debug = Some(wanted);
+        Ok(())
+    }
+
+    fn get_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>, VcpuError> {
+        let entries: Vec<kvm_msr_entry> = indices
+            .iter()
+            .map(|&index| kvm_msr_entry {
+                index,
+                ..Default::default()
+            })
+            .collect();
+        let mut msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::Gone(self.index))?;
+        let n = self
+            .fd
+            .get_msrs(&mut msrs)
+            .map_err(self.ioctl_err("KVM_GET_MSRS"))?;
+        Ok(msrs.as_slice()[..n]
+            .iter()
+            .map(|e| (e.index, e.data))
+            .collect())
+    }
+
+    fn set_msrs(&self, values: &[(u32, u64)]) -> Result<(), VcpuError> {
+        let entries: Vec<kvm_msr_entry> = values
+            .iter()
+            .map(|&(index, data)| kvm_msr_entry {
+                index,
+                data,
+                ..Default::default()
+            })
+            .collect();
+        let msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::Gone(self.index))?;
+        self.fd
+            .set_msrs(&msrs)
+            .map_err(self.ioctl_err("KVM_SET_MSRS"))?;
+        Ok(())
+    }
+}
