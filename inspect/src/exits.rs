@@ -70,18 +70,10 @@ pub struct ExitKey {
 
 impl ExitKey {
     fn plain(kind: ExitKind) -> Self {
-        Self {
-            kind,
-            addr: None,
-            detail: None,
-        }
+        Self { kind, addr: None, detail: None }
     }
     fn at(kind: ExitKind, addr: u64) -> Self {
-        Self {
-            kind,
-            addr: Some(addr),
-            detail: None,
-        }
+        Self { kind, addr: Some(addr), detail: None }
     }
     /// Port `in`.
     pub fn io_in(port: u16) -> Self {
@@ -129,11 +121,7 @@ impl ExitKey {
     }
     /// Another exit, by name.
     pub fn other(name: &str) -> Self {
-        Self {
-            kind: ExitKind::Other,
-            addr: None,
-            detail: Some(name.to_string()),
-        }
+        Self { kind: ExitKind::Other, addr: None, detail: Some(name.to_string()) }
     }
 }
 
@@ -181,26 +169,12 @@ mod as_list {
         counter: ExitCounter,
     }
 
-    pub fn serialize<S: Serializer>(
-        m: &BTreeMap<ExitKey, ExitCounter>,
-        s: S,
-    ) -> Result<S::Ok, S::Error> {
-        m.iter()
-            .map(|(k, c)| Row {
-                key: k.clone(),
-                counter: *c,
-            })
-            .collect::<Vec<_>>()
-            .serialize(s)
+    pub fn serialize<S: Serializer>(m: &BTreeMap<ExitKey, ExitCounter>, s: S) -> Result<S::Ok, S::Error> {
+        m.iter().map(|(k, c)| Row { key: k.clone(), counter: *c }).collect::<Vec<_>>().serialize(s)
     }
 
-    pub fn deserialize<'de, D: Deserializer<'de>>(
-        d: D,
-    ) -> Result<BTreeMap<ExitKey, ExitCounter>, D::Error> {
-        Ok(Vec::<Row>::deserialize(d)?
-            .into_iter()
-            .map(|r| (r.key, r.counter))
-            .collect())
+    pub fn deserialize<'de, D: Deserializer<'de>>(d: D) -> Result<BTreeMap<ExitKey, ExitCounter>, D::Error> {
+        Ok(Vec::<Row>::deserialize(d)?.into_iter().map(|r| (r.key, r.counter)).collect())
     }
 }
 
@@ -247,11 +221,7 @@ impl ExitStats {
 
     /// Exits of one kind (all ports/addresses).
     pub fn count_kind(&self, kind: ExitKind) -> u64 {
-        self.per_key
-            .iter()
-            .filter(|(k, _)| k.kind == kind)
-            .map(|(_, c)| c.count)
-            .sum()
+        self.per_key.iter().filter(|(k, _)| k.kind == kind).map(|(_, c)| c.count).sum()
     }
 
     /// Exits for one key.
@@ -269,21 +239,10 @@ impl ExitStats {
 
 impl fmt::Display for ExitStats {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        writeln!(
-            f,
-            "{:<28} {:>12} {:>14} {:>12}",
-            "exit", "count", "avg in VMM", "max"
-        )?;
+        writeln!(f, "{:<28} {:>12} {:>14} {:>12}", "exit", "count", "avg in VMM", "max")?;
         for (k, c) in self.rows() {
             let avg = c.total_ns.checked_div(c.count).unwrap_or(0);
-            writeln!(
-                f,
-                "{:<28} {:>12} {:>11} ns {:>9} ns",
-                k.to_string(),
-                c.count,
-                avg,
-                c.max_ns
-            )?;
+            writeln!(f, "{:<28} {:>12} {:>11} ns {:>9} ns", k.to_string(), c.count, avg, c.max_ns)?;
         }
         write!(f, "{:<28} {:>12}", "total", self.total())
     }
@@ -304,14 +263,7 @@ mod tests {
         let d = a.delta(&snapshot);
         assert_eq!(d.count(&ExitKey::io_out(0x500)), 1);
         assert_eq!(d.count(&ExitKey::hlt()), 0);
-        assert_eq!(
-            a.per_key[&ExitKey::io_out(0x500)],
-            ExitCounter {
-                count: 3,
-                total_ns: 450,
-                max_ns: 300
-            }
-        );
+        assert_eq!(a.per_key[&ExitKey::io_out(0x500)], ExitCounter { count: 3, total_ns: 450, max_ns: 300 });
         let mut m = ExitStats::default();
         m.merge(&a);
         m.merge(&a);

@@ -14,9 +14,11 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod disasm;
 pub mod exits;
 pub mod host;
 pub mod mem;
+pub mod paging;
 pub mod regs;
 
 pub use addr::{Gpa, Gva, HostAddr};

@@ -63,8 +63,12 @@ impl BufferMemory {
 
 impl GuestPhysMemory for BufferMemory {
     fn read_phys(&self, gpa: Gpa, buf: &mut [u8]) -> usize {
-        let Some(off) = gpa.0.checked_sub(self.base.0) else { return 0 };
-        let Ok(off) = usize::try_from(off) else { return 0 };
+        let Some(off) = gpa.0.checked_sub(self.base.0) else {
+            return 0;
+        };
+        let Ok(off) = usize::try_from(off) else {
+            return 0;
+        };
         if off >= self.bytes.len() {
             return 0;
         }

@@ -81,38 +81,24 @@ pub struct LoadedElf {
 
 /// Checks `bytes` (named `name` in errors) and loads its segments into `mem`, allowing
 /// `[KERNEL_MIN_GPA, limit)`.
-pub fn load_elf(
-    mem: &GuestMemory,
-    name: &str,
-    bytes: &[u8],
-    limit: u64,
-) -> Result<LoadedElf, LoaderError> {
+pub fn load_elf(mem: &GuestMemory, name: &str, bytes: &[u8], limit: u64) -> Result<LoadedElf, LoaderError> {
     let checked = check_elf(name, bytes, limit)?;
     let mut image = Cursor::new(bytes);
     use linux_loader::loader::KernelLoader;
     linux_loader::loader::elf::Elf::load(mem, None, &mut image, Some(GuestAddress(KERNEL_MIN_GPA)))
-        .map_err(|source| LoaderError::Load {
-            name: name.into(),
-            source,
-        })?;
+        .map_err(|source| LoaderError::Load { name: name.into(), source })?;
     Ok(checked)
 }
 
 /// The checks of [`load_elf`], without touching memory.
 pub fn check_elf(name: &str, bytes: &[u8], limit: u64) -> Result<LoadedElf, LoaderError> {
-    let not_elf = |reason: String| LoaderError::NotElf {
-        name: name.into(),
-        reason,
-    };
+    let not_elf = |reason: String| LoaderError::NotElf { name: name.into(), reason };
     let elf = ElfFile64::<Endianness>::parse(bytes).map_err(|e| not_elf(e.to_string()))?;
     let endian = elf.endian();
     let header = elf.elf_header();
     let machine = header.e_machine(endian);
     if machine != EM_X86_64 {
-        return Err(LoaderError::WrongMachine {
-            name: name.into(),
-            machine: machine.0,
-        });
+        return Err(LoaderError::WrongMachine { name: name.into(), machine: machine.0 });
     }
     let entry = header.e_entry(endian);
     let mut end = 0u64;
@@ -126,9 +112,7 @@ pub fn check_elf(name: &str, bytes: &[u8], limit: u64) -> Result<LoadedElf, Load
         let start = ph.p_paddr(endian);
         let seg_end = start.checked_add(ph.p_memsz(endian)).unwrap_or(u64::MAX);
         let file_end = ph.p_offset(endian).checked_add(ph.p_filesz(endian));
-        if file_end.is_none_or(|e| e > bytes.len() as u64)
-            || ph.p_filesz(endian) > ph.p_memsz(endian)
-        {
+        if file_end.is_none_or(|e| e > bytes.len() as u64) || ph.p_filesz(endian) > ph.p_memsz(endian) {
             return Err(not_elf(format!("segment {index} lies outside the file")));
         }
         if start < KERNEL_MIN_GPA || seg_end > limit {
@@ -141,18 +125,14 @@ pub fn check_elf(name: &str, bytes: &[u8], limit: u64) -> Result<LoadedElf, Load
                 max: limit,
             });
         }
-        entry_ok |=
-            (start..seg_end).contains(&entry) && ph.p_flags(endian).contains(object::elf::PF_X);
+        entry_ok |= (start..seg_end).contains(&entry) && ph.p_flags(endian).contains(object::elf::PF_X);
         end = end.max(seg_end);
     }
     if !any {
         return Err(LoaderError::NoSegments { name: name.into() });
     }
     if !entry_ok {
-        return Err(LoaderError::BadEntry {
-            name: name.into(),
-            entry,
-        });
+        return Err(LoaderError::BadEntry { name: name.into(), entry });
     }
     Ok(LoadedElf { entry, end })
 }
@@ -168,13 +148,7 @@ mod tests {
         let mem = create_guest_memory(4 << 20).unwrap();
         let elf = tiny_elf(0x10_0000, &[0xf4], EM_X86_64.0);
         let loaded = load_elf(&mem, "tiny", &elf, 4 << 20).unwrap();
-        assert_eq!(
-            loaded,
-            LoadedElf {
-                entry: 0x10_0000,
-                end: 0x10_0001
-            }
-        );
+        assert_eq!(loaded, LoadedElf { entry: 0x10_0000, end: 0x10_0001 });
         let mut b = [0u8];
         crate::vstate::memory::read_phys_exact(&mem, inspect::Gpa(0x10_0000), &mut b).unwrap();
         assert_eq!(b[0], 0xf4);
@@ -183,32 +157,19 @@ mod tests {
     #[test]
     fn bad_files_are_named() {
         let e = check_elf("notes.txt", b"hello world", 4 << 20).unwrap_err();
-        assert!(
-            e.to_string()
-                .starts_with("notes.txt is not a valid ELF file"),
-            "{e}"
-        );
+        assert!(e.to_string().starts_with("notes.txt is not a valid ELF file"), "{e}");
         let arm = tiny_elf(0x10_0000, &[0], 183);
         assert!(matches!(
             check_elf("arm", &arm, 4 << 20),
             Err(LoaderError::WrongMachine { machine: 183, .. })
         ));
         let low = tiny_elf(0x1000, &[0], EM_X86_64.0);
-        assert!(matches!(
-            check_elf("low", &low, 4 << 20),
-            Err(LoaderError::DoesNotFit { .. })
-        ));
+        assert!(matches!(check_elf("low", &low, 4 << 20), Err(LoaderError::DoesNotFit { .. })));
         let high = tiny_elf(0x50_0000, &[0], EM_X86_64.0);
         let e = check_elf("high", &high, 4 << 20).unwrap_err();
-        assert!(
-            e.to_string().contains("does not fit in guest memory"),
-            "{e}"
-        );
+        assert!(e.to_string().contains("does not fit in guest memory"), "{e}");
         let mut truncated = tiny_elf(0x10_0000, &[0; 64], EM_X86_64.0);
         truncated.truncate(0x80);
-        assert!(matches!(
-            check_elf("trunc", &truncated, 4 << 20),
-            Err(LoaderError::NotElf { .. })
-        ));
+        assert!(matches!(check_elf("trunc", &truncated, 4 << 20), Err(LoaderError::NotElf { .. })));
     }
 }

@@ -17,8 +17,7 @@ pub fn describe(reason: &StopReason) -> String {
         }
         StopReason::GuestExit { code } => format!("guest exited with code {code}"),
         StopReason::Shutdown => {
-            "triple fault (KVM_EXIT_SHUTDOWN): the guest took an exception it could not handle"
-                .into()
+            "triple fault (KVM_EXIT_SHUTDOWN): the guest took an exception it could not handle".into()
         }
         StopReason::SystemEvent { kind } => format!("system event {kind} (KVM_EXIT_SYSTEM_EVENT)"),
         StopReason::Halted => "the guest halted with no interrupt to wake it (KVM_EXIT_HLT)".into(),
@@ -43,29 +42,21 @@ pub fn describe(reason: &StopReason) -> String {
 }
 
 fn hex(bytes: &[u8]) -> String {
-    bytes
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect::<Vec<_>>()
-        .join(" ")
+    bytes.iter().map(|b| format!("{b:02x}")).collect::<Vec<_>>().join(" ")
 }
 
 /// The instruction bytes at RIP: from the emulation failure if KVM gave them, otherwise
 /// read from guest memory (identity-mapped guests: RIP is the GPA; otherwise through the
 /// page tables).
-pub fn instruction_bytes(
-    reason: &StopReason,
-    snapshot: &VcpuSnapshot,
-    mem: &GuestMemory,
-) -> Vec<u8> {
+pub fn instruction_bytes(reason: &StopReason, snapshot: &VcpuSnapshot, mem: &GuestMemory) -> Vec<u8> {
     if let StopReason::InternalError(f) = reason {
         if !f.insn_bytes.is_empty() {
             return f.insn_bytes.clone();
         }
     }
     let view = PhysView(mem);
-    let t = TEMP_IDENTITY(snapshot.regs.rip); // TEMP
-    let Some(t) = t else {
+    let ctx = inspect::paging::PagingContext::from_sregs(&snapshot.sregs);
+    let Ok(t) = inspect::paging::translate(&view, &ctx, inspect::Gva(snapshot.regs.rip)) else {
         return vec![];
     };
     let mut buf = [0u8; 15];
@@ -81,31 +72,11 @@ pub fn render(reason: &StopReason, snapshot: &VcpuSnapshot, mem: &GuestMemory) -
     let _ = writeln!(out, "{} on vCPU {}", describe(reason), snapshot.index);
     let _ = writeln!(out, "  host: {}", snapshot.host.describe());
     let _ = writeln!(out, "  mode: {:?}, CPL {}", s.cpu_mode(), s.cpl());
-    let _ = writeln!(
-        out,
-        "  rip={:016x} rsp={:016x} rflags={:08x}",
-        r.rip, r.rsp, r.rflags
-    );
-    let _ = writeln!(
-        out,
-        "  rax={:016x} rbx={:016x} rcx={:016x} rdx={:016x}",
-        r.rax, r.rbx, r.rcx, r.rdx
-    );
-    let _ = writeln!(
-        out,
-        "  rsi={:016x} rdi={:016x} rbp={:016x} r8 ={:016x}",
-        r.rsi, r.rdi, r.rbp, r.r8
-    );
-    let _ = writeln!(
-        out,
-        "  r9 ={:016x} r10={:016x} r11={:016x} r12={:016x}",
-        r.r9, r.r10, r.r11, r.r12
-    );
-    let _ = writeln!(
-        out,
-        "  r13={:016x} r14={:016x} r15={:016x}",
-        r.r13, r.r14, r.r15
-    );
+    let _ = writeln!(out, "  rip={:016x} rsp={:016x} rflags={:08x}", r.rip, r.rsp, r.rflags);
+    let _ = writeln!(out, "  rax={:016x} rbx={:016x} rcx={:016x} rdx={:016x}", r.rax, r.rbx, r.rcx, r.rdx);
+    let _ = writeln!(out, "  rsi={:016x} rdi={:016x} rbp={:016x} r8 ={:016x}", r.rsi, r.rdi, r.rbp, r.r8);
+    let _ = writeln!(out, "  r9 ={:016x} r10={:016x} r11={:016x} r12={:016x}", r.r9, r.r10, r.r11, r.r12);
+    let _ = writeln!(out, "  r13={:016x} r14={:016x} r15={:016x}", r.r13, r.r14, r.r15);
     let _ = writeln!(
         out,
         "  cr0={:08x} cr2={:016x} cr3={:016x} cr4={:08x} efer={:x}",
@@ -120,28 +91,8 @@ pub fn render(reason: &StopReason, snapshot: &VcpuSnapshot, mem: &GuestMemory) -
     if bytes.is_empty() {
         let _ = writeln!(out, "  instruction at rip: (not readable)");
     } else {
-        let insn = TempInsn {
-            text: String::from("?"),
-            bytes: bytes.clone(),
-        }; // TEMP
-        let _ = writeln!(
-            out,
-            "  instruction at rip: {}  [{}]",
-            insn.text,
-            hex(&insn.bytes)
-        );
+        let insn = inspect::disasm::decode_one(&bytes, r.rip, s.cpu_mode());
+        let _ = writeln!(out, "  instruction at rip: {}  [{}]", insn.text, hex(&insn.bytes));
     }
     out
-}
-// TEMP until inspect::paging/disasm land
-#[allow(non_snake_case)]
-fn TEMP_IDENTITY(rip: u64) -> Option<TempT> {
-    Some(TempT { gpa: Gpa(rip) })
-}
-struct TempT {
-    gpa: Gpa,
-}
-struct TempInsn {
-    text: String,
-    bytes: Vec<u8>,
 }

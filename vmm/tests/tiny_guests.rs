@@ -30,10 +30,7 @@ fn boot(code: &[u8], ring: Ring) -> (Machine, Console) {
         ring,
         start_paused: false,
     };
-    (
-        Machine::boot_elf(&cfg, console.clone()).expect("boot"),
-        console,
-    )
+    (Machine::boot_elf(&cfg, console.clone()).expect("boot"), console)
 }
 
 /// mov eax, imm32; mov dx, 0x502; out dx, eax
@@ -61,10 +58,7 @@ fn serial_output_reaches_the_console() {
     let mut code = vec![0x66, 0xba, 0xf8, 0x03, 0xb0, b'h', 0xee, 0xb0, b'i', 0xee];
     code.extend(exit_with(0));
     let (mut m, console) = boot(&code, Ring::Ring3);
-    assert!(matches!(
-        m.wait(Some(Duration::from_secs(30))),
-        Outcome::Exited { code: 0 }
-    ));
+    assert!(matches!(m.wait(Some(Duration::from_secs(30))), Outcome::Exited { code: 0 }));
     assert_eq!(console.take_buffer(), b"hi");
     let stats = m.exit_stats();
     assert_eq!(stats.count(&inspect::exits::ExitKey::io_out(0x3f8)), 2);
@@ -76,10 +70,7 @@ fn triple_fault_is_reported() {
     // ud2 with no IDT: #UD -> #DF -> triple fault.
     let (mut m, _) = boot(&[0x0f, 0x0b], Ring::Ring3);
     match m.wait(Some(Duration::from_secs(30))) {
-        Outcome::Fault {
-            reason: StopReason::Shutdown,
-            snapshot,
-        } => {
+        Outcome::Fault { reason: StopReason::Shutdown, snapshot } => {
             let report = vmm::report::render(&StopReason::Shutdown, &snapshot, m.memory());
             assert!(report.contains("triple fault"), "{report}");
             assert!(report.contains("ud2"), "{report}");
@@ -93,9 +84,7 @@ fn a_spinning_guest_times_out() {
     // jmp $
     let (mut m, _) = boot(&[0xeb, 0xfe], Ring::Ring3);
     match m.wait(Some(Duration::from_millis(300))) {
-        Outcome::TimedOut {
-            snapshot: Some(s), ..
-        } => assert_eq!(s.regs.rip, ENTRY),
+        Outcome::TimedOut { snapshot: Some(s), .. } => assert_eq!(s.regs.rip, ENTRY),
         other => panic!("{other:?}"),
     }
 }
@@ -106,10 +95,7 @@ fn unknown_ports_are_counted_not_fatal() {
     let mut code = vec![0xe4, 0x80, 0xe6, 0x99];
     code.extend(exit_with(7));
     let (mut m, _) = boot(&code, Ring::Ring3);
-    assert!(matches!(
-        m.wait(Some(Duration::from_secs(30))),
-        Outcome::Exited { code: 7 }
-    ));
+    assert!(matches!(m.wait(Some(Duration::from_secs(30))), Outcome::Exited { code: 7 }));
     let stats = m.exit_stats();
     assert_eq!(stats.count(&inspect::exits::ExitKey::io_in(0x80)), 1);
     assert_eq!(stats.count(&inspect::exits::ExitKey::io_out(0x99)), 1);
@@ -124,10 +110,7 @@ fn sse_at_cpl0_on_pvm_is_an_emulation_failure() {
     let outcome = m.wait(Some(Duration::from_secs(30)));
     if vmm::host_kind() == inspect::HostKind::Pvm {
         match outcome {
-            Outcome::Fault {
-                reason: reason @ StopReason::InternalError(_),
-                snapshot,
-            } => {
+            Outcome::Fault { reason: reason @ StopReason::InternalError(_), snapshot } => {
                 let report = vmm::report::render(&reason, &snapshot, m.memory());
                 assert!(report.contains("emulator"), "{report}");
                 assert!(report.contains("movd"), "{report}");
@@ -136,9 +119,6 @@ fn sse_at_cpl0_on_pvm_is_an_emulation_failure() {
             other => panic!("{other:?}"),
         }
     } else {
-        assert!(
-            matches!(outcome, Outcome::Exited { code: 0 }),
-            "{outcome:?}"
-        );
+        assert!(matches!(outcome, Outcome::Exited { code: 0 }), "{outcome:?}");
     }
 }

@@ -68,10 +68,7 @@ pub fn setup(
     let free_end = size - STACK_SIZE;
     let loaded = load_elf(mem, name, elf, free_end)?;
 
-    let gdt_bytes: Vec<u8> = gdt::gdt_entries()
-        .iter()
-        .flat_map(|e| e.to_le_bytes())
-        .collect();
+    let gdt_bytes: Vec<u8> = gdt::gdt_entries().iter().flat_map(|e| e.to_le_bytes()).collect();
     write_phys(mem, Gpa(layout::GDT_GPA), &gdt_bytes)?;
     write_phys(mem, Gpa(layout::TSS_GPA), &gdt::tss_image())?;
     let tables = identity_map(size, ring == Ring::Ring3)?;
@@ -91,11 +88,7 @@ pub fn setup(
         ring: u32::from(ring.cpl()),
         nr_vcpus,
     };
-    write_phys(
-        mem,
-        Gpa(layout::BOOT_INFO_GPA),
-        BootInfoBytes(boot_info).as_slice(),
-    )?;
+    write_phys(mem, Gpa(layout::BOOT_INFO_GPA), BootInfoBytes(boot_info).as_slice())?;
     let entry = LongModeEntry {
         entry: loaded.entry,
         stack: size - 8,
@@ -103,9 +96,5 @@ pub fn setup(
         cr3: tables.cr3(),
         ring,
     };
-    Ok(ElfGuestLayout {
-        elf: loaded,
-        entry,
-        boot_info,
-    })
+    Ok(ElfGuestLayout { elf: loaded, entry, boot_info })
 }

@@ -1,3 +1,5 @@
 //! Putting a guest into memory and choosing the state its boot vCPU starts in.
 
 pub mod elf_guest;
+pub mod linux;
+pub mod pvh;

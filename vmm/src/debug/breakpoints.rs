@@ -42,10 +42,7 @@ pub struct Breakpoints {
 impl Breakpoints {
     /// An empty table over `mem`.
     pub fn new(mem: GuestMemory) -> Self {
-        Self {
-            mem,
-            table: Mutex::new(BTreeMap::new()),
-        }
+        Self { mem, table: Mutex::new(BTreeMap::new()) }
     }
 
     fn table(&self) -> std::sync::MutexGuard<'_, BTreeMap<u64, SwBreakpoint>> {
@@ -61,25 +58,14 @@ impl Breakpoints {
         let mut original = [0u8];
         read_phys_exact(&self.mem, gpa, &mut original)
             .map_err(|_| BreakpointError::OutOfMemory { gva, gpa })?;
-        write_phys(&self.mem, gpa, &[INT3])
-            .map_err(|_| BreakpointError::OutOfMemory { gva, gpa })?;
-        table.insert(
-            gva.0,
-            SwBreakpoint {
-                gpa,
-                original: original[0],
-                armed: true,
-            },
-        );
+        write_phys(&self.mem, gpa, &[INT3]).map_err(|_| BreakpointError::OutOfMemory { gva, gpa })?;
+        table.insert(gva.0, SwBreakpoint { gpa, original: original[0], armed: true });
         Ok(())
     }
 
     /// Removes the breakpoint at `gva`, restoring the original byte.
     pub fn remove(&self, gva: Gva) -> Result<(), BreakpointError> {
-        let bp = self
-            .table()
-            .remove(&gva.0)
-            .ok_or(BreakpointError::NotFound(gva))?;
+        let bp = self.table().remove(&gva.0).ok_or(BreakpointError::NotFound(gva))?;
         if bp.armed {
             let _ = write_phys(&self.mem, bp.gpa, &[bp.original]);
         }
@@ -168,13 +154,7 @@ mod tests {
         bps.remove(Gva(0xffff_1001)).unwrap();
         read_phys_exact(&mem, Gpa(0x1001), &mut b[..1]).unwrap();
         assert_eq!(b[0], 0x48);
-        assert!(matches!(
-            bps.remove(Gva(1)),
-            Err(BreakpointError::NotFound(_))
-        ));
-        assert!(matches!(
-            bps.insert(Gva(1), Gpa(8 << 20)),
-            Err(BreakpointError::OutOfMemory { .. })
-        ));
+        assert!(matches!(bps.remove(Gva(1)), Err(BreakpointError::NotFound(_))));
+        assert!(matches!(bps.insert(Gva(1), Gpa(8 << 20)), Err(BreakpointError::OutOfMemory { .. })));
     }
 }

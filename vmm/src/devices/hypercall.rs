@@ -85,10 +85,7 @@ impl Hypercalls {
     }
 
     fn wall_time(&self, gpa: Gpa) {
-        let nsecs = SystemTime::now()
-            .duration_since(UNIX_EPOCH)
-            .map(|d| d.as_nanos() as u64)
-            .unwrap_or(0);
+        let nsecs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let _ = write_phys(&self.mem, gpa, Arg(WallTime { nsecs }).as_slice());
     }
 }
@@ -112,11 +109,7 @@ mod tests {
     fn console_write_copies_the_buffer() {
         let (hc, mem, console) = setup();
         write_phys(&mem, Gpa(0x5000), b"hello").unwrap();
-        let req = ConsoleWrite {
-            buf_gpa: 0x5000,
-            len: 5,
-            ret: 0,
-        };
+        let req = ConsoleWrite { buf_gpa: 0x5000, len: 5, ret: 0 };
         write_phys(&mem, Gpa(0x6000), Arg(req).as_slice()).unwrap();
         hc.handle(PORT_CONSOLE_WRITE, 0x6000);
         assert_eq!(console.take_buffer(), b"hello");
@@ -126,24 +119,13 @@ mod tests {
     #[test]
     fn hostile_arguments_are_refused() {
         let (hc, mem, console) = setup();
-        for (buf_gpa, len) in [
-            (u64::MAX - 2, 8),
-            (0x3f_fffe, 4),
-            (0x5000, u64::MAX),
-            (0, MAX_CONSOLE_WRITE + 1),
-        ] {
-            let req = ConsoleWrite {
-                buf_gpa,
-                len,
-                ret: 0,
-            };
+        for (buf_gpa, len) in
+            [(u64::MAX - 2, 8), (0x3f_fffe, 4), (0x5000, u64::MAX), (0, MAX_CONSOLE_WRITE + 1)]
+        {
+            let req = ConsoleWrite { buf_gpa, len, ret: 0 };
             write_phys(&mem, Gpa(0x6000), Arg(req).as_slice()).unwrap();
             hc.handle(PORT_CONSOLE_WRITE, 0x6000);
-            assert_eq!(
-                ret_at(&mem, 0x6000),
-                u64::MAX,
-                "buf {buf_gpa:#x} len {len:#x}"
-            );
+            assert_eq!(ret_at(&mem, 0x6000), u64::MAX, "buf {buf_gpa:#x} len {len:#x}");
         }
         // The argument struct itself outside memory: nothing happens, nothing panics.
         hc.handle(PORT_CONSOLE_WRITE, 0xffff_fff0);

@@ -81,9 +81,7 @@ impl PortIoBus {
 }
 
 fn com1_offset(port: u16) -> Option<u8> {
-    (COM1_BASE..COM1_BASE + COM1_LEN)
-        .contains(&port)
-        .then(|| (port - COM1_BASE) as u8)
+    (COM1_BASE..COM1_BASE + COM1_LEN).contains(&port).then(|| (port - COM1_BASE) as u8)
 }
 
 /// The value of a 1-, 2- or 4-byte port write.
@@ -103,10 +101,7 @@ mod tests {
         let console = Console::buffer();
         let mem = create_guest_memory(4 << 20).unwrap();
         let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), None)));
-        (
-            PortIoBus::new(serial, Hypercalls::new(mem, console.clone())),
-            console,
-        )
+        (PortIoBus::new(serial, Hypercalls::new(mem, console.clone())), console)
     }
 
     #[test]
@@ -114,10 +109,7 @@ mod tests {
         let (bus, console) = bus();
         assert_eq!(bus.write(0x3f8, b"A"), PioOutcome::Handled);
         assert_eq!(console.take_buffer(), b"A");
-        assert_eq!(
-            bus.write(PORT_EXIT, &7u32.to_le_bytes()),
-            PioOutcome::Exit(7)
-        );
+        assert_eq!(bus.write(PORT_EXIT, &7u32.to_le_bytes()), PioOutcome::Exit(7));
         assert_eq!(bus.write(PORT_EXIT, &[3]), PioOutcome::Exit(3));
         let mut d = [0u8; 2];
         assert_eq!(bus.read(0x1234, &mut d), PioOutcome::Unhandled);

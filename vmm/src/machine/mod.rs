@@ -4,19 +4,23 @@
 
 mod debug;
 
+pub use debug::{DebugError, HwBreakpoint, HwKind, HwSlots};
+
 use crate::arch::x86_64::regs::{initial_fpu, long_mode_regs, long_mode_sregs};
-use crate::arch::x86_64::Ring;
+use crate::arch::x86_64::{msr, Ring};
 use crate::boot::elf_guest::{self, ElfBootError, ElfGuestLayout};
+use crate::boot::linux::{self, LinuxBootError, LinuxLayout};
 use crate::debug::Breakpoints;
 use crate::devices::console::Console;
 use crate::devices::hypercall::Hypercalls;
-use crate::devices::legacy::serial::SerialPort;
+use crate::devices::legacy::serial::{SerialPort, COM1_IRQ};
 use crate::devices::PortIoBus;
 use crate::vstate::kvm::{KvmError, KvmSystem};
 use crate::vstate::memory::{create_guest_memory, GuestMemory, MemoryError};
+use crate::vstate::stats_fd::StatsFd;
 use crate::vstate::vcpu::{
-    StopReason, Vcpu, VcpuError, VcpuEvent, VcpuEventKind, VcpuHandle, VcpuOptions, VcpuRequest,
-    VcpuSnapshot,
+    EmulationFixups, StopReason, Vcpu, VcpuError, VcpuEvent, VcpuEventKind, VcpuHandle, VcpuOptions,
+    VcpuRequest, VcpuSnapshot,
 };
 use crate::vstate::vm::{Vm, VmError};
 use inspect::exits::ExitStats;
@@ -24,6 +28,7 @@ use inspect::HostKind;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
+use vmm_sys_util::eventfd::EventFd;
 
 /// Errors from starting or driving a machine.
 #[derive(Debug, thiserror::Error)]
@@ -40,6 +45,9 @@ pub enum MachineError {
     /// The guest image and its boot structures.
     #[error(transparent)]
     Boot(#[from] ElfBootError),
+    /// The Linux kernel, initramfs and their boot structures.
+    #[error(transparent)]
+    LinuxBoot(#[from] LinuxBootError),
     /// A vCPU.
     #[error(transparent)]
     Vcpu(#[from] VcpuError),
@@ -104,12 +112,63 @@ pub struct Machine {
     mem: GuestMemory,
     bus: PortIoBus,
     breakpoints: Arc<Breakpoints>,
+    hw_slots: Mutex<HwSlots>,
     vcpus: Vec<VcpuHandle>,
+    /// How many vCPUs (from 0) run guest code; the rest stay parked.
+    runnable_vcpus: usize,
+    /// KVM's binary statistics of the VM and of each vCPU, where the host offers them.
+    vm_stats: Option<StatsFd>,
+    vcpu_stats: Vec<Option<StatsFd>>,
     events: Receiver<VcpuEvent>,
-    layout: ElfGuestLayout,
+    layout: GuestLayout,
     started: Instant,
     host: HostKind,
     name: String,
+}
+
+/// A Linux guest to boot.
+#[derive(Clone, Debug)]
+pub struct LinuxGuestConfig {
+    /// Name of the kernel file (for messages).
+    pub kernel_name: String,
+    /// The uncompressed `vmlinux` ELF.
+    pub kernel: Arc<[u8]>,
+    /// Name and bytes of the initramfs.
+    pub initrd: Option<(String, Arc<[u8]>)>,
+    /// The full kernel command line.
+    pub cmdline: String,
+    /// Guest memory in MiB.
+    pub mem_mib: u64,
+    /// Number of vCPUs.
+    pub vcpus: usize,
+    /// Hold every vCPU before the first instruction.
+    pub start_paused: bool,
+    /// Emulation failures the VMM answers itself (the PVM profile turns these on).
+    pub fixups: EmulationFixups,
+}
+
+/// How the guest was put into memory.
+#[derive(Clone, Copy, Debug)]
+pub enum GuestLayout {
+    /// An ELF guest with vmscope's entry contract.
+    Elf(ElfGuestLayout),
+    /// A Linux kernel entered through PVH.
+    Linux(LinuxLayout),
+}
+
+/// The parts every machine is assembled from.
+struct Parts {
+    kvm: KvmSystem,
+    vm: Vm,
+    mem: GuestMemory,
+    bus: PortIoBus,
+    layout: GuestLayout,
+    started: Instant,
+    name: String,
+}
+
+fn vcpu_op(index: usize) -> impl Fn(&'static str) -> Box<dyn FnOnce(kvm_ioctls::Error) -> VcpuError> {
+    move |op| Box::new(move |source| VcpuError::Ioctl { index, op, source })
 }
 
 impl Machine {
@@ -123,67 +182,122 @@ impl Machine {
         let kvm = KvmSystem::open()?;
         let mem = create_guest_memory(cfg.mem_mib.saturating_mul(1 << 20))?;
         let vm = Vm::new(&kvm, &mem, false)?;
-        let layout = elf_guest::setup(
-            &mem,
-            &cfg.name,
-            &cfg.elf,
-            &cfg.cmdline,
-            cfg.ring,
-            cfg.vcpus as u32,
-        )?;
-
+        let layout = elf_guest::setup(&mem, &cfg.name, &cfg.elf, &cfg.cmdline, cfg.ring, cfg.vcpus as u32)?;
         let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), None)));
         let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console));
-        let breakpoints = Arc::new(Breakpoints::new(mem.clone()));
-        let (tx, events) = mpsc::channel();
-        let block_irq = kvm.has_cap(kvm_ioctls::Cap::SetGuestDebug)
-            && kvm
-                .kvm()
-                .check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into())
-                as u32
-                & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ
-                != 0;
-        let mut vcpus = Vec::with_capacity(cfg.vcpus);
-        for index in 0..cfg.vcpus {
-            let fd = vm.create_vcpu(&kvm, index, cfg.vcpus)?;
-            let op = |op| move |source| VcpuError::Ioctl { index, op, source };
+        let parts =
+            Parts { kvm, vm, mem, bus, layout: GuestLayout::Elf(layout), started, name: cfg.name.clone() };
+        let entry = layout.entry;
+        Self::assemble(parts, cfg.vcpus, 1, cfg.start_paused, EmulationFixups::default(), |index, fd| {
+            let op = vcpu_op(index);
             let base = fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
-            // Every vCPU gets the long-mode state; only vCPU 0 is let run (without an
-            // irqchip there is no INIT/SIPI to start the others).
             // RFLAGS first: PVM filters RFLAGS.IOPL by the CPL in force when it is set, so
             // it must be written while the vCPU is still at its reset CPL0.
-            fd.set_regs(&long_mode_regs(&layout.entry))
-                .map_err(op("KVM_SET_REGS"))?;
-            fd.set_sregs(&long_mode_sregs(base, &layout.entry))
-                .map_err(op("KVM_SET_SREGS"))?;
+            fd.set_regs(&long_mode_regs(&entry)).map_err(op("KVM_SET_REGS"))?;
+            fd.set_sregs(&long_mode_sregs(base, &entry)).map_err(op("KVM_SET_SREGS"))?;
             fd.set_fpu(&initial_fpu()).map_err(op("KVM_SET_FPU"))?;
-            let options = VcpuOptions {
-                start_paused: cfg.start_paused || index > 0,
-                block_irq,
-                ..Default::default()
-            };
-            let vcpu = Vcpu::new(
-                index,
-                fd,
-                bus.clone(),
-                breakpoints.clone(),
-                tx.clone(),
-                options,
-            );
+            Ok(())
+        })
+    }
+
+    /// Boots a Linux kernel through PVH with an in-kernel irqchip, PIT and COM1 on IRQ 4.
+    pub fn boot_linux(cfg: &LinuxGuestConfig, console: Console) -> Result<Self, MachineError> {
+        let started = Instant::now();
+        if !(1..=32).contains(&cfg.vcpus) {
+            return Err(MachineError::BadVcpuCount(cfg.vcpus));
+        }
+        let kvm = KvmSystem::open()?;
+        let mem = create_guest_memory(cfg.mem_mib.saturating_mul(1 << 20))?;
+        let vm = Vm::new(&kvm, &mem, true)?;
+        let initrd = cfg.initrd.as_ref().map(|(n, b)| (n.as_str(), &b[..]));
+        let layout = linux::setup(&mem, &cfg.kernel_name, &cfg.kernel, initrd, &cfg.cmdline)?;
+        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Ioctl {
+            op: "eventfd",
+            source: kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EIO)),
+        })?;
+        vm.fd()
+            .register_irqfd(&irq, COM1_IRQ)
+            .map_err(|source| VmError::Ioctl { op: "KVM_IRQFD", source })?;
+        let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), Some(irq))));
+        let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console));
+        let parts = Parts {
+            kvm,
+            vm,
+            mem,
+            bus,
+            layout: GuestLayout::Linux(layout),
+            started,
+            name: cfg.kernel_name.clone(),
+        };
+        Self::assemble(parts, cfg.vcpus, cfg.vcpus, cfg.start_paused, cfg.fixups, |index, fd| {
+            let op = vcpu_op(index);
+            let msrs: Vec<kvm_bindings::kvm_msr_entry> = msr::boot_msrs()
+                .into_iter()
+                .map(|(index, data)| kvm_bindings::kvm_msr_entry { index, data, ..Default::default() })
+                .collect();
+            let msrs = kvm_bindings::Msrs::from_entries(&msrs).map_err(|_| VcpuError::Gone(index))?;
+            fd.set_msrs(&msrs).map_err(op("KVM_SET_MSRS"))?;
+            let mut lapic = fd.get_lapic().map_err(op("KVM_GET_LAPIC"))?;
+            let mut regs: Vec<u8> = lapic.regs.iter().map(|b| *b as u8).collect();
+            msr::set_apic_delivery_mode(&mut regs, msr::APIC_LVT0, msr::APIC_MODE_EXTINT);
+            msr::set_apic_delivery_mode(&mut regs, msr::APIC_LVT1, msr::APIC_MODE_NMI);
+            for (d, s) in lapic.regs.iter_mut().zip(regs) {
+                *d = s as _;
+            }
+            fd.set_lapic(&lapic).map_err(op("KVM_SET_LAPIC"))?;
+            if index == 0 {
+                let base = fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
+                fd.set_sregs(&linux::pvh_sregs(base)).map_err(op("KVM_SET_SREGS"))?;
+                fd.set_regs(&linux::pvh_regs(layout.entry)).map_err(op("KVM_SET_REGS"))?;
+                fd.set_fpu(&initial_fpu()).map_err(op("KVM_SET_FPU"))?;
+            }
+            Ok(())
+        })
+    }
+
+    /// Creates the vCPUs (configured by `setup`) and their threads.
+    fn assemble(
+        parts: Parts,
+        nr_vcpus: usize,
+        runnable_vcpus: usize,
+        start_paused: bool,
+        fixups: EmulationFixups,
+        setup: impl Fn(usize, &kvm_ioctls::VcpuFd) -> Result<(), VcpuError>,
+    ) -> Result<Self, MachineError> {
+        let Parts { kvm, vm, mem, bus, layout, started, name } = parts;
+        let breakpoints = Arc::new(Breakpoints::new(mem.clone()));
+        let (tx, events) = mpsc::channel();
+        let block_irq = kvm.kvm().check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into()) as u32
+            & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ
+            != 0;
+        let mut vcpus = Vec::with_capacity(nr_vcpus);
+        let mut vcpu_stats = Vec::with_capacity(nr_vcpus);
+        for index in 0..nr_vcpus {
+            let fd = vm.create_vcpu(&kvm, index, nr_vcpus)?;
+            vcpu_stats.push(StatsFd::open(&fd).ok());
+            setup(index, &fd)?;
+            let options =
+                VcpuOptions { start_paused: start_paused || index >= runnable_vcpus, block_irq, fixups };
+            let vcpu = Vcpu::new(index, fd, bus.clone(), breakpoints.clone(), tx.clone(), options);
             vcpus.push(vcpu.spawn()?);
         }
+        let vm_stats = StatsFd::open(vm.fd()).ok();
         Ok(Self {
             _kvm: kvm,
+            vm_stats,
+            vcpu_stats,
             vm,
             mem,
             bus,
             breakpoints,
+            hw_slots: Mutex::new(HwSlots::default()),
             vcpus,
+            runnable_vcpus,
             events,
             layout,
             started,
             host: crate::host::host_kind(),
-            name: cfg.name.clone(),
+            name,
         })
     }
 
@@ -203,7 +317,7 @@ impl Machine {
     }
 
     /// How the guest was laid out.
-    pub fn layout(&self) -> &ElfGuestLayout {
+    pub fn layout(&self) -> &GuestLayout {
         &self.layout
     }
 
@@ -258,6 +372,14 @@ impl Machine {
         total
     }
 
+    /// KVM's raw binary statistics: the VM's and each vCPU's blob (decode them with
+    /// `inspect::kvmstats`). `None` where the host has no stats fd.
+    pub fn kvm_stats_raw(&self) -> (Option<Vec<u8>>, Vec<Option<Vec<u8>>>) {
+        let vm = self.vm_stats.as_ref().and_then(|s| s.read_all().ok());
+        let vcpus = self.vcpu_stats.iter().map(|s| s.as_ref().and_then(|s| s.read_all().ok())).collect();
+        (vm, vcpus)
+    }
+
     /// Runs until the guest exits, faults, or `limit` passes (then pauses every vCPU).
     /// Debugger stops (breakpoints, steps, pauses) are returned to the caller as faults
     /// only if nobody else handles them; use [`Machine::events`] directly when debugging.
@@ -265,14 +387,9 @@ impl Machine {
         let deadline = limit.map(|l| Instant::now() + l);
         loop {
             let event = match deadline {
-                Some(d) => match self
-                    .events
-                    .recv_timeout(d.saturating_duration_since(Instant::now()))
-                {
+                Some(d) => match self.events.recv_timeout(d.saturating_duration_since(Instant::now())) {
                     Ok(e) => e,
-                    Err(RecvTimeoutError::Timeout) => {
-                        return self.time_out(limit.unwrap_or_default())
-                    }
+                    Err(RecvTimeoutError::Timeout) => return self.time_out(limit.unwrap_or_default()),
                     Err(RecvTimeoutError::Disconnected) => return self.all_gone(),
                 },
                 None => match self.events.recv() {
@@ -297,9 +414,7 @@ impl Machine {
 
     fn all_gone(&self) -> Outcome {
         Outcome::Fault {
-            reason: StopReason::RunFailed {
-                error: "every vCPU thread ended".into(),
-            },
+            reason: StopReason::RunFailed { error: "every vCPU thread ended".into() },
             snapshot: Box::new(VcpuSnapshot {
                 index: 0,
                 state: crate::vstate::vcpu::RunState::Paused,

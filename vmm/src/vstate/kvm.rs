@@ -78,29 +78,17 @@ impl KvmSystem {
         }
         let cpath = std::ffi::CString::new(path.as_os_str().as_encoded_bytes())
             .map_err(|_| KvmError::Missing { path: path.into() })?;
-        let kvm = Kvm::new_with_path(cpath).map_err(|source| KvmError::Open {
-            path: path.into(),
-            source,
-        })?;
+        let kvm = Kvm::new_with_path(cpath).map_err(|source| KvmError::Open { path: path.into(), source })?;
         let found = kvm.get_api_version();
         if found != KVM_API_VERSION as i32 {
-            return Err(KvmError::ApiVersion {
-                path: path.into(),
-                found,
-            });
+            return Err(KvmError::ApiVersion { path: path.into(), found });
         }
         for (cap, name) in REQUIRED_CAPS {
             if !kvm.check_extension(*cap) {
-                return Err(KvmError::MissingCap {
-                    path: path.into(),
-                    cap: name,
-                });
+                return Err(KvmError::MissingCap { path: path.into(), cap: name });
             }
         }
-        Ok(Self {
-            kvm,
-            path: path.into(),
-        })
+        Ok(Self { kvm, path: path.into() })
     }
 
     /// The underlying kvm-ioctls handle.
@@ -115,9 +103,7 @@ impl KvmSystem {
 
     /// The CPUID leaves KVM can present to a guest.
     pub fn supported_cpuid(&self) -> Result<CpuId, KvmError> {
-        self.kvm
-            .get_supported_cpuid(KVM_MAX_CPUID_ENTRIES)
-            .map_err(KvmError::SupportedCpuid)
+        self.kvm.get_supported_cpuid(KVM_MAX_CPUID_ENTRIES).map_err(KvmError::SupportedCpuid)
     }
 
     /// Whether an optional capability is present.
@@ -143,9 +129,7 @@ impl KvmSystem {
             .map(|(cap, name)| (*name, self.kvm.check_extension(*cap)))
             .chain([(
                 "KVM_CAP_EXIT_ON_EMULATION_FAILURE",
-                self.kvm
-                    .check_extension_raw(kvm_bindings::KVM_CAP_EXIT_ON_EMULATION_FAILURE.into())
-                    > 0,
+                self.kvm.check_extension_raw(kvm_bindings::KVM_CAP_EXIT_ON_EMULATION_FAILURE.into()) > 0,
             )])
             .collect()
     }

@@ -59,11 +59,7 @@ pub fn mem_size(mem: &GuestMemory) -> u64 {
 
 /// Writes `data` at `gpa`, all or nothing.
 pub fn write_phys(mem: &GuestMemory, gpa: Gpa, data: &[u8]) -> Result<(), MemoryError> {
-    mem.write_slice(data, GuestAddress(gpa.0))
-        .map_err(|_| MemoryError::OutOfRange {
-            gpa,
-            len: data.len(),
-        })
+    mem.write_slice(data, GuestAddress(gpa.0)).map_err(|_| MemoryError::OutOfRange { gpa, len: data.len() })
 }
 
 /// Reads exactly `buf.len()` bytes at `gpa`.
@@ -102,10 +98,7 @@ impl GuestPhysMemory for PhysView<'_> {
     }
 
     fn host_addr(&self, gpa: Gpa) -> Option<HostAddr> {
-        self.0
-            .get_host_address(GuestAddress(gpa.0))
-            .ok()
-            .map(|p| HostAddr(p as u64))
+        self.0.get_host_address(GuestAddress(gpa.0)).ok().map(|p| HostAddr(p as u64))
     }
 }
 
@@ -115,10 +108,7 @@ mod tests {
 
     #[test]
     fn sizes_are_checked() {
-        assert!(matches!(
-            create_guest_memory(1 << 20),
-            Err(MemoryError::BadSize { mib: 1 })
-        ));
+        assert!(matches!(create_guest_memory(1 << 20), Err(MemoryError::BadSize { mib: 1 })));
         assert!(create_guest_memory(4 << 30).is_err());
         let mem = create_guest_memory(8 << 20).unwrap();
         assert_eq!(mem_size(&mem), 8 << 20);

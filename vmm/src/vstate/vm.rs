@@ -3,9 +3,7 @@
 use super::kvm::{KvmError, KvmSystem};
 use super::memory::GuestMemory;
 use crate::arch::x86_64::cpuid;
-use kvm_bindings::{
-    kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY,
-};
+use kvm_bindings::{kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{VcpuFd, VmFd};
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
@@ -56,12 +54,10 @@ impl Vm {
     /// Creates a VM over `mem`; with `irqchip`, an in-kernel PIC/IOAPIC/LAPIC and a PIT.
     pub fn new(kvm: &KvmSystem, mem: &GuestMemory, irqchip: bool) -> Result<Self, VmError> {
         let fd = kvm.kvm().create_vm().map_err(ioctl("KVM_CREATE_VM"))?;
-        fd.set_tss_address(TSS_ADDRESS)
-            .map_err(ioctl("KVM_SET_TSS_ADDR"))?;
+        fd.set_tss_address(TSS_ADDRESS).map_err(ioctl("KVM_SET_TSS_ADDR"))?;
         for (slot, region) in mem.iter().enumerate() {
-            let host = region
-                .get_host_address(vm_memory::MemoryRegionAddress(0))
-                .map_err(|_| VmError::Ioctl {
+            let host =
+                region.get_host_address(vm_memory::MemoryRegionAddress(0)).map_err(|_| VmError::Ioctl {
                     op: "KVM_SET_USER_MEMORY_REGION",
                     source: kvm_ioctls::Error::new(libc::EFAULT),
                 })?;
@@ -75,32 +71,18 @@ impl Vm {
             // SAFETY: the region is a live anonymous mapping owned by `mem`, whose clones
             // (held by the VM's devices and vCPUs) keep it mapped for as long as the VM
             // can run; the slot does not overlap another slot.
-            unsafe { fd.set_user_memory_region(desc) }
-                .map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
+            unsafe { fd.set_user_memory_region(desc) }.map_err(ioctl("KVM_SET_USER_MEMORY_REGION"))?;
         }
         if irqchip {
             fd.create_irq_chip().map_err(ioctl("KVM_CREATE_IRQCHIP"))?;
-            let pit = kvm_pit_config {
-                flags: KVM_PIT_SPEAKER_DUMMY,
-                ..Default::default()
-            };
+            let pit = kvm_pit_config { flags: KVM_PIT_SPEAKER_DUMMY, ..Default::default() };
             fd.create_pit2(pit).map_err(ioctl("KVM_CREATE_PIT2"))?;
         }
         // Ask KVM to return the instruction bytes with an emulation failure.
         let cap = kvm_bindings::KVM_CAP_EXIT_ON_EMULATION_FAILURE;
         let emulation_failure_exits = fd.check_extension_raw(cap.into()) > 0
-            && fd
-                .enable_cap(&kvm_enable_cap {
-                    cap,
-                    args: [1, 0, 0, 0],
-                    ..Default::default()
-                })
-                .is_ok();
-        Ok(Self {
-            fd,
-            irqchip,
-            emulation_failure_exits,
-        })
+            && fd.enable_cap(&kvm_enable_cap { cap, args: [1, 0, 0, 0], ..Default::default() }).is_ok();
+        Ok(Self { fd, irqchip, emulation_failure_exits })
     }
 
     /// The VM fd.
@@ -119,27 +101,15 @@ impl Vm {
     }
 
     /// Creates vCPU `index` of `count` with normalized CPUID.
-    pub fn create_vcpu(
-        &self,
-        kvm: &KvmSystem,
-        index: usize,
-        count: usize,
-    ) -> Result<VcpuFd, VmError> {
-        let fd = self
-            .fd
-            .create_vcpu(index as u64)
-            .map_err(|source| VmError::VcpuIoctl {
-                index,
-                op: "KVM_CREATE_VCPU",
-                source,
-            })?;
-        let mut cpuid = kvm.supported_cpuid()?;
-        cpuid::normalize(&mut cpuid, index as u8, count as u8);
-        fd.set_cpuid2(&cpuid).map_err(|source| VmError::VcpuIoctl {
+    pub fn create_vcpu(&self, kvm: &KvmSystem, index: usize, count: usize) -> Result<VcpuFd, VmError> {
+        let fd = self.fd.create_vcpu(index as u64).map_err(|source| VmError::VcpuIoctl {
             index,
-            op: "KVM_SET_CPUID2",
+            op: "KVM_CREATE_VCPU",
             source,
         })?;
+        let mut cpuid = kvm.supported_cpuid()?;
+        cpuid::normalize(&mut cpuid, index as u8, count as u8);
+        fd.set_cpuid2(&cpuid).map_err(|source| VmError::VcpuIoctl { index, op: "KVM_SET_CPUID2", source })?;
         Ok(fd)
     }
 }

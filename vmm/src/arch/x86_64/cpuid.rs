@@ -20,8 +20,7 @@ pub fn normalize(cpuid: &mut CpuId, index: u8, count: u8) {
 fn normalize_entry(entry: &mut kvm_cpuid_entry2, index: u8, count: u8) {
     match entry.function {
         1 => {
-            entry.ebx =
-                (entry.ebx & 0x0000_ffff) | (u32::from(index) << 24) | (u32::from(count) << 16);
+            entry.ebx = (entry.ebx & 0x0000_ffff) | (u32::from(index) << 24) | (u32::from(count) << 16);
             entry.ecx |= LEAF1_ECX_HYPERVISOR;
             if count > 1 {
                 entry.edx |= LEAF1_EDX_HTT;
@@ -39,22 +38,9 @@ mod tests {
     #[test]
     fn apic_ids_and_counts() {
         let mut cpuid = CpuId::from_entries(&[
-            kvm_cpuid_entry2 {
-                function: 1,
-                ebx: 0xff00_0800,
-                ..Default::default()
-            },
-            kvm_cpuid_entry2 {
-                function: 0xb,
-                index: 0,
-                edx: 7,
-                ..Default::default()
-            },
-            kvm_cpuid_entry2 {
-                function: 0,
-                eax: 0xd,
-                ..Default::default()
-            },
+            kvm_cpuid_entry2 { function: 1, ebx: 0xff00_0800, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0xb, index: 0, edx: 7, ..Default::default() },
+            kvm_cpuid_entry2 { function: 0, eax: 0xd, ..Default::default() },
         ])
         .unwrap();
         normalize(&mut cpuid, 2, 4);

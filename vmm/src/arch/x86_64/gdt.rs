@@ -53,32 +53,12 @@ pub struct Descriptor {
 impl Descriptor {
     /// A flat 64-bit code segment at `dpl`.
     pub fn code64(dpl: u8) -> Self {
-        Self {
-            base: 0,
-            limit: 0xfffff,
-            type_: TYPE_CODE,
-            s: true,
-            dpl,
-            p: true,
-            l: true,
-            db: false,
-            g: true,
-        }
+        Self { base: 0, limit: 0xfffff, type_: TYPE_CODE, s: true, dpl, p: true, l: true, db: false, g: true }
     }
 
     /// A flat data segment at `dpl`.
     pub fn data(dpl: u8) -> Self {
-        Self {
-            base: 0,
-            limit: 0xfffff,
-            type_: TYPE_DATA,
-            s: true,
-            dpl,
-            p: true,
-            l: false,
-            db: true,
-            g: true,
-        }
+        Self { base: 0, limit: 0xfffff, type_: TYPE_DATA, s: true, dpl, p: true, l: false, db: true, g: true }
     }
 
     /// A busy 64-bit TSS at `base`.
@@ -137,11 +117,7 @@ impl Descriptor {
 
     /// The hidden segment-register state KVM loads for this descriptor with `selector`.
     pub fn to_kvm_segment(&self, selector: u16) -> kvm_segment {
-        let limit = if self.g {
-            (self.limit << 12) | 0xfff
-        } else {
-            self.limit
-        };
+        let limit = if self.g { (self.limit << 12) | 0xfff } else { self.limit };
         kvm_segment {
             base: self.base,
             limit,
@@ -176,11 +152,8 @@ pub fn gdt_entries() -> [u64; 7] {
 
 /// The selectors and descriptors for a guest at CPL `cpl` (0 or 3): (CS, data, TSS).
 pub fn segments_for(cpl: u8) -> (kvm_segment, kvm_segment, kvm_segment) {
-    let (cs_sel, ds_sel) = if cpl == 3 {
-        (sel::USER_CS, sel::USER_DS)
-    } else {
-        (sel::KERNEL_CS, sel::KERNEL_DS)
-    };
+    let (cs_sel, ds_sel) =
+        if cpl == 3 { (sel::USER_CS, sel::USER_DS) } else { (sel::KERNEL_CS, sel::KERNEL_DS) };
     (
         Descriptor::code64(cpl).to_kvm_segment(cs_sel),
         Descriptor::data(cpl).to_kvm_segment(ds_sel),
@@ -203,11 +176,7 @@ mod tests {
 
     #[test]
     fn encode_decode_round_trip() {
-        for d in [
-            Descriptor::code64(0),
-            Descriptor::data(3),
-            Descriptor::tss(0x2000),
-        ] {
+        for d in [Descriptor::code64(0), Descriptor::data(3), Descriptor::tss(0x2000)] {
             assert_eq!(Descriptor::decode(d.encode()), d);
         }
         let tss = Descriptor::tss(0x1234_5678_9abc_d000);
@@ -218,22 +187,13 @@ mod tests {
     #[test]
     fn kvm_segments_match_the_selectors() {
         let (cs, ds, tr) = segments_for(3);
-        assert_eq!(
-            (cs.selector, cs.dpl, cs.l, cs.limit),
-            (sel::USER_CS, 3, 1, 0xffff_ffff)
-        );
+        assert_eq!((cs.selector, cs.dpl, cs.l, cs.limit), (sel::USER_CS, 3, 1, 0xffff_ffff));
         assert_eq!((ds.selector, ds.dpl, ds.db), (sel::USER_DS, 3, 1));
-        assert_eq!(
-            (tr.selector, tr.type_, tr.s, tr.limit),
-            (sel::TSS, 0xb, 0, TSS_LIMIT)
-        );
+        assert_eq!((tr.selector, tr.type_, tr.s, tr.limit), (sel::TSS, 0xb, 0, TSS_LIMIT));
         let tss = tss_image();
         assert_eq!(tss.len() as u32, TSS_LIMIT + 1);
         assert_eq!(u16::from_le_bytes([tss[0x66], tss[0x67]]), 0x68);
         let gdt = gdt_entries();
-        assert_eq!(
-            Descriptor::decode(gdt[usize::from(sel::USER_CS >> 3)]).dpl,
-            3
-        );
+        assert_eq!(Descriptor::decode(gdt[usize::from(sel::USER_CS >> 3)]).dpl, 3);
     }
 }

@@ -2,6 +2,7 @@
 
 pub mod cpuid;
 pub mod gdt;
+pub mod msr;
 pub mod paging;
 pub mod regs;
 

@@ -44,9 +44,7 @@ impl PageTables {
 
     /// The tables as bytes, for writing into guest memory.
     pub fn bytes(&self) -> impl Iterator<Item = (Gpa, Vec<u8>)> + '_ {
-        self.tables
-            .iter()
-            .map(|(gpa, t)| (*gpa, t.iter().flat_map(|e| e.to_le_bytes()).collect()))
+        self.tables.iter().map(|(gpa, t)| (*gpa, t.iter().flat_map(|e| e.to_le_bytes()).collect()))
     }
 }
 
@@ -56,10 +54,7 @@ pub fn identity_map(mem_size: u64, user: bool) -> Result<PageTables, PagingError
     let max_pds = (layout::PD_END_GPA - layout::PD_GPA) / 0x1000;
     let nr_pds = mem_size.div_ceil(GIB);
     if nr_pds > max_pds {
-        return Err(PagingError::TooLarge {
-            mib: mem_size >> 20,
-            max_gib: max_pds,
-        });
+        return Err(PagingError::TooLarge { mib: mem_size >> 20, max_gib: max_pds });
     }
     let flags = PTE_P | PTE_RW | if user { PTE_US } else { 0 };
     let mut pml4 = Box::new([0u64; 512]);
@@ -105,19 +100,13 @@ mod tests {
     #[test]
     fn supervisor_tables_have_no_user_bit() {
         let pt = identity_map(64 << 20, false).unwrap();
-        assert!(pt
-            .tables
-            .iter()
-            .all(|(_, t)| t.iter().all(|e| e & PTE_US == 0)));
+        assert!(pt.tables.iter().all(|(_, t)| t.iter().all(|e| e & PTE_US == 0)));
         let pd = &pt.tables[2].1;
         assert_eq!(pd.iter().filter(|e| **e & PTE_P != 0).count(), 32);
     }
 
     #[test]
     fn too_large_is_an_error() {
-        assert!(matches!(
-            identity_map(64 * GIB, false),
-            Err(PagingError::TooLarge { .. })
-        ));
+        assert!(matches!(identity_map(64 * GIB, false), Err(PagingError::TooLarge { .. })));
     }
 }

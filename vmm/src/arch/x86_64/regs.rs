@@ -46,11 +46,7 @@ pub fn long_mode_sregs(base: kvm_sregs, entry: &LongModeEntry) -> kvm_sregs {
 
 /// General registers: RIP, RSP, RDI, and RFLAGS with IOPL=3 at CPL3 so `in`/`out` work.
 pub fn long_mode_regs(entry: &LongModeEntry) -> kvm_regs {
-    let iopl = if entry.ring == Ring::Ring3 {
-        rflags::IOPL_MASK
-    } else {
-        0
-    };
+    let iopl = if entry.ring == Ring::Ring3 { rflags::IOPL_MASK } else { 0 };
     kvm_regs {
         rip: entry.entry,
         rsp: entry.stack,
@@ -63,11 +59,7 @@ pub fn long_mode_regs(entry: &LongModeEntry) -> kvm_regs {
 
 /// The FPU state after FNINIT with SSE exceptions masked.
 pub fn initial_fpu() -> kvm_fpu {
-    kvm_fpu {
-        fcw: 0x37f,
-        mxcsr: 0x1f80,
-        ..Default::default()
-    }
+    kvm_fpu { fcw: 0x37f, mxcsr: 0x1f80, ..Default::default() }
 }
 
 #[cfg(test)]
@@ -91,10 +83,7 @@ mod tests {
         let r = long_mode_regs(&e);
         assert_eq!(r.rflags & rflags::IOPL_MASK, rflags::IOPL_MASK);
         assert_eq!((r.rip, r.rsp, r.rdi), (0x10_0000, 0x3ff_fff8, 0x3000));
-        let r0 = long_mode_regs(&LongModeEntry {
-            ring: Ring::Ring0,
-            ..e
-        });
+        let r0 = long_mode_regs(&LongModeEntry { ring: Ring::Ring0, ..e });
         assert_eq!(r0.rflags, rflags::FIXED);
     }
 }

@@ -49,10 +49,7 @@ pub struct SerialPort {
 impl SerialPort {
     /// A UART writing to `console`, raising `irq` (if any) on interrupts.
     pub fn new(console: Console, irq: Option<EventFd>) -> Self {
-        Self {
-            uart: Serial::new(SerialIrq(irq), ConsoleWriter(console)),
-            bytes_out: 0,
-        }
+        Self { uart: Serial::new(SerialIrq(irq), ConsoleWriter(console)), bytes_out: 0 }
     }
 
     /// A guest `in` from register `offset`.

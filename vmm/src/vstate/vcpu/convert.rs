@@ -86,10 +86,7 @@ fn segment_to_kvm(s: &Segment) -> kvm_segment {
 }
 
 fn dtable_from_kvm(d: &kvm_dtable) -> DescriptorTable {
-    DescriptorTable {
-        base: d.base,
-        limit: d.limit,
-    }
+    DescriptorTable { base: d.base, limit: d.limit }
 }
 
 /// KVM special registers → inspect.
@@ -126,16 +123,8 @@ pub fn sregs_to_kvm(base: &kvm_sregs, s: &SpecialRegs) -> kvm_sregs {
     k.ss = segment_to_kvm(&s.ss);
     k.tr = segment_to_kvm(&s.tr);
     k.ldt = segment_to_kvm(&s.ldt);
-    k.gdt = kvm_dtable {
-        base: s.gdt.base,
-        limit: s.gdt.limit,
-        padding: [0; 3],
-    };
-    k.idt = kvm_dtable {
-        base: s.idt.base,
-        limit: s.idt.limit,
-        padding: [0; 3],
-    };
+    k.gdt = kvm_dtable { base: s.gdt.base, limit: s.gdt.limit, padding: [0; 3] };
+    k.idt = kvm_dtable { base: s.idt.base, limit: s.idt.limit, padding: [0; 3] };
     k.cr0 = s.cr0;
     k.cr2 = s.cr2;
     k.cr3 = s.cr3;
@@ -152,13 +141,7 @@ mod tests {
 
     #[test]
     fn round_trips() {
-        let r = kvm_regs {
-            rax: 1,
-            r15: 15,
-            rip: 0x1000,
-            rflags: 0x202,
-            ..Default::default()
-        };
+        let r = kvm_regs { rax: 1, r15: 15, rip: 0x1000, rflags: 0x202, ..Default::default() };
         assert_eq!(regs_to_kvm(&regs_from_kvm(&r)), r);
         let mut s = kvm_sregs::default();
         s.cs = kvm_segment {

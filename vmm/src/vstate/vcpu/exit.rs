@@ -121,9 +121,7 @@ impl Vcpu {
             self.begin_step_over_if_at_breakpoint();
         }
         if let Err(e) = self.apply_guest_debug() {
-            return Some(StopReason::RunFailed {
-                error: e.to_string(),
-            });
+            return Some(StopReason::RunFailed { error: e.to_string() });
         }
         let (key, next, ns) = self.run_and_dispatch();
         self.exits.record(key, ns);
@@ -160,14 +158,7 @@ impl Vcpu {
             }
             Ok(VcpuExit::IoIn(port, data)) => {
                 self.bus.read(port, data);
-                (
-                    ExitKey::io_in(port),
-                    if stepping {
-                        Next::CompleteIo
-                    } else {
-                        Next::Continue
-                    },
-                )
+                (ExitKey::io_in(port), if stepping { Next::CompleteIo } else { Next::Continue })
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
                 // No MMIO devices yet: reads of unbacked addresses return all ones.
@@ -177,18 +168,16 @@ impl Vcpu {
             Ok(VcpuExit::MmioWrite(addr, _)) => (ExitKey::mmio_write(addr), Next::Continue),
             Ok(VcpuExit::Hlt) => (ExitKey::hlt(), Next::Stop(StopReason::Halted)),
             Ok(VcpuExit::Shutdown) => (ExitKey::shutdown(), Next::Stop(StopReason::Shutdown)),
-            Ok(VcpuExit::Debug(arch)) => (
-                ExitKey::debug(),
-                self.handle_debug_exit(arch.exception, arch.pc, arch.dr6),
-            ),
+            Ok(VcpuExit::Debug(arch)) => {
+                (ExitKey::debug(), self.handle_debug_exit(arch.exception, arch.pc, arch.dr6))
+            }
             Ok(VcpuExit::InternalError) => (
                 ExitKey::internal_error(),
                 Next::Stop(StopReason::InternalError(EmulationFailure::default())),
             ),
-            Ok(VcpuExit::FailEntry(reason, _cpu)) => (
-                ExitKey::fail_entry(),
-                Next::Stop(StopReason::FailEntry { reason }),
-            ),
+            Ok(VcpuExit::FailEntry(reason, _cpu)) => {
+                (ExitKey::fail_entry(), Next::Stop(StopReason::FailEntry { reason }))
+            }
             Ok(VcpuExit::SystemEvent(kind, _)) => {
                 let next = match kind {
                     KVM_SYSTEM_EVENT_SHUTDOWN | KVM_SYSTEM_EVENT_RESET => {
@@ -201,26 +190,16 @@ impl Vcpu {
             Ok(VcpuExit::Intr) => (ExitKey::intr(), Next::Continue),
             Ok(other) => {
                 let name = format!("{other:?}");
-                let name = name
-                    .split(['(', ' ', '{'])
-                    .next()
-                    .unwrap_or("unknown")
-                    .to_string();
-                (
-                    ExitKey::other(&name),
-                    Next::Stop(StopReason::Unhandled { exit: name }),
-                )
+                let name = name.split(['(', ' ', '{']).next().unwrap_or("unknown").to_string();
+                (ExitKey::other(&name), Next::Stop(StopReason::Unhandled { exit: name }))
             }
             Err(e) if e.errno() == libc::EINTR || e.errno() == libc::EAGAIN => {
                 self.fd.set_kvm_immediate_exit(0);
                 (ExitKey::intr(), Next::Continue)
             }
-            Err(e) => (
-                ExitKey::other("run-failed"),
-                Next::Stop(StopReason::RunFailed {
-                    error: e.to_string(),
-                }),
-            ),
+            Err(e) => {
+                (ExitKey::other("run-failed"), Next::Stop(StopReason::RunFailed { error: e.to_string() }))
+            }
         };
         // The internal-error details live in the kvm_run union; fetch them now that the
         // exit borrow has ended.
@@ -250,11 +229,7 @@ impl Vcpu {
             let size = usize::from(raw[0]).min(15);
             insn_bytes = raw[1..1 + size].to_vec();
         }
-        let failure = EmulationFailure {
-            suberror: internal.suberror,
-            insn_bytes,
-            data,
-        };
+        let failure = EmulationFailure { suberror: internal.suberror, insn_bytes, data };
         self.handle_emulation_failure(failure)
     }
 
@@ -275,19 +250,14 @@ impl Vcpu {
 
     fn handle_debug_exit(&mut self, exception: u32, pc: u64, dr6: u64) -> Next {
         match exception {
-            BP_VECTOR if self.breakpoints.contains(pc) => {
-                Next::Stop(StopReason::Breakpoint { addr: pc })
-            }
+            BP_VECTOR if self.breakpoints.contains(pc) => Next::Stop(StopReason::Breakpoint { addr: pc }),
             BP_VECTOR => {
                 // Not ours: the guest's own int3. Deliver it.
                 self.inject_breakpoint_trap(pc);
                 Next::Continue
             }
             DB_VECTOR if dr6 & 0xf != 0 && dr6 & DR6_BS == 0 && self.stepping_over.is_none() => {
-                Next::Stop(StopReason::HwBreakpoint {
-                    index: (dr6 & 0xf).trailing_zeros() as u8,
-                    dr6,
-                })
+                Next::Stop(StopReason::HwBreakpoint { index: (dr6 & 0xf).trailing_zeros() as u8, dr6 })
             }
             DB_VECTOR => match self.step_done() {
                 Some(r) => Next::Stop(r),
@@ -301,10 +271,6 @@ impl Vcpu {
 
 impl Default for EmulationFailure {
     fn default() -> Self {
-        Self {
-            suberror: 0,
-            insn_bytes: vec![],
-            data: vec![],
-        }
+        Self { suberror: 0, insn_bytes: vec![], data: vec![] }
     }
 }

@@ -152,11 +152,7 @@ impl Vcpu {
             bus,
             breakpoints,
             host: crate::host::host_kind(),
-            state: if options.start_paused {
-                RunState::Paused
-            } else {
-                RunState::Running
-            },
+            state: if options.start_paused { RunState::Paused } else { RunState::Running },
             steps_left: 0,
             stepping_over: None,
             check_breakpoint_at_rip: false,
@@ -178,11 +174,7 @@ impl Vcpu {
             .name(format!("vcpu{index}"))
             .spawn(move || self.run(rx))
             .map_err(|e| VcpuError::Spawn(index, e))?;
-        Ok(VcpuHandle {
-            index,
-            requests: tx,
-            thread: Some(thread),
-        })
+        Ok(VcpuHandle { index, requests: tx, thread: Some(thread) })
     }
 
     fn run(mut self, requests: Receiver<VcpuRequest>) {
@@ -211,10 +203,7 @@ impl Vcpu {
             }
         }
         kick::register_current_thread(std::ptr::null_mut());
-        let _ = events.send(VcpuEvent {
-            vcpu: self.index,
-            kind: VcpuEventKind::Ended,
-        });
+        let _ = events.send(VcpuEvent { vcpu: self.index, kind: VcpuEventKind::Ended });
     }
 
     /// Pauses and reports why.
@@ -222,30 +211,21 @@ impl Vcpu {
         self.state = RunState::Paused;
         self.steps_left = 0;
         let snapshot = Box::new(self.snapshot());
-        let _ = self.events.send(VcpuEvent {
-            vcpu: self.index,
-            kind: VcpuEventKind::Stopped { reason, snapshot },
-        });
+        let _ = self
+            .events
+            .send(VcpuEvent { vcpu: self.index, kind: VcpuEventKind::Stopped { reason, snapshot } });
     }
 
     /// The vCPU's state now. Register reads that fail leave zeroes (reported in the log).
     fn snapshot(&self) -> VcpuSnapshot {
-        let regs = self
-            .fd
-            .get_regs()
-            .map(|r| convert::regs_from_kvm(&r))
-            .unwrap_or_else(|e| {
-                tracing::warn!("KVM_GET_REGS on vCPU {} failed: {e}", self.index);
-                Regs::default()
-            });
-        let sregs = self
-            .fd
-            .get_sregs()
-            .map(|s| convert::sregs_from_kvm(&s))
-            .unwrap_or_else(|e| {
-                tracing::warn!("KVM_GET_SREGS on vCPU {} failed: {e}", self.index);
-                SpecialRegs::default()
-            });
+        let regs = self.fd.get_regs().map(|r| convert::regs_from_kvm(&r)).unwrap_or_else(|e| {
+            tracing::warn!("KVM_GET_REGS on vCPU {} failed: {e}", self.index);
+            Regs::default()
+        });
+        let sregs = self.fd.get_sregs().map(|s| convert::sregs_from_kvm(&s)).unwrap_or_else(|e| {
+            tracing::warn!("KVM_GET_SREGS on vCPU {} failed: {e}", self.index);
+            SpecialRegs::default()
+        });
         VcpuSnapshot {
             index: self.index,
             state: self.state,
@@ -281,9 +261,7 @@ impl VcpuHandle {
 
     /// Sends `req` and kicks the vCPU out of `KVM_RUN` so it sees it now.
     pub fn send(&self, req: VcpuRequest) -> Result<(), VcpuError> {
-        self.requests
-            .send(req)
-            .map_err(|_| VcpuError::Gone(self.index))?;
+        self.requests.send(req).map_err(|_| VcpuError::Gone(self.index))?;
         self.kick();
         Ok(())
     }

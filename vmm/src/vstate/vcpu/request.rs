@@ -3,8 +3,8 @@
 use super::{convert, RunState, Vcpu, VcpuError, VcpuSnapshot};
 use inspect::regs::{Regs, SpecialRegs};
 use kvm_bindings::{
-    kvm_guest_debug, kvm_guest_debug_arch, kvm_msr_entry, Msrs, KVM_GUESTDBG_BLOCKIRQ,
-    KVM_GUESTDBG_ENABLE, KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
+    kvm_guest_debug, kvm_guest_debug_arch, kvm_msr_entry, Msrs, KVM_GUESTDBG_BLOCKIRQ, KVM_GUESTDBG_ENABLE,
+    KVM_GUESTDBG_SINGLESTEP, KVM_GUESTDBG_USE_HW_BP, KVM_GUESTDBG_USE_SW_BP,
 };
 use std::sync::mpsc::Sender;
 
@@ -40,11 +40,7 @@ impl GuestDebug {
         if control != 0 {
             control |= KVM_GUESTDBG_ENABLE;
         }
-        kvm_guest_debug {
-            control,
-            pad: 0,
-            arch: kvm_guest_debug_arch { debugreg },
-        }
+        kvm_guest_debug { control, pad: 0, arch: kvm_guest_debug_arch { debugreg } }
     }
 }
 
@@ -97,22 +93,16 @@ impl Vcpu {
                 let _ = tx.send(self.snapshot());
             }
             VcpuRequest::SetRegs(regs, tx) => {
-                let r = self
-                    .fd
-                    .set_regs(&convert::regs_to_kvm(&regs))
-                    .map_err(self.ioctl_err("KVM_SET_REGS"));
+                let r =
+                    self.fd.set_regs(&convert::regs_to_kvm(&regs)).map_err(self.ioctl_err("KVM_SET_REGS"));
                 let _ = tx.send(r);
             }
             VcpuRequest::SetSregs(sregs, tx) => {
-                let r = self
-                    .fd
-                    .get_sregs()
-                    .map_err(self.ioctl_err("KVM_GET_SREGS"))
-                    .and_then(|base| {
-                        self.fd
-                            .set_sregs(&convert::sregs_to_kvm(&base, &sregs))
-                            .map_err(self.ioctl_err("KVM_SET_SREGS"))
-                    });
+                let r = self.fd.get_sregs().map_err(self.ioctl_err("KVM_GET_SREGS")).and_then(|base| {
+                    self.fd
+                        .set_sregs(&convert::sregs_to_kvm(&base, &sregs))
+                        .map_err(self.ioctl_err("KVM_SET_SREGS"))
+                });
                 let _ = tx.send(r);
             }
             VcpuRequest::GetMsrs(indices, tx) => {
@@ -142,53 +132,29 @@ impl Vcpu {
     pub(super) fn apply_guest_debug(&mut self) -> Result<(), VcpuError> {
         let step = self.steps_left > 0 || self.stepping_over.is_some();
         let wanted = self.debug.to_kvm(step, self.block_irq);
-        if self
-            .applied_debug
-            .as_ref()
-            .map(|d| (d.control, d.arch.debugreg))
+        if self.applied_debug.as_ref().map(|d| (d.control, d.arch.debugreg))
             == Some((wanted.control, wanted.arch.debugreg))
         {
             return Ok(());
         }
-        self.fd
-            .set_guest_debug(&wanted)
-            .map_err(self.ioctl_err("KVM_SET_GUEST_DEBUG"))?;
+        self.fd.set_guest_debug(&wanted).map_err(self.ioctl_err("KVM_SET_GUEST_DEBUG"))?;
         self.applied_debug = Some(wanted);
         Ok(())
     }
 
     fn get_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>, VcpuError> {
-        let entries: Vec<kvm_msr_entry> = indices
-            .iter()
-            .map(|&index| kvm_msr_entry {
-                index,
-                ..Default::default()
-            })
-            .collect();
+        let entries: Vec<kvm_msr_entry> =
+            indices.iter().map(|&index| kvm_msr_entry { index, ..Default::default() }).collect();
         let mut msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::Gone(self.index))?;
-        let n = self
-            .fd
-            .get_msrs(&mut msrs)
-            .map_err(self.ioctl_err("KVM_GET_MSRS"))?;
-        Ok(msrs.as_slice()[..n]
-            .iter()
-            .map(|e| (e.index, e.data))
-            .collect())
+        let n = self.fd.get_msrs(&mut msrs).map_err(self.ioctl_err("KVM_GET_MSRS"))?;
+        Ok(msrs.as_slice()[..n].iter().map(|e| (e.index, e.data)).collect())
     }
 
     fn set_msrs(&self, values: &[(u32, u64)]) -> Result<(), VcpuError> {
-        let entries: Vec<kvm_msr_entry> = values
-            .iter()
-            .map(|&(index, data)| kvm_msr_entry {
-                index,
-                data,
-                ..Default::default()
-            })
-            .collect();
+        let entries: Vec<kvm_msr_entry> =
+            values.iter().map(|&(index, data)| kvm_msr_entry { index, data, ..Default::default() }).collect();
         let msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::Gone(self.index))?;
-        self.fd
-            .set_msrs(&msrs)
-            .map_err(self.ioctl_err("KVM_SET_MSRS"))?;
+        self.fd.set_msrs(&msrs).map_err(self.ioctl_err("KVM_SET_MSRS"))?;
         Ok(())
     }
 }

@@ -1,0 +1,212 @@
+//! Listing an address space: every mapping reachable from CR3, merged into ranges that are
+//! contiguous in both linear and physical addresses and share permissions. Corrupted
+//! tables (loops, tables outside memory, reserved bits) are reported, never followed
+//! forever: the walk visits at most [`MAX_ENTRIES`] present entries.
+
+use super::entry::EntryFlags;
+use super::walk::{phys_mask, read_entry, reserved_bits, root_table, shapes, LevelShape};
+use super::{PagingContext, PagingMode};
+use crate::addr::{Gpa, Gva};
+use crate::mem::GuestPhysMemory;
+use serde::Serialize;
+use std::fmt;
+
+/// The most present entries one listing visits.
+pub const MAX_ENTRIES: u64 = 1 << 22;
+
+/// A range of linear addresses mapped to a contiguous physical range.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct Mapping {
+    /// First linear address.
+    pub gva: Gva,
+    /// First physical address.
+    pub gpa: Gpa,
+    /// Size in bytes.
+    pub size: u64,
+    /// Writable.
+    pub writable: bool,
+    /// User-accessible.
+    pub user: bool,
+    /// Executable.
+    pub executable: bool,
+}
+
+/// The result of listing an address space.
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
+pub struct MappingList {
+    /// Merged mappings in linear-address order.
+    pub mappings: Vec<Mapping>,
+    /// Present entries visited.
+    pub entries_visited: u64,
+    /// The walk stopped at [`MAX_ENTRIES`].
+    pub truncated: bool,
+    /// Corruption found on the way (loops, tables outside memory, reserved bits).
+    pub problems: Vec<String>,
+}
+
+#[derive(Clone, Copy)]
+struct Perms {
+    writable: bool,
+    user: bool,
+    executable: bool,
+}
+
+struct Walker<'a> {
+    mem: &'a dyn GuestPhysMemory,
+    ctx: &'a PagingContext,
+    levels: &'static [LevelShape],
+    entry_size: u64,
+    out: MappingList,
+    ancestors: Vec<Gpa>,
+}
+
+/// Lists every mapping of the address space `ctx` describes.
+pub fn mappings(mem: &dyn GuestPhysMemory, ctx: &PagingContext) -> MappingList {
+    if ctx.mode == PagingMode::Disabled {
+        return MappingList {
+            problems: vec!["paging is off: linear addresses are physical".into()],
+            ..Default::default()
+        };
+    }
+    let (levels, entry_size) = shapes(ctx);
+    let mut w = Walker { mem, ctx, levels, entry_size, out: MappingList::default(), ancestors: vec![] };
+    w.table(0, root_table(ctx), 0, Perms { writable: true, user: true, executable: true });
+    w.out
+}
+
+impl Walker<'_> {
+    fn sign_extend(&self, va: u64) -> u64 {
+        let bits = self.ctx.linear_bits();
+        if bits >= 64 {
+            return va;
+        }
+        let shift = 64 - bits;
+        (((va << shift) as i64) >> shift) as u64
+    }
+
+    fn table(&mut self, depth: usize, table: Gpa, base: u64, perms: Perms) {
+        let shape = self.levels[depth];
+        self.ancestors.push(table);
+        for index in 0..(1u64 << shape.index_bits) {
+            if self.out.truncated {
+                break;
+            }
+            let Some(raw) = read_entry(self.mem, table, index, self.entry_size) else {
+                self.out.problems.push(format!("{} table at {table} is outside guest memory", shape.level));
+                break;
+            };
+            let flags = EntryFlags::decode(raw, self.ctx.nxe, self.ctx.pke);
+            if !flags.p {
+                continue;
+            }
+            self.out.entries_visited += 1;
+            if self.out.entries_visited >= MAX_ENTRIES {
+                self.out.truncated = true;
+                break;
+            }
+            let va = self.sign_extend(base | (index << shape.shift));
+            let large = shape.large_ok && flags.ps && (self.ctx.mode != PagingMode::Bits32 || self.ctx.pse);
+            if reserved_bits(self.ctx, &shape, raw, large) != 0 {
+                self.out.problems.push(format!(
+                    "{} {raw:#018x} at index {index} of {table} has reserved bits set",
+                    shape.level
+                ));
+                continue;
+            }
+            let pae_pdpt = self.ctx.mode == PagingMode::Pae && shape.level == super::Level::Pdpt;
+            let p = if pae_pdpt {
+                perms
+            } else {
+                Perms {
+                    writable: perms.writable && flags.rw,
+                    user: perms.user && flags.us,
+                    executable: perms.executable && !flags.nx,
+                }
+            };
+            let bits32 = self.ctx.mode == PagingMode::Bits32;
+            if large || depth + 1 == self.levels.len() {
+                let size = 1u64 << shape.shift;
+                let frame = if bits32 {
+                    if large {
+                        (raw & 0xffc0_0000) | (((raw >> 13) & 0xff) << 32)
+                    } else {
+                        raw & 0xffff_f000
+                    }
+                } else {
+                    raw & phys_mask(self.ctx) & !(size - 1)
+                };
+                self.emit(Mapping {
+                    gva: Gva(va),
+                    gpa: Gpa(frame),
+                    size,
+                    writable: p.writable,
+                    user: p.user,
+                    executable: p.executable,
+                });
+            } else {
+                let next = Gpa(if bits32 { raw & 0xffff_f000 } else { raw & phys_mask(self.ctx) });
+                if self.ancestors.contains(&next) {
+                    self.out.problems.push(format!(
+                        "loop: {} at index {index} of {table} points back to the table at {next}; not followed",
+                        shape.level
+                    ));
+                    continue;
+                }
+                self.table(depth + 1, next, va, p);
+            }
+        }
+        self.ancestors.pop();
+    }
+
+    fn emit(&mut self, m: Mapping) {
+        if let Some(last) = self.out.mappings.last_mut() {
+            let same = (last.writable, last.user, last.executable) == (m.writable, m.user, m.executable);
+            if same && last.gva.0.wrapping_add(last.size) == m.gva.0 && last.gpa.0 + last.size == m.gpa.0 {
+                last.size += m.size;
+                return;
+            }
+        }
+        self.out.mappings.push(m);
+    }
+}
+
+impl fmt::Display for Mapping {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(
+            f,
+            "{:#018x}-{:#018x} -> {:#014x}  {:>10}  {}{}{} {}",
+            self.gva.0,
+            self.gva.0.wrapping_add(self.size),
+            self.gpa.0,
+            human_size(self.size),
+            "r",
+            if self.writable { "w" } else { "-" },
+            if self.executable { "x" } else { "-" },
+            if self.user { "user" } else { "supervisor" }
+        )
+    }
+}
+
+fn human_size(n: u64) -> String {
+    match n {
+        n if n >= 1 << 30 && n % (1 << 30) == 0 => format!("{} GiB", n >> 30),
+        n if n >= 1 << 20 && n % (1 << 20) == 0 => format!("{} MiB", n >> 20),
+        n => format!("{} KiB", n >> 10),
+    }
+}
+
+impl fmt::Display for MappingList {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for m in &self.mappings {
+            writeln!(f, "{m}")?;
+        }
+        write!(f, "{} range(s) from {} present entries", self.mappings.len(), self.entries_visited)?;
+        if self.truncated {
+            write!(f, " (stopped after {MAX_ENTRIES} entries)")?;
+        }
+        for p in &self.problems {
+            write!(f, "\nproblem: {p}")?;
+        }
+        Ok(())
+    }
+}
