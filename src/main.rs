@@ -1,1 +1,42 @@
-fn main() {}
+//! `vmscope`: boot guests under vmscope's own KVM VMM and look inside them.
+#![forbid(unsafe_code)]
+
+mod cli;
+
+use clap::{Parser, Subcommand};
+use std::process::ExitCode;
+
+/// An interactive hypervisor and VM-introspection workbench.
+#[derive(Parser, Debug)]
+#[command(name = "vmscope", version, about, long_about = None)]
+struct Cli {
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+enum Command {
+    /// Boot a guest and stream its console; exits with the guest's exit code.
+    Run(cli::run::RunArgs),
+    /// Show what kind of KVM host this is and what it offers.
+    Host(cli::host::HostArgs),
+}
+
+fn main() -> ExitCode {
+    tracing_subscriber::fmt()
+        .with_env_filter(tracing_subscriber::EnvFilter::from_env("VMSCOPE_LOG"))
+        .with_writer(std::io::stderr)
+        .init();
+    let cli = Cli::parse();
+    let result = match cli.command {
+        Command::Run(args) => cli::run::run(args),
+        Command::Host(args) => cli::host::run(args),
+    };
+    match result {
+        Ok(code) => code,
+        Err(e) => {
+            eprintln!("vmscope: {}", cli::chain(&e));
+            ExitCode::from(1)
+        }
+    }
+}

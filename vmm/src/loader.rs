@@ -110,7 +110,7 @@ pub fn check_elf(name: &str, bytes: &[u8], limit: u64) -> Result<LoadedElf, Load
         }
         any = true;
         let start = ph.p_paddr(endian);
-        let seg_end = start.checked_add(ph.p_memsz(endian)).unwrap_or(u64::MAX);
+        let seg_end = start.saturating_add(ph.p_memsz(endian));
         let file_end = ph.p_offset(endian).checked_add(ph.p_filesz(endian));
         if file_end.is_none_or(|e| e > bytes.len() as u64) || ph.p_filesz(endian) > ph.p_memsz(endian) {
             return Err(not_elf(format!("segment {index} lies outside the file")));

@@ -174,12 +174,11 @@ impl fmt::Display for Mapping {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         write!(
             f,
-            "{:#018x}-{:#018x} -> {:#014x}  {:>10}  {}{}{} {}",
+            "{:#018x}-{:#018x} -> {:#014x}  {:>10}  r{}{} {}",
             self.gva.0,
             self.gva.0.wrapping_add(self.size),
             self.gpa.0,
             human_size(self.size),
-            "r",
             if self.writable { "w" } else { "-" },
             if self.executable { "x" } else { "-" },
             if self.user { "user" } else { "supervisor" }

@@ -45,7 +45,7 @@ pub enum MemoryError {
 /// Maps `size` bytes of guest RAM at guest-physical address 0.
 pub fn create_guest_memory(size: u64) -> Result<GuestMemory, MemoryError> {
     let mib = size >> 20;
-    if !(MIN_MEM_SIZE..=MMIO_HOLE_START).contains(&size) || size % (2 << 20) != 0 {
+    if !(MIN_MEM_SIZE..=MMIO_HOLE_START).contains(&size) || !size.is_multiple_of(2 << 20) {
         return Err(MemoryError::BadSize { mib });
     }
     GuestMemory::from_ranges(&[(GuestAddress(0), size as usize)])

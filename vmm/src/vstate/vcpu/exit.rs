@@ -86,7 +86,7 @@ impl StopReason {
 }
 
 /// The details of `KVM_EXIT_INTERNAL_ERROR`.
-#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+#[derive(Clone, Debug, Default, PartialEq, Eq, Serialize)]
 pub struct EmulationFailure {
     /// The suberror (1: emulation failure).
     pub suberror: u32,
@@ -269,8 +269,3 @@ impl Vcpu {
     }
 }
 
-impl Default for EmulationFailure {
-    fn default() -> Self {
-        Self { suberror: 0, insn_bytes: vec![], data: vec![] }
-    }
-}

@@ -1,0 +1,80 @@
+//! Console output through the console-write hypercall, with integer formatting of our own
+//! (core::fmt is off limits: it is built with SSE).
+
+use crate::hypercall;
+
+/// Writes `bytes` in one hypercall.
+#[no_mangle]
+#[inline(never)]
+pub fn console_write(bytes: &[u8]) {
+    hypercall::console_write_raw(bytes.as_ptr() as u64, bytes.len() as u64);
+}
+
+/// Writes `bytes` (an alias that reads better at call sites).
+pub fn write(bytes: &[u8]) {
+    console_write(bytes);
+}
+
+/// A line being assembled on the stack, sent with one hypercall.
+pub struct Line {
+    buf: [u8; 256],
+    len: usize,
+}
+
+impl Line {
+    /// An empty line.
+    pub const fn new() -> Self {
+        Self { buf: [0; 256], len: 0 }
+    }
+
+    /// Appends bytes (truncating at 256).
+    pub fn str(&mut self, s: &[u8]) -> &mut Self {
+        for &b in s {
+            // `get_mut`, not indexing: a bounds-check panic would link core::fmt (SSE).
+            if let Some(slot) = self.buf.get_mut(self.len) {
+                *slot = b;
+                self.len += 1;
+            }
+        }
+        self
+    }
+
+    /// Appends a decimal number.
+    pub fn dec(&mut self, mut n: u64) -> &mut Self {
+        // Digits are produced last first; u64 has at most 20.
+        let mut digits = [0u8; 20];
+        let mut count = 0;
+        for slot in digits.iter_mut() {
+            *slot = b'0' + (n % 10) as u8;
+            count += 1;
+            n /= 10;
+            if n == 0 {
+                break;
+            }
+        }
+        for d in digits.iter().take(count).rev() {
+            self.str(core::slice::from_ref(d));
+        }
+        self
+    }
+
+    /// Appends `0x` and a hex number.
+    pub fn hex(&mut self, n: u64) -> &mut Self {
+        self.str(b"0x");
+        let mut started = false;
+        for shift in (0..16).rev() {
+            let d = ((n >> (shift * 4)) & 0xf) as u8;
+            if d != 0 || started || shift == 0 {
+                started = true;
+                self.str(&[if d < 10 { b'0' + d } else { b'a' + d - 10 }]);
+            }
+        }
+        self
+    }
+
+    /// Sends the line.
+    pub fn send(&mut self) {
+        console_write(self.buf.get(..self.len).unwrap_or(&[]));
+        self.len = 0;
+    }
+}

@@ -1,0 +1,185 @@
+//! The workloads, chosen by the first word of the command line. Each returns the exit code.
+//! Names a debugger can break on: `workload_hello`, `workload_compute`, … (never inlined),
+//! and `WORKLOAD_PROGRESS`, which `compute` writes as it goes (for watchpoints).
+
+use crate::console::{self, Line};
+use crate::hypercall;
+use core::sync::atomic::{AtomicU64, Ordering};
+use vmscope_abi::BootInfo;
+
+/// Progress of the running workload (compute: the number being sieved).
+#[no_mangle]
+pub static WORKLOAD_PROGRESS: AtomicU64 = AtomicU64::new(0);
+
+/// COM1's data port.
+const COM1: u16 = 0x3f8;
+
+/// Runs the workload named on `cmdline`.
+pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
+    let mut words = cmdline.split(|&b| b == b' ').filter(|w| !w.is_empty());
+    let name = words.next().unwrap_or(b"hello");
+    let arg = words.next();
+    match name {
+        b"hello" => workload_hello(boot),
+        b"compute" => with_number(arg, |n| workload_compute(boot, n)),
+        b"hypercalls" => with_number(arg, workload_hypercalls),
+        b"uart" => with_number(arg, workload_uart),
+        b"exit" => with_number(arg, |n| n as u32),
+        b"triple-fault" => workload_triple_fault(),
+        b"spin" => workload_spin(),
+        b"sse" => workload_sse(boot),
+        b"bad-hypercall" => workload_bad_hypercall(boot),
+        _ => {
+            Line::new().str(b"unikernel: unknown workload '").str(name).str(b"' (try hello, compute N, hypercalls N, uart N, exit N)\n").send();
+            2
+        }
+    }
+}
+
+fn with_number(arg: Option<&[u8]>, f: impl FnOnce(u64) -> u32) -> u32 {
+    match arg.and_then(parse_u64) {
+        Some(n) => f(n),
+        None => {
+            console::write(b"unikernel: this workload needs a number argument\n");
+            2
+        }
+    }
+}
+
+fn parse_u64(s: &[u8]) -> Option<u64> {
+    if s.is_empty() {
+        return None;
+    }
+    let mut n: u64 = 0;
+    for &c in s {
+        if !c.is_ascii_digit() {
+            return None;
+        }
+        n = n.checked_mul(10)?.checked_add(u64::from(c - b'0'))?;
+    }
+    Some(n)
+}
+
+/// `hello`: a greeting and the host's wall-clock time.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_hello(boot: &BootInfo) -> u32 {
+    Line::new().str(b"Hello from the vmscope unikernel (ring ").dec(u64::from(boot.ring)).str(b")\n").send();
+    let ns = hypercall::wall_time();
+    Line::new()
+        .str(b"wall clock: ")
+        .dec(ns / 1_000_000_000)
+        .str(b".")
+        .dec(ns % 1_000_000_000)
+        .str(b" s since the epoch; ")
+        .dec(boot.mem_size >> 20)
+        .str(b" MiB of memory\n")
+        .send();
+    0
+}
+
+/// `compute N`: a sieve of Eratosthenes below N, bitmap in the free area; prints the
+/// number of primes and the (wrapping) sum of them.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_compute(boot: &BootInfo, n: u64) -> u32 {
+    let bytes = n.div_ceil(8);
+    if n < 2 || bytes > boot.free_end - boot.free_start {
+        Line::new().str(b"compute: N=").dec(n).str(b" does not fit in guest memory (or is below 2)\n").send();
+        return 3;
+    }
+    let bitmap = boot.free_start as *mut u8;
+    // SAFETY: [free_start, free_start + bytes) is free guest memory per the boot info.
+    let composite = unsafe { core::slice::from_raw_parts_mut(bitmap, bytes as usize) };
+    composite.iter_mut().for_each(|b| *b = 0);
+    let (mut count, mut sum) = (0u64, 0u64);
+    let mut i = 2u64;
+    while i < n {
+        let is_prime = composite.get((i / 8) as usize).is_some_and(|b| b & (1 << (i % 8)) == 0);
+        if is_prime {
+            count += 1;
+            sum = sum.wrapping_add(i);
+            WORKLOAD_PROGRESS.store(i, Ordering::Relaxed);
+            let mut j = i.saturating_mul(i);
+            while j < n {
+                if let Some(b) = composite.get_mut((j / 8) as usize) {
+                    *b |= 1 << (j % 8);
+                }
+                j += i;
+            }
+        }
+        i += 1;
+    }
+    Line::new().str(b"compute: N=").dec(n).str(b" primes=").dec(count).str(b" checksum=").hex(sum).str(b"\n").send();
+    0
+}
+
+/// `hypercalls N`: N console-write hypercalls of one byte each, then one summary line:
+/// N + 1 exits on the console-write port in all.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_hypercalls(n: u64) -> u32 {
+    for _ in 0..n {
+        console::write(b".");
+    }
+    Line::new().str(b"\nhypercalls: ").dec(n).str(b" console writes\n").send();
+    0
+}
+
+/// `uart N`: N bytes through the 16550, one `out` (one exit) per byte, then a summary
+/// line through the console hypercall.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_uart(n: u64) -> u32 {
+    for i in 0..n {
+        hypercall::outb(COM1, if i % 64 == 63 { b'\n' } else { b'u' });
+    }
+    Line::new().str(b"\nuart: ").dec(n).str(b" bytes through COM1\n").send();
+    0
+}
+
+/// `triple-fault`: `ud2` with no IDT.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_triple_fault() -> u32 {
+    console::write(b"triple-fault: executing ud2 with no IDT\n");
+    // SAFETY: deliberately faults; the VMM reports the triple fault.
+    unsafe { core::arch::asm!("ud2", options(nomem, nostack)) };
+    1
+}
+
+/// `spin`: loops forever (for `--timeout`).
+#[no_mangle]
+#[inline(never)]
+pub fn workload_spin() -> u32 {
+    console::write(b"spin: looping forever\n");
+    loop {
+        core::hint::spin_loop();
+    }
+}
+
+/// `sse`: one SSE instruction. At CPL0 on PVM, KVM's emulator cannot run it.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_sse(boot: &BootInfo) -> u32 {
+    console::write(b"sse: executing movd xmm0, eax\n");
+    // SAFETY: movd into xmm0 has no memory effects; xmm0 is not used by this guest.
+    unsafe { core::arch::asm!("movd xmm0, eax", in("eax") 0x5eu32, options(nomem, nostack)) };
+    Line::new().str(b"sse: ok at ring ").dec(u64::from(boot.ring)).str(b"\n").send();
+    0
+}
+
+/// `bad-hypercall`: a console write whose buffer lies outside guest memory must be
+/// refused (ret = u64::MAX), not crash the VMM.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_bad_hypercall(boot: &BootInfo) -> u32 {
+    let ret = hypercall::console_write_raw(boot.mem_size + 0x1000, 16);
+    if ret == u64::MAX {
+        console::write(b"bad-hypercall: the VMM refused a buffer outside guest memory\n");
+        0
+    } else {
+        Line::new().str(b"bad-hypercall: unexpected answer ").hex(ret).str(b"\n").send();
+        1
+    }
+}

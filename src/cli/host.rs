@@ -1,0 +1,45 @@
+//! `vmscope host`: the host kind and the KVM capabilities vmscope uses.
+
+use clap::Args;
+use std::process::ExitCode;
+use vmm::vstate::kvm::KvmSystem;
+
+/// Arguments of `vmscope host`.
+#[derive(Args, Debug)]
+pub struct HostArgs {
+    /// Print JSON.
+    #[arg(long)]
+    json: bool,
+}
+
+/// Runs `vmscope host`.
+pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
+    let kind = vmm::host_kind();
+    let kvm = KvmSystem::open();
+    let caps = kvm.as_ref().map(|k| k.capability_report()).unwrap_or_default();
+    if args.json {
+        let v = serde_json::json!({
+            "host_kind": kind,
+            "description": kind.describe(),
+            "cpu_model": vmm::host::cpu_model(),
+            "default_ring": kind.native_ring(),
+            "kvm": kvm.as_ref().map(|k| k.path().display().to_string()).map_err(|e| e.to_string()),
+            "capabilities": caps.iter().map(|(n, p)| (n.to_string(), *p)).collect::<std::collections::BTreeMap<_, _>>(),
+        });
+        println!("{}", serde_json::to_string_pretty(&v)?);
+    } else {
+        println!("host kind:    {} — {}", kind, kind.describe());
+        println!("cpu:          {}", vmm::host::cpu_model());
+        println!("default ring: CPL{} (the one that runs natively here)", kind.native_ring());
+        match &kvm {
+            Ok(k) => {
+                println!("kvm:          {} (API 12)", k.path().display());
+                for (name, present) in &caps {
+                    println!("  {:<36} {}", name, if *present { "yes" } else { "no" });
+                }
+            }
+            Err(e) => println!("kvm:          unusable: {e}"),
+        }
+    }
+    Ok(if kvm.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}

@@ -1,0 +1,9 @@
+//! The subcommands.
+
+pub mod host;
+pub mod run;
+
+/// An error and its causes on one line: "a: b: c".
+pub fn chain(e: &anyhow::Error) -> String {
+    e.chain().map(|c| c.to_string()).collect::<Vec<_>>().join(": ")
+}

@@ -1,0 +1,142 @@
+//! `vmscope run`: boot a guest, stream its console to stdout, exit with its code.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vmm::arch::x86_64::Ring;
+use vmm::devices::console::Console;
+use vmm::machine::{ElfGuestConfig, Machine, Outcome};
+
+/// Process exit status when the guest faulted.
+pub const EXIT_GUEST_FAULT: u8 = 125;
+/// Process exit status when the time limit passed.
+pub const EXIT_TIMEOUT: u8 = 124;
+
+/// Which guest to boot.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum GuestKind {
+    /// vmscope's own no_std unikernel (built in).
+    Unikernel,
+}
+
+/// Arguments of `vmscope run`.
+#[derive(Args, Debug)]
+pub struct RunArgs {
+    /// The guest to boot (or use --elf).
+    #[arg(value_enum, required_unless_present = "elf")]
+    guest: Option<GuestKind>,
+    /// Boot this ELF instead (it must follow the unikernel's entry contract).
+    #[arg(long, conflicts_with = "guest")]
+    elf: Option<PathBuf>,
+    /// The workload and its arguments, e.g. `--workload compute 1000000`.
+    #[arg(long, num_args = 1.., value_delimiter = None, default_value = "hello")]
+    workload: Vec<String>,
+    /// Privilege level the guest runs at: 0 or 3 (default: the one that runs natively on
+    /// this host — CPL3 on PVM, CPL0 on hardware KVM).
+    #[arg(long, value_parser = parse_ring)]
+    ring: Option<Ring>,
+    /// Guest memory in MiB.
+    #[arg(long, default_value_t = 64)]
+    mem: u64,
+    /// Number of vCPUs.
+    #[arg(long, default_value_t = 1)]
+    vcpus: usize,
+    /// Stop the guest after this many seconds (fractions allowed).
+    #[arg(long)]
+    timeout: Option<f64>,
+    /// Print the host kind, the guest's layout, timings and exit statistics to stderr.
+    #[arg(long, short)]
+    verbose: bool,
+}
+
+fn parse_ring(s: &str) -> Result<Ring, String> {
+    s.parse::<u8>().ok().and_then(Ring::from_cpl).ok_or_else(|| format!("ring must be 0 or 3, not {s:?}"))
+}
+
+/// Runs `vmscope run`.
+pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    let process_start = Instant::now();
+    let host = vmm::host_kind();
+    let ring = args.ring.unwrap_or(if host.native_ring() == 0 { Ring::Ring0 } else { Ring::Ring3 });
+    let (name, elf): (String, Arc<[u8]>) = match (&args.elf, args.guest) {
+        (Some(path), _) => {
+            let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            (path.display().to_string(), bytes.into())
+        }
+        (None, Some(GuestKind::Unikernel)) | (None, None) => {
+            ("the built-in unikernel".into(), guests::unikernel::ELF.into())
+        }
+    };
+    if let Some(t) = args.timeout {
+        anyhow::ensure!(t.is_finite() && t > 0.0, "--timeout must be a positive number of seconds, not {t}");
+    }
+    let cfg = ElfGuestConfig {
+        name: name.clone(),
+        elf,
+        cmdline: args.workload.join(" "),
+        mem_mib: args.mem,
+        vcpus: args.vcpus,
+        ring,
+        start_paused: false,
+    };
+    if args.verbose {
+        eprintln!(
+            "vmscope: host {} ({}); guest {name} at CPL{}, {} MiB, {} vCPU(s), command line {:?}",
+            host,
+            host.describe(),
+            ring.cpl(),
+            args.mem,
+            args.vcpus,
+            cfg.cmdline
+        );
+    }
+    let mut machine =
+        Machine::boot_elf(&cfg, Console::stdout()).with_context(|| format!("cannot boot {name}"))?;
+    let outcome = machine.wait(args.timeout.map(Duration::from_secs_f64));
+    let elapsed = process_start.elapsed();
+    if args.verbose {
+        eprintln!(
+            "vmscope: {} ran for {:.3} ms (process start to guest end)",
+            name,
+            elapsed.as_secs_f64() * 1e3
+        );
+        eprintln!("{}", machine.exit_stats());
+    }
+    Ok(match outcome {
+        Outcome::Exited { code } => {
+            if code > 255 {
+                eprintln!(
+                    "vmscope: guest exit code {code} does not fit in a process exit status; exiting with {}",
+                    code & 0xff
+                );
+            }
+            ExitCode::from((code & 0xff) as u8)
+        }
+        Outcome::Fault { reason, snapshot } => {
+            eprint!(
+                "vmscope: guest {name} stopped: {}",
+                vmm::report::render(&reason, &snapshot, machine.memory())
+            );
+            if host == inspect::HostKind::Pvm && ring == Ring::Ring0 {
+                eprintln!("vmscope: note: this host is PVM, where CPL0 guest code runs in KVM's instruction emulator; some instructions (SSE, int3, …) are not emulated. Try --ring 3.");
+            }
+            ExitCode::from(EXIT_GUEST_FAULT)
+        }
+        Outcome::TimedOut { limit, snapshot } => {
+            eprintln!(
+                "vmscope: guest {name} still running after the --timeout of {:.1} s; stopped it",
+                limit.as_secs_f64()
+            );
+            if let Some(s) = snapshot {
+                eprint!(
+                    "vmscope: where it was: {}",
+                    vmm::report::render(&vmm::vstate::vcpu::StopReason::Paused, &s, machine.memory())
+                );
+            }
+            ExitCode::from(EXIT_TIMEOUT)
+        }
+    })
+}

@@ -1,0 +1,33 @@
+//! Shared helpers for the end-to-end tests: they run the real `vmscope` binary.
+#![allow(dead_code)]
+
+use std::process::{Command, Output};
+
+/// Fails with a clear message when the machine has no KVM.
+pub fn require_kvm() {
+    assert!(
+        std::path::Path::new("/dev/kvm").exists(),
+        "the end-to-end tests boot real guests and need /dev/kvm (hardware KVM or PVM); it is missing"
+    );
+}
+
+/// Runs `vmscope ARGS…` to completion.
+pub fn vmscope(args: &[&str]) -> Output {
+    require_kvm();
+    Command::new(env!("CARGO_BIN_EXE_vmscope")).args(args).output().expect("cannot start the vmscope binary")
+}
+
+/// Standard output as text.
+pub fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+/// Standard error as text.
+pub fn stderr(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stderr).into_owned()
+}
+
+/// Whether this host is PVM (CPL0 guest code is emulated there).
+pub fn host_is_pvm() -> bool {
+    std::path::Path::new("/sys/module/kvm_pvm").exists()
+}

@@ -1,0 +1,150 @@
+//! End to end: `vmscope run unikernel` boots the built-in unikernel under the real KVM.
+
+mod common;
+use common::{host_is_pvm, stderr, stdout, vmscope};
+
+#[test]
+fn hello_at_both_rings() {
+    for ring in ["0", "3"] {
+        let o = vmscope(&["run", "unikernel", "--ring", ring, "--timeout", "60"]);
+        let out = stdout(&o);
+        assert_eq!(o.status.code(), Some(0), "ring {ring}: {out}\n{}", stderr(&o));
+        assert!(
+            out.contains(&format!("Hello from the vmscope unikernel (ring {ring})")),
+            "ring {ring}: {out}"
+        );
+    }
+}
+
+#[test]
+fn default_ring_is_the_native_one() {
+    let o = vmscope(&["run", "unikernel", "--verbose", "--timeout", "60"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let expected = if host_is_pvm() { "ring 3" } else { "ring 0" };
+    assert!(stdout(&o).contains(expected), "{}", stdout(&o));
+    assert!(stderr(&o).contains(if host_is_pvm() { "host pvm" } else { "host " }), "{}", stderr(&o));
+}
+
+#[test]
+fn compute_gives_the_known_prime_count() {
+    // 78498 primes below one million; at CPL3 this runs natively even on PVM.
+    let o =
+        vmscope(&["run", "unikernel", "--ring", "3", "--workload", "compute", "1000000", "--timeout", "120"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("compute: N=1000000 primes=78498"), "{}", stdout(&o));
+    // A small one at CPL0, which PVM emulates instruction by instruction.
+    let o =
+        vmscope(&["run", "unikernel", "--ring", "0", "--workload", "compute", "1000", "--timeout", "300"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("compute: N=1000 primes=168"), "{}", stdout(&o));
+}
+
+#[test]
+fn hypercalls_make_one_exit_each() {
+    let o =
+        vmscope(&["run", "unikernel", "--workload", "hypercalls", "500", "--verbose", "--timeout", "120"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    // The exit table row for the console-write port: 500 calls plus the summary line.
+    let row = err.lines().find(|l| l.starts_with("io-out port 0x500")).unwrap_or_else(|| panic!("{err}"));
+    let count: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!((500..=502).contains(&count), "{row}");
+}
+
+#[test]
+fn uart_bytes_are_one_exit_each() {
+    let o = vmscope(&["run", "unikernel", "--workload", "uart", "300", "--verbose", "--timeout", "120"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let err = stderr(&o);
+    let row = err.lines().find(|l| l.starts_with("io-out port 0x3f8")).unwrap_or_else(|| panic!("{err}"));
+    let count: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
+    assert!(count >= 300, "{row}");
+}
+
+#[test]
+fn exit_code_is_the_guests() {
+    let o = vmscope(&["run", "unikernel", "--workload", "exit", "42", "--timeout", "60"]);
+    assert_eq!(o.status.code(), Some(42), "{}", stderr(&o));
+}
+
+#[test]
+fn triple_fault_is_reported_with_registers_and_instruction() {
+    let o = vmscope(&["run", "unikernel", "--workload", "triple-fault", "--timeout", "60"]);
+    assert_eq!(o.status.code(), Some(125));
+    let err = stderr(&o);
+    assert!(err.contains("triple fault"), "{err}");
+    assert!(err.contains("rip="), "{err}");
+    assert!(err.contains("instruction at rip: ud2"), "{err}");
+}
+
+#[test]
+fn a_spinning_guest_is_stopped_at_the_timeout() {
+    let o = vmscope(&["run", "unikernel", "--workload", "spin", "--timeout", "1"]);
+    assert_eq!(o.status.code(), Some(124));
+    let err = stderr(&o);
+    assert!(err.contains("still running after the --timeout of 1.0 s"), "{err}");
+    assert!(err.contains("rip="), "{err}");
+}
+
+#[test]
+fn sse_at_cpl0_on_pvm_is_an_emulation_failure() {
+    let o = vmscope(&["run", "unikernel", "--ring", "0", "--workload", "sse", "--timeout", "60"]);
+    if host_is_pvm() {
+        assert_eq!(o.status.code(), Some(125));
+        let err = stderr(&o);
+        assert!(err.contains("instruction emulator could not run"), "{err}");
+        assert!(err.contains("instruction at rip: movd"), "{err}");
+        assert!(err.contains("Try --ring 3"), "{err}");
+    } else {
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    }
+}
+
+#[test]
+fn bad_hypercall_is_refused_not_fatal() {
+    let o = vmscope(&["run", "unikernel", "--workload", "bad-hypercall", "--timeout", "60"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+}
+
+#[test]
+fn bad_inputs_get_one_line_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not an elf").unwrap();
+    let o = vmscope(&["run", "--elf", text.to_str().unwrap()]);
+    assert_eq!(o.status.code(), Some(1));
+    let err = stderr(&o);
+    assert!(err.contains("notes.txt is not a valid ELF file"), "{err}");
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+
+    let o = vmscope(&["run", "--elf", "/nonexistent/guest.elf"]);
+    assert!(stderr(&o).contains("cannot read /nonexistent/guest.elf"), "{}", stderr(&o));
+
+    // The unikernel does not fit in 4 MiB minus its stack? It does; 2 MiB is refused.
+    let o = vmscope(&["run", "unikernel", "--mem", "2"]);
+    assert!(stderr(&o).contains("guest memory of 2 MiB is not supported"), "{}", stderr(&o));
+
+    let o = vmscope(&["run", "unikernel", "--ring", "1"]);
+    assert_eq!(o.status.code(), Some(2));
+    assert!(stderr(&o).contains("ring must be 0 or 3"), "{}", stderr(&o));
+}
+
+#[test]
+fn a_missing_kvm_device_is_named() {
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vmscope"))
+        .args(["run", "unikernel"])
+        .env("VMSCOPE_KVM_DEVICE", "/nonexistent/kvm")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("/nonexistent/kvm does not exist"), "{}", stderr(&o));
+}
+
+#[test]
+fn host_reports_its_kind() {
+    let o = vmscope(&["host", "--json"]);
+    assert_eq!(o.status.code(), Some(0));
+    let v: serde_json::Value = serde_json::from_str(&stdout(&o)).unwrap();
+    let kind = v["host_kind"].as_str().unwrap();
+    assert_eq!(kind == "pvm", host_is_pvm(), "{v}");
+}
