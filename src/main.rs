@@ -20,6 +20,8 @@ enum Command {
     Run(cli::run::RunArgs),
     /// Show what kind of KVM host this is and what it offers.
     Host(cli::host::HostArgs),
+    /// Run measurement suites (boot, exits) and write JSON + SVG.
+    Measure(cli::measure::MeasureArgs),
 }
 
 fn main() -> ExitCode {
@@ -31,6 +33,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(args),
         Command::Host(args) => cli::host::run(args),
+        Command::Measure(args) => cli::measure::run(args),
     };
     match result {
         Ok(code) => code,

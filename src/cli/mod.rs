@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod host;
+pub mod measure;
 pub mod run;
 
 /// An error and its causes on one line: "a: b: c".

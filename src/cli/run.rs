@@ -50,6 +50,9 @@ pub struct RunArgs {
     /// Print the host kind, the guest's layout, timings and exit statistics to stderr.
     #[arg(long, short)]
     verbose: bool,
+    /// Write the run's figures (outcome, memory, exit statistics, host kind) as JSON here.
+    #[arg(long, value_name = "FILE")]
+    stats_json: Option<PathBuf>,
 }
 
 fn parse_ring(s: &str) -> Result<Ring, String> {
@@ -97,6 +100,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         Machine::boot_elf(&cfg, Console::stdout()).with_context(|| format!("cannot boot {name}"))?;
     let outcome = machine.wait(args.timeout.map(Duration::from_secs_f64));
     let elapsed = process_start.elapsed();
+    if let Some(path) = &args.stats_json {
+        write_stats(path, &machine, &outcome, elapsed, ring)?;
+    }
     if args.verbose {
         eprintln!(
             "vmscope: {} ran for {:.3} ms (process start to guest end)",
@@ -139,4 +145,36 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from(EXIT_TIMEOUT)
         }
     })
+}
+
+/// The figures `--stats-json` writes.
+fn write_stats(
+    path: &std::path::Path,
+    machine: &Machine,
+    outcome: &Outcome,
+    elapsed: Duration,
+    ring: Ring,
+) -> anyhow::Result<()> {
+    use vmm::vstate::rss;
+    let peak = rss::peak_rss_bytes();
+    let guest = rss::guest_resident_bytes(machine.memory());
+    let outcome = match outcome {
+        Outcome::Exited { code } => serde_json::json!({ "exited": code }),
+        Outcome::Fault { reason, .. } => serde_json::json!({ "fault": vmm::report::describe(reason) }),
+        Outcome::TimedOut { .. } => serde_json::json!("timed-out"),
+    };
+    let v = serde_json::json!({
+        "host_kind": machine.host(),
+        "guest": machine.name(),
+        "ring": ring.cpl(),
+        "outcome": outcome,
+        "in_process_ns": elapsed.as_nanos() as u64,
+        "vmm_peak_rss_bytes": peak,
+        "guest_resident_bytes": guest,
+        "vmm_overhead_bytes": peak.zip(guest).map(|(p, g)| p.saturating_sub(g)),
+        "exits": machine.exit_stats(),
+    });
+    std::fs::write(path, serde_json::to_vec_pretty(&v)?)
+        .with_context(|| format!("cannot write {}", path.display()))?;
+    Ok(())
 }

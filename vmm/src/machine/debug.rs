@@ -198,7 +198,8 @@ impl Machine {
 
     /// Uses a free debug register for a hardware breakpoint or watchpoint.
     pub fn insert_hw_breakpoint(&self, bp: HwBreakpoint) -> Result<(), MachineError> {
-        if bp.kind != HwKind::Execute && (![1, 2, 4, 8].contains(&bp.len) || !bp.addr.is_multiple_of(bp.len)) {
+        if bp.kind != HwKind::Execute && (![1, 2, 4, 8].contains(&bp.len) || !bp.addr.is_multiple_of(bp.len))
+        {
             return Err(DebugError::BadWatchLength { addr: bp.addr, len: bp.len }.into());
         }
         {

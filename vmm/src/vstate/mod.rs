@@ -2,6 +2,7 @@
 
 pub mod kvm;
 pub mod memory;
+pub mod rss;
 pub mod stats_fd;
 pub mod vcpu;
 pub mod vm;
