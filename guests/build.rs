@@ -10,6 +10,19 @@ fn main() {
     let out_dir = PathBuf::from(std::env::var_os("OUT_DIR").expect("OUT_DIR"));
     let unikernel = build_unikernel(&manifest_dir, &out_dir);
     println!("cargo:rustc-env=VMSCOPE_UNIKERNEL_ELF={}", unikernel.display());
+    let workload = build_workload(&manifest_dir, &out_dir);
+    println!("cargo:rustc-env=VMSCOPE_WORKLOAD_ELF={}", workload.display());
+}
+
+/// The workload as a static Linux program (for the Linux guest and the container).
+fn build_workload(manifest_dir: &Path, out_dir: &Path) -> PathBuf {
+    let src = manifest_dir.join("workload");
+    for p in ["src", "Cargo.toml"] {
+        rerun_if_changed(&src.join(p));
+    }
+    let target_dir = out_dir.join("workload-target");
+    nested_cargo(&src, &target_dir, "-C\x1ftarget-feature=+crt-static");
+    target_dir.join("release/workload")
 }
 
 fn rerun_if_changed(dir: &Path) {

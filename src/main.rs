@@ -22,6 +22,8 @@ enum Command {
     Host(cli::host::HostArgs),
     /// Run measurement suites (boot, exits) and write JSON + SVG.
     Measure(cli::measure::MeasureArgs),
+    /// Build and list the provided guests.
+    Guests(cli::guests::GuestsArgs),
 }
 
 fn main() -> ExitCode {
@@ -34,6 +36,7 @@ fn main() -> ExitCode {
         Command::Run(args) => cli::run::run(args),
         Command::Host(args) => cli::host::run(args),
         Command::Measure(args) => cli::measure::run(args),
+        Command::Guests(args) => cli::guests::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,6 +1,11 @@
 //! The guests vmscope provides, and the code that builds them: the `no_std` unikernel
-//! (built with the normal cargo build and embedded).
+//! (built with the normal cargo build and embedded), the minimal Linux (kernel built from
+//! source once and cached, initramfs assembled here).
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
+pub mod cache;
+pub mod cpio;
+pub mod linux;
 pub mod unikernel;
+pub mod workload;

@@ -1,6 +1,8 @@
 //! The subcommands.
 
+pub mod guests;
 pub mod host;
+pub mod linux;
 pub mod measure;
 pub mod run;
 

@@ -20,6 +20,8 @@ pub const EXIT_TIMEOUT: u8 = 124;
 pub enum GuestKind {
     /// vmscope's own no_std unikernel (built in).
     Unikernel,
+    /// A minimal Linux: a kernel vmscope builds from source, busybox and the workload.
+    Linux,
 }
 
 /// Arguments of `vmscope run`.
@@ -27,32 +29,45 @@ pub enum GuestKind {
 pub struct RunArgs {
     /// The guest to boot (or use --elf).
     #[arg(value_enum, required_unless_present = "elf")]
-    guest: Option<GuestKind>,
+    pub(super) guest: Option<GuestKind>,
     /// Boot this ELF instead (it must follow the unikernel's entry contract).
     #[arg(long, conflicts_with = "guest")]
-    elf: Option<PathBuf>,
+    pub(super) elf: Option<PathBuf>,
     /// The workload and its arguments, e.g. `--workload compute 1000000`.
     #[arg(long, num_args = 1.., value_delimiter = None, default_value = "hello")]
-    workload: Vec<String>,
+    pub(super) workload: Vec<String>,
     /// Privilege level the guest runs at: 0 or 3 (default: the one that runs natively on
     /// this host — CPL3 on PVM, CPL0 on hardware KVM).
     #[arg(long, value_parser = parse_ring)]
-    ring: Option<Ring>,
+    pub(super) ring: Option<Ring>,
     /// Guest memory in MiB.
     #[arg(long, default_value_t = 64)]
-    mem: u64,
+    pub(super) mem: u64,
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1)]
-    vcpus: usize,
+    pub(super) vcpus: usize,
     /// Stop the guest after this many seconds (fractions allowed).
     #[arg(long)]
-    timeout: Option<f64>,
+    pub(super) timeout: Option<f64>,
     /// Print the host kind, the guest's layout, timings and exit statistics to stderr.
     #[arg(long, short)]
-    verbose: bool,
+    pub(super) verbose: bool,
     /// Write the run's figures (outcome, memory, exit statistics, host kind) as JSON here.
     #[arg(long, value_name = "FILE")]
-    stats_json: Option<PathBuf>,
+    pub(super) stats_json: Option<PathBuf>,
+    /// Linux: boot this kernel (an uncompressed vmlinux with a PVH note) instead of the
+    /// one vmscope builds.
+    #[arg(long, value_name = "PATH")]
+    pub(super) kernel: Option<PathBuf>,
+    /// Linux: use this initramfs (newc cpio, plain or gzip) instead of vmscope's.
+    #[arg(long, value_name = "PATH")]
+    pub(super) initrd: Option<PathBuf>,
+    /// Linux: extra kernel command-line arguments.
+    #[arg(long, value_name = "ARGS")]
+    pub(super) append: Option<String>,
+    /// Linux: an interactive busybox shell on the console instead of the workload.
+    #[arg(long)]
+    pub(super) shell: bool,
 }
 
 fn parse_ring(s: &str) -> Result<Ring, String> {
@@ -64,14 +79,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let process_start = Instant::now();
     let host = vmm::host_kind();
     let ring = args.ring.unwrap_or(if host.native_ring() == 0 { Ring::Ring0 } else { Ring::Ring3 });
+    if args.guest == Some(GuestKind::Linux) {
+        return super::linux::run(&args, process_start);
+    }
     let (name, elf): (String, Arc<[u8]>) = match (&args.elf, args.guest) {
         (Some(path), _) => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             (path.display().to_string(), bytes.into())
         }
-        (None, Some(GuestKind::Unikernel)) | (None, None) => {
-            ("the built-in unikernel".into(), guests::unikernel::ELF.into())
-        }
+        (None, _) => ("the built-in unikernel".into(), guests::unikernel::ELF.into()),
     };
     if let Some(t) = args.timeout {
         anyhow::ensure!(t.is_finite() && t > 0.0, "--timeout must be a positive number of seconds, not {t}");
@@ -99,14 +115,32 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut machine =
         Machine::boot_elf(&cfg, Console::stdout()).with_context(|| format!("cannot boot {name}"))?;
     let outcome = machine.wait(args.timeout.map(Duration::from_secs_f64));
+    let hint = (host == inspect::HostKind::Pvm && ring == Ring::Ring0).then_some(
+        "this host is PVM, where CPL0 guest code runs in KVM's instruction emulator; some instructions (SSE, int3, …) are not emulated. Try --ring 3.",
+    );
+    finish(&args, &machine, outcome, process_start, ring, hint, None)
+}
+
+/// Reports how a guest ended (statistics, the fault report) and turns it into vmscope's
+/// exit status. `console_tail` adds the guest's last output to a fault report (a kernel
+/// panic message).
+pub(super) fn finish(
+    args: &RunArgs,
+    machine: &Machine,
+    outcome: Outcome,
+    process_start: Instant,
+    ring: Ring,
+    hint: Option<&str>,
+    console_tail: Option<&str>,
+) -> anyhow::Result<ExitCode> {
+    let name = machine.name();
     let elapsed = process_start.elapsed();
     if let Some(path) = &args.stats_json {
-        write_stats(path, &machine, &outcome, elapsed, ring)?;
+        write_stats(path, machine, &outcome, elapsed, ring)?;
     }
     if args.verbose {
         eprintln!(
-            "vmscope: {} ran for {:.3} ms (process start to guest end)",
-            name,
+            "vmscope: {name} ran for {:.3} ms (process start to guest end)",
             elapsed.as_secs_f64() * 1e3
         );
         eprintln!("{}", machine.exit_stats());
@@ -122,12 +156,15 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from((code & 0xff) as u8)
         }
         Outcome::Fault { reason, snapshot } => {
+            if let Some(tail) = console_tail {
+                eprintln!("vmscope: the guest's last words:\n{tail}");
+            }
             eprint!(
                 "vmscope: guest {name} stopped: {}",
                 vmm::report::render(&reason, &snapshot, machine.memory())
             );
-            if host == inspect::HostKind::Pvm && ring == Ring::Ring0 {
-                eprintln!("vmscope: note: this host is PVM, where CPL0 guest code runs in KVM's instruction emulator; some instructions (SSE, int3, …) are not emulated. Try --ring 3.");
+            if let Some(hint) = hint {
+                eprintln!("vmscope: note: {hint}");
             }
             ExitCode::from(EXIT_GUEST_FAULT)
         }

@@ -1,0 +1,279 @@
+//! Building the kernel once per set of inputs: extract, patch, `make tinyconfig`, merge the
+//! fragment, `make olddefconfig`, check the fragment survived, `make vmlinux bzImage`,
+//! strip; all in `<cache>/linux/<key>.partial`, renamed to `<key>` only when complete.
+
+use super::{config, LinuxError};
+use crate::cache;
+use serde::{Deserialize, Serialize};
+use std::io::{BufRead, BufReader, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::time::Instant;
+
+/// Bumped whenever the build procedure changes, so old cache entries are not reused.
+const BUILDER_VERSION: &str = "1";
+/// Debian's kernel source tarball.
+pub const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
+/// The fragment, kept in the repository.
+pub const FRAGMENT: &str = include_str!("../../linux/config-fragment");
+/// The patches, in order.
+pub const PATCHES: &[(&str, &str)] = &[(
+    "0001-x86-fault-complete-syscall-delivered-without-cpl-switch.patch",
+    include_str!("../../linux/patches/0001-x86-fault-complete-syscall-delivered-without-cpl-switch.patch"),
+)];
+/// About how many objects the build compiles (for the progress bar).
+const EXPECTED_CC: u64 = 1100;
+
+/// How to build.
+#[derive(Clone, Debug)]
+pub struct BuildOptions {
+    /// Parallel jobs for make.
+    pub jobs: usize,
+    /// Show a progress bar on stderr.
+    pub progress: bool,
+}
+
+impl Default for BuildOptions {
+    fn default() -> Self {
+        Self { jobs: std::thread::available_parallelism().map_or(2, |n| n.get()), progress: true }
+    }
+}
+
+/// A built kernel in the cache.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct LinuxArtifacts {
+    /// The cache key.
+    pub key: String,
+    /// The entry's directory.
+    pub dir: PathBuf,
+    /// `vmlinux` with DWARF, for gdb.
+    pub vmlinux: PathBuf,
+    /// `vmlinux` without debug info, to boot.
+    pub vmlinux_stripped: PathBuf,
+    /// The compressed kernel.
+    pub bzimage: PathBuf,
+    /// `System.map`.
+    pub system_map: PathBuf,
+    /// The kernel source tree (for gdb's `list`).
+    pub source_dir: PathBuf,
+    /// Seconds the build took.
+    pub build_seconds: f64,
+    /// Fragment options Kconfig did not keep: (name, wanted, got).
+    pub dropped_options: Vec<(String, Option<String>, Option<String>)>,
+    /// Sizes in bytes: (vmlinux, stripped, bzImage).
+    pub sizes: (u64, u64, u64),
+}
+
+fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> LinuxError + 'a {
+    move |source| LinuxError::Io { what, path: path.into(), source }
+}
+
+/// The key of the current inputs.
+pub fn current_key() -> String {
+    let version = source_version();
+    let mut inputs: Vec<(&str, &[u8])> = vec![
+        ("builder", BUILDER_VERSION.as_bytes()),
+        ("source", version.as_bytes()),
+        ("fragment", FRAGMENT.as_bytes()),
+    ];
+    for (name, text) in PATCHES {
+        inputs.push((name, text.as_bytes()));
+    }
+    cache::key(inputs)
+}
+
+/// The installed source package's version (or the tarball's size when dpkg cannot say).
+fn source_version() -> String {
+    Command::new("dpkg-query")
+        .args(["-W", "-f=${Version}", "linux-source-6.1"])
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
+        .unwrap_or_else(|| std::fs::metadata(SOURCE_TARBALL).map(|m| m.len().to_string()).unwrap_or_default())
+}
+
+fn linux_cache() -> PathBuf {
+    cache::root().join("linux")
+}
+
+/// Cached kernels.
+pub fn list_cached() -> Vec<LinuxArtifacts> {
+    let Ok(dir) = std::fs::read_dir(linux_cache()) else { return vec![] };
+    dir.filter_map(|e| e.ok())
+        .filter_map(|e| std::fs::read_to_string(e.path().join("manifest.json")).ok())
+        .filter_map(|t| serde_json::from_str(&t).ok())
+        .collect()
+}
+
+/// Returns the cached kernel for the current inputs, building it first if needed.
+pub fn ensure_built(opts: &BuildOptions) -> Result<LinuxArtifacts, LinuxError> {
+    let key = current_key();
+    let final_dir = linux_cache().join(&key);
+    if let Ok(text) = std::fs::read_to_string(final_dir.join("manifest.json")) {
+        if let Ok(a) = serde_json::from_str::<LinuxArtifacts>(&text) {
+            if a.vmlinux_stripped.exists() {
+                return Ok(a);
+            }
+        }
+    }
+    build(opts, &key, &final_dir)
+}
+
+struct Steps {
+    bar: indicatif::ProgressBar,
+    log: std::fs::File,
+    log_path: PathBuf,
+}
+
+impl Steps {
+    fn phase(&self, name: &str) {
+        self.bar.set_message(name.to_string());
+    }
+
+    /// Runs a command in `dir`, logging its output; counts "  CC" lines on the bar.
+    fn run(
+        &mut self,
+        step: &str,
+        dir: &Path,
+        program: &str,
+        args: &[&str],
+        env: &[(&str, String)],
+    ) -> Result<(), LinuxError> {
+        let _ = writeln!(self.log, "$ {program} {}", args.join(" "));
+        let mut child = Command::new(program)
+            .args(args)
+            .current_dir(dir)
+            .envs(env.iter().map(|(k, v)| (*k, v.as_str())))
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .map_err(|source| LinuxError::Spawn { tool: program.into(), source })?;
+        let stderr = child.stderr.take().expect("piped");
+        let err_thread = std::thread::spawn(move || {
+            BufReader::new(stderr).lines().map_while(Result::ok).collect::<Vec<_>>()
+        });
+        let mut tail: Vec<String> = vec![];
+        for line in BufReader::new(child.stdout.take().expect("piped")).lines().map_while(Result::ok) {
+            let _ = writeln!(self.log, "{line}");
+            if line.trim_start().starts_with("CC") {
+                self.bar.inc(1);
+            }
+            tail.push(line);
+            if tail.len() > 30 {
+                tail.remove(0);
+            }
+        }
+        let err_lines = err_thread.join().unwrap_or_default();
+        for l in &err_lines {
+            let _ = writeln!(self.log, "{l}");
+        }
+        let status = child.wait().map_err(|source| LinuxError::Spawn { tool: program.into(), source })?;
+        if status.success() {
+            return Ok(());
+        }
+        tail.extend(err_lines.into_iter().rev().take(30).collect::<Vec<_>>().into_iter().rev());
+        Err(LinuxError::Step { step: step.into(), log: self.log_path.clone(), tail: tail.join("\n") })
+    }
+}
+
+fn build(opts: &BuildOptions, key: &str, final_dir: &Path) -> Result<LinuxArtifacts, LinuxError> {
+    let tarball = Path::new(SOURCE_TARBALL);
+    if !tarball.exists() {
+        return Err(LinuxError::NoSource { path: tarball.into() });
+    }
+    let started = Instant::now();
+    let partial = linux_cache().join(format!("{key}.partial"));
+    if partial.exists() {
+        std::fs::remove_dir_all(&partial).map_err(io("cannot clear", &partial))?;
+    }
+    std::fs::create_dir_all(&partial).map_err(io("cannot create", &partial))?;
+    let log_path = partial.join("build.log");
+    let log = std::fs::File::create(&log_path).map_err(io("cannot create", &log_path))?;
+    let bar = if opts.progress {
+        indicatif::ProgressBar::new(EXPECTED_CC)
+    } else {
+        indicatif::ProgressBar::hidden()
+    };
+    bar.set_style(
+        indicatif::ProgressStyle::with_template("linux {msg:<12} [{bar:30}] {pos}/{len} objects, {elapsed}")
+            .expect("static template")
+            .progress_chars("=> "),
+    );
+    let mut steps = Steps { bar, log, log_path };
+
+    steps.phase("extract");
+    steps.run("extracting the kernel source", &partial, "tar", &["xJf", SOURCE_TARBALL], &[])?;
+    let src_partial = partial.join("linux-source-6.1");
+    let src_final = final_dir.join("linux-source-6.1");
+
+    steps.phase("patch");
+    for (name, text) in PATCHES {
+        let p = partial.join(name);
+        std::fs::write(&p, text).map_err(io("cannot write", &p))?;
+        let arg = format!("--input={}", p.display());
+        steps.run(&format!("applying {name}"), &src_partial, "patch", &["-p1", "--forward", &arg], &[])?;
+    }
+
+    steps.phase("config");
+    steps.run("make tinyconfig", &src_partial, "make", &["tinyconfig"], &[])?;
+    let config_path = src_partial.join(".config");
+    let base = std::fs::read_to_string(&config_path).map_err(io("cannot read", &config_path))?;
+    let fragment = config::parse(FRAGMENT);
+    std::fs::write(&config_path, config::merge(&base, &fragment))
+        .map_err(io("cannot write", &config_path))?;
+    steps.run("make olddefconfig", &src_partial, "make", &["olddefconfig"], &[])?;
+    let final_config = std::fs::read_to_string(&config_path).map_err(io("cannot read", &config_path))?;
+    let dropped = config::dropped(&fragment, &final_config);
+    for (name, want, got) in &dropped {
+        let _ = writeln!(steps.log, "fragment option {name}: wanted {want:?}, Kconfig kept {got:?}");
+    }
+
+    steps.phase("compile");
+    let jobs = format!("-j{}", opts.jobs.max(1));
+    // DWARF names the final directory, not the .partial one, so gdb finds the sources.
+    let kcflags = format!("-fdebug-prefix-map={}={}", src_partial.display(), src_final.display());
+    steps.run(
+        "make vmlinux bzImage",
+        &src_partial,
+        "make",
+        &[&jobs, "vmlinux", "bzImage"],
+        &[("KCFLAGS", kcflags)],
+    )?;
+
+    steps.phase("strip");
+    let vmlinux = src_partial.join("vmlinux");
+    let stripped = partial.join("vmlinux.stripped");
+    steps.run(
+        "strip",
+        &partial,
+        "objcopy",
+        &["--strip-debug", &vmlinux.display().to_string(), &stripped.display().to_string()],
+        &[],
+    )?;
+    steps.bar.finish_and_clear();
+
+    let size = |p: &Path| std::fs::metadata(p).map(|m| m.len()).unwrap_or(0);
+    let bz = src_partial.join("arch/x86/boot/bzImage");
+    let sizes = (size(&vmlinux), size(&stripped), size(&bz));
+    let artifacts = LinuxArtifacts {
+        key: key.into(),
+        dir: final_dir.into(),
+        vmlinux: src_final.join("vmlinux"),
+        vmlinux_stripped: final_dir.join("vmlinux.stripped"),
+        bzimage: src_final.join("arch/x86/boot/bzImage"),
+        system_map: src_final.join("System.map"),
+        source_dir: src_final,
+        build_seconds: started.elapsed().as_secs_f64(),
+        dropped_options: dropped,
+        sizes,
+    };
+    let manifest = partial.join("manifest.json");
+    std::fs::write(&manifest, serde_json::to_vec_pretty(&artifacts).expect("serializes"))
+        .map_err(io("cannot write", &manifest))?;
+    if final_dir.exists() {
+        std::fs::remove_dir_all(final_dir).map_err(io("cannot replace", final_dir))?;
+    }
+    std::fs::rename(&partial, final_dir).map_err(io("cannot move the finished build to", final_dir))?;
+    Ok(artifacts)
+}

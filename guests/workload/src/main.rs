@@ -1,0 +1,130 @@
+//! The vmscope workload as a static Linux program, for the Linux guest's user space and the
+//! container: the same command-line contract and output as the unikernel's workloads.
+//!
+//! ```text
+//! workload hello | compute N | syscalls N | io BYTES [--batch B] | exit-port CODE
+//! ```
+
+use std::io::Write;
+use std::process::ExitCode;
+
+fn main() -> ExitCode {
+    let args: Vec<String> = std::env::args().skip(1).collect();
+    let num = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
+    match args.first().map(String::as_str).unwrap_or("hello") {
+        "hello" => {
+            println!("Hello from the vmscope workload (pid {}, Linux user space)", std::process::id());
+            ExitCode::SUCCESS
+        }
+        "compute" => match num(1) {
+            Some(n) => compute(n),
+            None => usage(),
+        },
+        "syscalls" => match num(1) {
+            Some(n) => syscalls(n),
+            None => usage(),
+        },
+        "io" => {
+            let batch = args.iter().position(|a| a == "--batch").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
+            match num(1) {
+                Some(bytes) => io(bytes, batch.unwrap_or(4096)),
+                None => usage(),
+            }
+        }
+        "exit-port" => match num(1) {
+            Some(code) => exit_port(code as u32),
+            None => usage(),
+        },
+        other => {
+            eprintln!("workload: unknown workload '{other}' (try hello, compute N, syscalls N, io BYTES --batch B)");
+            ExitCode::from(2)
+        }
+    }
+}
+
+fn usage() -> ExitCode {
+    eprintln!("workload: this workload needs a number argument");
+    ExitCode::from(2)
+}
+
+/// The same sieve as the unikernel; the same output line.
+fn compute(n: u64) -> ExitCode {
+    if n < 2 {
+        println!("compute: N={n} does not fit in guest memory (or is below 2)");
+        return ExitCode::from(3);
+    }
+    let mut composite = vec![0u8; n.div_ceil(8) as usize];
+    let (mut count, mut sum) = (0u64, 0u64);
+    for i in 2..n {
+        if composite[(i / 8) as usize] & (1 << (i % 8)) == 0 {
+            count += 1;
+            sum = sum.wrapping_add(i);
+            let mut j = i.saturating_mul(i);
+            while j < n {
+                composite[(j / 8) as usize] |= 1 << (j % 8);
+                j += i;
+            }
+        }
+    }
+    println!("compute: N={n} primes={count} checksum={sum:#x}");
+    ExitCode::SUCCESS
+}
+
+/// N cheap system calls (getppid).
+fn syscalls(n: u64) -> ExitCode {
+    let start = std::time::Instant::now();
+    let mut acc = 0u64;
+    for _ in 0..n {
+        acc = acc.wrapping_add(std::os::unix::process::parent_id() as u64);
+    }
+    std::hint::black_box(acc);
+    println!("syscalls: {n} getppid calls in {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
+    ExitCode::SUCCESS
+}
+
+/// BYTES bytes written to /dev/null in writes of B bytes.
+fn io(bytes: u64, batch: usize) -> ExitCode {
+    let batch = batch.max(1);
+    let Ok(mut f) = std::fs::OpenOptions::new().write(true).open("/dev/null") else {
+        eprintln!("io: cannot open /dev/null");
+        return ExitCode::from(1);
+    };
+    let buf = vec![b'x'; batch];
+    let (mut left, mut writes) = (bytes, 0u64);
+    let start = std::time::Instant::now();
+    while left > 0 {
+        let n = (left as usize).min(batch);
+        if f.write_all(&buf[..n]).is_err() {
+            return ExitCode::from(1);
+        }
+        left -= n as u64;
+        writes += 1;
+    }
+    println!("io: {bytes} bytes in {writes} writes of up to {batch} in {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
+    ExitCode::SUCCESS
+}
+
+/// Ends the VM through vmscope's exit port (needs root inside the guest for iopl).
+fn exit_port(code: u32) -> ExitCode {
+    // SAFETY: iopl(3) changes only this process's I/O privilege; the kernel checks
+    // CAP_SYS_RAWIO and returns an error otherwise.
+    let r = unsafe { libc_iopl(3) };
+    if r != 0 {
+        eprintln!("exit-port: iopl(3) failed (not root, or not a vmscope VM)");
+        return ExitCode::from(1);
+    }
+    // SAFETY: with IOPL 3, `out` to port 0x502 is allowed; under vmscope it stops the VM.
+    unsafe { std::arch::asm!("out dx, eax", in("dx") 0x502u16, in("eax") code, options(nostack, preserves_flags)) };
+    eprintln!("exit-port: the VM did not stop (not running under vmscope?)");
+    ExitCode::from(1)
+}
+
+/// The raw iopl system call (no libc crate: the binary has no dependencies).
+unsafe fn libc_iopl(level: i64) -> i64 {
+    let ret: i64;
+    // SAFETY: syscall 172 is iopl on x86_64; it takes one integer argument.
+    unsafe {
+        std::arch::asm!("syscall", inlateout("rax") 172i64 => ret, in("rdi") level, lateout("rcx") _, lateout("r11") _, options(nostack))
+    };
+    ret
+}

@@ -1,0 +1,105 @@
+//! `vmscope guests`: build and list the provided guests.
+
+use clap::{Args, Subcommand, ValueEnum};
+use std::process::ExitCode;
+
+/// Arguments of `vmscope guests`.
+#[derive(Args, Debug)]
+pub struct GuestsArgs {
+    #[command(subcommand)]
+    command: GuestsCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum GuestsCommand {
+    /// Build a guest now (the Linux kernel takes minutes once, then it is cached).
+    Build {
+        /// Which guest.
+        guest: Buildable,
+    },
+    /// Show what is built and cached.
+    List,
+    /// Print the path of a guest's image (for gdb: `gdb $(vmscope guests path unikernel)`).
+    Path {
+        /// Which image.
+        image: Image,
+    },
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Buildable {
+    /// The minimal Linux kernel.
+    Linux,
+}
+
+#[derive(Clone, Copy, Debug, ValueEnum)]
+enum Image {
+    /// The unikernel ELF (written to the cache).
+    Unikernel,
+    /// The Linux vmlinux with DWARF (built if needed).
+    Vmlinux,
+}
+
+/// Runs `vmscope guests`.
+pub fn run(args: GuestsArgs) -> anyhow::Result<ExitCode> {
+    match args.command {
+        GuestsCommand::Build { guest: Buildable::Linux } => {
+            let a = guests::linux::ensure_built(&build_options())?;
+            println!("linux kernel {} in {}", a.key, a.dir.display());
+            print_artifacts(&a);
+        }
+        GuestsCommand::List => {
+            println!("unikernel: built in ({} bytes)", guests::unikernel::ELF.len());
+            let cached = guests::linux::list_cached();
+            if cached.is_empty() {
+                println!("linux: not built yet (vmscope guests build linux)");
+            }
+            let current = guests::linux::build_key();
+            for a in cached {
+                println!(
+                    "linux {}{}:",
+                    a.key,
+                    if a.key == current { " (current inputs)" } else { " (stale)" }
+                );
+                print_artifacts(&a);
+            }
+        }
+        GuestsCommand::Path { image: Image::Unikernel } => println!("{}", unikernel_path()?.display()),
+        GuestsCommand::Path { image: Image::Vmlinux } => {
+            println!("{}", guests::linux::ensure_built(&build_options())?.vmlinux.display())
+        }
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+fn build_options() -> guests::linux::BuildOptions {
+    guests::linux::BuildOptions {
+        progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        ..Default::default()
+    }
+}
+
+fn print_artifacts(a: &guests::linux::LinuxArtifacts) {
+    let mib = |b: u64| b as f64 / (1 << 20) as f64;
+    println!("  vmlinux (DWARF)   {} ({:.1} MiB)", a.vmlinux.display(), mib(a.sizes.0));
+    println!("  vmlinux (to boot) {} ({:.1} MiB)", a.vmlinux_stripped.display(), mib(a.sizes.1));
+    println!("  bzImage           {} ({:.1} MiB)", a.bzimage.display(), mib(a.sizes.2));
+    println!("  built in {:.0} s", a.build_seconds);
+    for (name, want, got) in &a.dropped_options {
+        println!("  note: {name} wanted {want:?}, Kconfig kept {got:?}");
+    }
+}
+
+/// Writes the embedded unikernel ELF into the cache (once per content) and returns its path.
+pub fn unikernel_path() -> anyhow::Result<std::path::PathBuf> {
+    let key = guests::cache::key([("unikernel", guests::unikernel::ELF)]);
+    let dir = guests::cache::root().join("unikernel");
+    let path = dir.join(format!("unikernel-{key}.elf"));
+    if !path.exists() {
+        std::fs::create_dir_all(&dir)?;
+        let tmp = dir.join(format!(".unikernel-{key}.{}", std::process::id()));
+        std::fs::write(&tmp, guests::unikernel::ELF)?;
+        std::fs::rename(&tmp, &path)?;
+    }
+    Ok(path)
+}

@@ -1,0 +1,110 @@
+//! `vmscope run linux`: boot the minimal Linux (built and cached on first use), or a kernel
+//! of the user's choosing, with the PVM profile applied automatically on PVM hosts.
+
+use super::run::{finish, RunArgs};
+use anyhow::Context;
+use std::io::Read;
+use std::process::ExitCode;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use vmm::arch::x86_64::Ring;
+use vmm::devices::console::Console;
+use vmm::machine::{LinuxGuestConfig, Machine};
+use vmm::vstate::vcpu::EmulationFixups;
+
+/// Runs `vmscope run linux`.
+pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
+    let host = vmm::host_kind();
+    let pvm = host == inspect::HostKind::Pvm;
+    let (kernel_name, kernel): (String, Arc<[u8]>) = match &args.kernel {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?.into(),
+        ),
+        None => {
+            let opts = guests::linux::BuildOptions {
+                progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+                ..Default::default()
+            };
+            let a = guests::linux::ensure_built(&opts).context("cannot build the Linux guest")?;
+            let bytes = std::fs::read(&a.vmlinux_stripped)
+                .with_context(|| format!("cannot read {}", a.vmlinux_stripped.display()))?;
+            (a.vmlinux_stripped.display().to_string(), bytes.into())
+        }
+    };
+    let (initrd_name, initrd): (String, Arc<[u8]>) = match &args.initrd {
+        Some(p) => (
+            p.display().to_string(),
+            std::fs::read(p).with_context(|| format!("cannot read {}", p.display()))?.into(),
+        ),
+        None => {
+            let archive = guests::linux::initramfs::build(
+                std::path::Path::new(guests::linux::initramfs::BUSYBOX),
+                guests::workload::ELF,
+            )?;
+            ("vmscope's initramfs".to_string(), archive.into())
+        }
+    };
+    let mut extra = vec![format!("vmscope.workload={}", args.workload.join(","))];
+    if args.shell {
+        extra.push("vmscope.shell=1".into());
+    }
+    if let Some(a) = &args.append {
+        extra.extend(a.split_whitespace().map(String::from));
+    }
+    let cmdline = guests::linux::profile::cmdline(pvm, &extra);
+    let cfg = LinuxGuestConfig {
+        kernel_name: kernel_name.clone(),
+        kernel,
+        initrd: Some((initrd_name, initrd)),
+        cmdline: cmdline.clone(),
+        mem_mib: args.mem.max(128),
+        vcpus: args.vcpus,
+        start_paused: false,
+        // On PVM the kernel's own int3 (its self-test, text patching) and fwait reach the
+        // VMM as emulation failures; answer them as the CPU would.
+        fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
+    };
+    if args.verbose {
+        eprintln!(
+            "vmscope: host {host} ({}); kernel {kernel_name}; command line: {cmdline}",
+            host.describe()
+        );
+        if pvm {
+            eprintln!("vmscope: PVM profile applied: the kernel runs in KVM's instruction emulator, so booting takes minutes (see guests/linux/README.md)");
+        }
+    }
+    let console = Console::stdout();
+    let mut machine =
+        Machine::boot_linux(&cfg, console.clone()).with_context(|| format!("cannot boot {kernel_name}"))?;
+    if args.shell {
+        forward_stdin(&machine);
+    }
+    let outcome = machine.wait(args.timeout.map(Duration::from_secs_f64));
+    let tail = String::from_utf8_lossy(&console.tail()).into_owned();
+    let panic_text = tail.find("Kernel panic").map(|i| tail[i.saturating_sub(2000)..].to_string());
+    let hint = pvm.then_some("on PVM the guest kernel runs in KVM's instruction emulator; an instruction it cannot run ends the guest (see guests/linux/README.md)");
+    finish(args, &machine, outcome, process_start, Ring::Ring0, hint, panic_text.as_deref())
+}
+
+/// Feeds this process's standard input to the guest's serial port.
+fn forward_stdin(machine: &Machine) {
+    let serial = machine.bus().serial().clone();
+    std::thread::spawn(move || {
+        let mut stdin = std::io::stdin();
+        let mut buf = [0u8; 64];
+        while let Ok(n) = stdin.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            let mut pending = &buf[..n];
+            while !pending.is_empty() {
+                let taken = serial.lock().map(|mut s| s.enqueue_input(pending)).unwrap_or(0);
+                pending = &pending[taken..];
+                if taken == 0 {
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+    });
+}
