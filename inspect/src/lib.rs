@@ -14,12 +14,15 @@
 #![warn(missing_docs)]
 
 pub mod addr;
+pub mod command;
 pub mod disasm;
 pub mod exits;
 pub mod host;
+pub mod kvmstats;
 pub mod mem;
 pub mod paging;
 pub mod regs;
+pub mod symbols;
 
 pub use addr::{Gpa, Gva, HostAddr};
 pub use host::HostKind;

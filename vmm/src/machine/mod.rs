@@ -2,6 +2,7 @@
 //! waits for what they report. The CLI, the gdb stub and the TUI drive a guest through a
 //! [`Machine`] (and its vCPU handles); none of them touches KVM.
 
+pub mod commands;
 mod debug;
 
 pub use debug::{DebugError, HwBreakpoint, HwKind, HwSlots};
@@ -378,6 +379,20 @@ impl Machine {
         let vm = self.vm_stats.as_ref().and_then(|s| s.read_all().ok());
         let vcpus = self.vcpu_stats.iter().map(|s| s.as_ref().and_then(|s| s.read_all().ok())).collect();
         (vm, vcpus)
+    }
+
+    /// The next vCPU event, waiting at most `timeout`.
+    pub fn next_event(&self, timeout: Duration) -> Option<VcpuEvent> {
+        self.events.recv_timeout(timeout).ok()
+    }
+
+    /// KVM's own counters for vCPU 0 (decoded from the binary stats fd), by name.
+    pub fn kvm_stats(&self) -> Vec<(String, u64)> {
+        let (_, vcpus) = self.kvm_stats_raw();
+        let Some(Some(blob)) = vcpus.first() else { return vec![] };
+        inspect::kvmstats::parse(blob)
+            .map(|stats| stats.into_iter().filter_map(|s| Some((s.name, *s.values.first()?))).collect())
+            .unwrap_or_default()
     }
 
     /// Runs until the guest exits, faults, or `limit` passes (then pauses every vCPU).

@@ -1,0 +1,377 @@
+//! Executing the inspection command language (`inspect::command`) against a machine:
+//! each command produces text for people and JSON for scripts. Stepping and continuing
+//! wait for the vCPU's next stop (with a time limit).
+
+use super::{HwBreakpoint, HwKind, Machine, MachineError, Outcome};
+use crate::vstate::memory::PhysView;
+use crate::vstate::vcpu::{StopReason, VcpuEventKind, VcpuSnapshot};
+use inspect::command::{Addr, Command, HELP};
+use inspect::disasm::{self, Options};
+use inspect::paging;
+use inspect::symbols::SymbolTable;
+use inspect::{Gpa, Gva};
+use serde_json::{json, Value};
+use std::fmt::Write;
+use std::time::Duration;
+
+/// What a command produced.
+#[derive(Debug)]
+pub struct Output {
+    /// For people.
+    pub text: String,
+    /// For scripts.
+    pub json: Value,
+    /// The guest ended (exit code or fault); the session should end.
+    pub ended: Option<Outcome>,
+}
+
+impl Output {
+    fn new(text: String, json: Value) -> Self {
+        Self { text, json, ended: None }
+    }
+}
+
+/// Errors of a command that the guest did not cause (unknown symbol, bad register…).
+#[derive(Debug, thiserror::Error)]
+pub enum CommandError {
+    /// A symbol that is not in the table.
+    #[error("no symbol named {0:?}")]
+    NoSymbol(String),
+    /// A register name that does not exist.
+    #[error("no register ${0}")]
+    NoRegister(String),
+    /// The vCPU did not stop in time.
+    #[error("vCPU {vcpu} did not stop within {limit:?}")]
+    NoStop {
+        /// Which.
+        vcpu: usize,
+        /// The limit.
+        limit: Duration,
+    },
+    /// No virtio device with that index.
+    #[error("this guest has no virtio device {0}")]
+    NoDevice(u64),
+    /// The machine.
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+}
+
+/// A debugging session's context: which vCPU, which symbols, how long to wait.
+pub struct Session<'a> {
+    /// The machine.
+    pub machine: &'a Machine,
+    /// The vCPU commands act on.
+    pub vcpu: usize,
+    /// Symbols for names in addresses and disassembly.
+    pub symbols: &'a SymbolTable,
+    /// How long `step`/`cont` wait for the next stop.
+    pub stop_timeout: Duration,
+}
+
+fn register(snap: &VcpuSnapshot, name: &str) -> Option<u64> {
+    let r = &snap.regs;
+    let s = &snap.sregs;
+    Some(match name {
+        "rip" | "pc" => r.rip,
+        "rsp" | "sp" => r.rsp,
+        "rbp" => r.rbp,
+        "rax" => r.rax,
+        "rbx" => r.rbx,
+        "rcx" => r.rcx,
+        "rdx" => r.rdx,
+        "rsi" => r.rsi,
+        "rdi" => r.rdi,
+        "r8" => r.r8,
+        "r9" => r.r9,
+        "r10" => r.r10,
+        "r11" => r.r11,
+        "r12" => r.r12,
+        "r13" => r.r13,
+        "r14" => r.r14,
+        "r15" => r.r15,
+        "rflags" | "eflags" => r.rflags,
+        "cr0" => s.cr0,
+        "cr2" => s.cr2,
+        "cr3" => s.cr3,
+        "cr4" => s.cr4,
+        _ => return None,
+    })
+}
+
+fn hex_dump(base: u64, bytes: &[u8]) -> String {
+    let mut out = String::new();
+    for (i, chunk) in bytes.chunks(16).enumerate() {
+        let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
+        let ascii: String =
+            chunk.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
+        let _ = writeln!(out, "{:016x}  {:<48} {ascii}", base + i as u64 * 16, hex.join(" "));
+    }
+    out
+}
+
+impl Session<'_> {
+    fn snapshot(&self) -> Result<VcpuSnapshot, CommandError> {
+        Ok(self.machine.snapshot(self.vcpu)?)
+    }
+
+    /// Resolves a typed address.
+    pub fn resolve(&self, addr: &Addr) -> Result<u64, CommandError> {
+        match addr {
+            Addr::Number(n) => Ok(*n),
+            Addr::Symbol(name, off) => self
+                .symbols
+                .resolve(name)
+                .map(|a| a.wrapping_add(*off))
+                .ok_or_else(|| CommandError::NoSymbol(name.clone())),
+            Addr::Register(name, off) => {
+                let snap = self.snapshot()?;
+                register(&snap, name)
+                    .map(|v| v.wrapping_add(*off))
+                    .ok_or_else(|| CommandError::NoRegister(name.clone()))
+            }
+        }
+    }
+
+    fn name_of(&self, addr: u64) -> String {
+        self.symbols.locate(addr).map(|l| format!(" <{l}>")).unwrap_or_default()
+    }
+
+    /// Runs one command.
+    pub fn execute(&self, cmd: &Command) -> Result<Output, CommandError> {
+        match cmd {
+            Command::Regs => {
+                let s = self.snapshot()?;
+                let r = &s.regs;
+                let text = format!(
+                    "rip {:#018x}{}\nrsp {:#018x} rbp {:#018x} rflags {:#x}\nrax {:#018x} rbx {:#018x} rcx {:#018x} rdx {:#018x}\nrsi {:#018x} rdi {:#018x} r8  {:#018x} r9  {:#018x}\nr10 {:#018x} r11 {:#018x} r12 {:#018x} r13 {:#018x}\nr14 {:#018x} r15 {:#018x}\n",
+                    r.rip, self.name_of(r.rip), r.rsp, r.rbp, r.rflags, r.rax, r.rbx, r.rcx, r.rdx, r.rsi, r.rdi, r.r8, r.r9, r.r10, r.r11, r.r12, r.r13, r.r14, r.r15
+                );
+                Ok(Output::new(text, json!({ "vcpu": self.vcpu, "regs": r, "host": s.host })))
+            }
+            Command::Sregs => {
+                let s = self.snapshot()?;
+                let sr = &s.sregs;
+                let text = format!(
+                    "cr0 {:#x} cr2 {:#x} cr3 {:#x} cr4 {:#x} cr8 {:#x} efer {:#x}\nmode {:?}, CPL {}\ncs {:#06x} ss {:#06x} ds {:#06x} tr {:#06x}\ngdt {:#x}/{:#x} idt {:#x}/{:#x}\n",
+                    sr.cr0, sr.cr2, sr.cr3, sr.cr4, sr.cr8, sr.efer, sr.cpu_mode(), sr.cpl(), sr.cs.selector, sr.ss.selector, sr.ds.selector, sr.tr.selector, sr.gdt.base, sr.gdt.limit, sr.idt.base, sr.idt.limit
+                );
+                Ok(Output::new(
+                    text,
+                    json!({ "vcpu": self.vcpu, "sregs": sr, "mode": sr.cpu_mode(), "cpl": sr.cpl(), "host": s.host }),
+                ))
+            }
+            Command::Pt(a) => {
+                let addr = self.resolve(a)?;
+                let ctx = self.machine.paging_context(self.vcpu)?;
+                match paging::translate(&PhysView(self.machine.memory()), &ctx, Gva(addr)) {
+                    Ok(t) => Ok(Output::new(format!("{t}\n"), json!({ "translation": t, "mode": ctx.mode }))),
+                    Err(e) => Ok(Output::new(
+                        format!("{e}\n"),
+                        json!({ "error": e.to_string(), "walk_error": e, "mode": ctx.mode }),
+                    )),
+                }
+            }
+            Command::Mappings => {
+                let ctx = self.machine.paging_context(self.vcpu)?;
+                let list = paging::mappings(&PhysView(self.machine.memory()), &ctx);
+                Ok(Output::new(
+                    format!("{list}\n"),
+                    json!({ "mode": ctx.mode, "cr3": ctx.cr3, "mappings": list }),
+                ))
+            }
+            Command::ReadVirt { addr, len } => {
+                let a = self.resolve(addr)?;
+                let bytes = self.machine.read_virt(self.vcpu, Gva(a), *len as usize)?;
+                let mut text = hex_dump(a, &bytes);
+                if (bytes.len() as u64) < *len {
+                    let _ = writeln!(text, "(only {} of {len} bytes are mapped)", bytes.len());
+                }
+                Ok(Output::new(text, json!({ "gva": a, "requested": len, "bytes": bytes })))
+            }
+            Command::ReadPhys { addr, len } => {
+                let a = self.resolve(addr)?;
+                let bytes = self.machine.read_phys(Gpa(a), *len as usize);
+                let mut text = hex_dump(a, &bytes);
+                if (bytes.len() as u64) < *len {
+                    let _ = writeln!(text, "(only {} of {len} bytes are in guest memory)", bytes.len());
+                }
+                Ok(Output::new(text, json!({ "gpa": a, "requested": len, "bytes": bytes })))
+            }
+            Command::Dis { addr, count } => {
+                let snap = self.snapshot()?;
+                let at = match addr {
+                    Some(a) => self.resolve(a)?,
+                    None => snap.regs.rip,
+                };
+                let code = self.machine.read_virt(self.vcpu, Gva(at), (*count as usize) * 15)?;
+                let insns = disasm::disassemble(
+                    &code,
+                    at,
+                    snap.sregs.cpu_mode(),
+                    *count as usize,
+                    Options::default(),
+                    self.symbols,
+                );
+                let mut text = String::new();
+                for i in &insns {
+                    let marker = if i.address == snap.regs.rip { "=>" } else { "  " };
+                    let bp = if self.machine.breakpoints().contains(i.address) { "*" } else { " " };
+                    let _ = writeln!(
+                        text,
+                        "{marker}{bp}{:#018x}{:<28} {}",
+                        i.address,
+                        self.name_of(i.address),
+                        i.text
+                    );
+                }
+                Ok(Output::new(text, json!({ "rip": snap.regs.rip, "instructions": insns })))
+            }
+            Command::Sym(a) => match a {
+                Addr::Symbol(name, _) => {
+                    let s = self.symbols.get(name).ok_or_else(|| CommandError::NoSymbol(name.clone()))?;
+                    Ok(Output::new(
+                        format!("{} = {:#x} (size {:#x}, {:?})\n", s.name, s.addr, s.size, s.kind),
+                        json!({ "symbol": s }),
+                    ))
+                }
+                other => {
+                    let addr = self.resolve(other)?;
+                    let name = self.symbols.locate(addr).map(|l| l.to_string());
+                    Ok(Output::new(
+                        format!("{addr:#x} = {}\n", name.as_deref().unwrap_or("?")),
+                        json!({ "addr": addr, "name": name }),
+                    ))
+                }
+            },
+            Command::Break(a) => {
+                let addr = self.resolve(a)?;
+                self.machine.insert_sw_breakpoint(Gva(addr))?;
+                Ok(Output::new(
+                    format!("breakpoint at {addr:#x}{}\n", self.name_of(addr)),
+                    json!({ "breakpoint": addr }),
+                ))
+            }
+            Command::Hbreak(a) => {
+                let addr = self.resolve(a)?;
+                self.machine.insert_hw_breakpoint(HwBreakpoint { addr, kind: HwKind::Execute, len: 1 })?;
+                Ok(Output::new(
+                    format!("hardware breakpoint at {addr:#x}{}\n", self.name_of(addr)),
+                    json!({ "hbreak": addr }),
+                ))
+            }
+            Command::Watch { addr, len } => {
+                let a = self.resolve(addr)?;
+                self.machine.insert_hw_breakpoint(HwBreakpoint {
+                    addr: a,
+                    kind: HwKind::Write,
+                    len: *len,
+                })?;
+                Ok(Output::new(
+                    format!("watchpoint (write, {len} bytes) at {a:#x}{}\n", self.name_of(a)),
+                    json!({ "watch": a, "len": len }),
+                ))
+            }
+            Command::Delete(a) => {
+                let addr = self.resolve(a)?;
+                let removed = self.machine.remove_sw_breakpoint(Gva(addr)).is_ok()
+                    | self.machine.remove_hw_breakpoint(addr, HwKind::Execute).is_ok()
+                    | self.machine.remove_hw_breakpoint(addr, HwKind::Write).is_ok();
+                let text =
+                    if removed { format!("deleted {addr:#x}\n") } else { format!("nothing at {addr:#x}\n") };
+                Ok(Output::new(text, json!({ "deleted": addr, "found": removed })))
+            }
+            Command::Exits => {
+                let stats = self.machine.exit_stats();
+                let kvm = self.machine.kvm_stats();
+                let mut text = format!("{stats}\n");
+                if !kvm.is_empty() {
+                    let _ = writeln!(text, "KVM's counters (vCPU 0):");
+                    for (name, v) in &kvm {
+                        let _ = writeln!(text, "  {name:<32} {v}");
+                    }
+                }
+                Ok(Output::new(text, json!({ "host": self.machine.host(), "vmm": stats, "kvm": kvm })))
+            }
+            Command::Host => {
+                let h = self.machine.host();
+                Ok(Output::new(
+                    format!("{h}: {}\n", h.describe()),
+                    json!({ "host": h, "description": h.describe() }),
+                ))
+            }
+            Command::Vq { device, .. } => Err(CommandError::NoDevice(*device)),
+            Command::Help => {
+                let text: String = HELP.iter().map(|(c, d)| format!("  {c:<18} {d}\n")).collect();
+                Ok(Output::new(
+                    text,
+                    json!({ "commands": HELP.iter().map(|(c, d)| json!({"command": c, "help": d})).collect::<Vec<_>>() }),
+                ))
+            }
+            Command::Step(n) => {
+                self.machine.step(self.vcpu, *n)?;
+                self.await_stop()
+            }
+            Command::Next => {
+                let snap = self.snapshot()?;
+                let code = self.machine.read_virt(self.vcpu, Gva(snap.regs.rip), 15)?;
+                match disasm::step_over_target(&code, snap.regs.rip, snap.sregs.cpu_mode()) {
+                    Some(after) => {
+                        let temporary = !self.machine.breakpoints().contains(after);
+                        if temporary {
+                            self.machine.insert_sw_breakpoint(Gva(after))?;
+                        }
+                        self.machine.resume_all()?;
+                        let out = self.await_stop();
+                        if temporary {
+                            let _ = self.machine.remove_sw_breakpoint(Gva(after));
+                        }
+                        out
+                    }
+                    None => {
+                        self.machine.step(self.vcpu, 1)?;
+                        self.await_stop()
+                    }
+                }
+            }
+            Command::Cont => {
+                self.machine.resume_all()?;
+                self.await_stop()
+            }
+            Command::Quit => Ok(Output::new(String::new(), json!({ "quit": true }))),
+        }
+    }
+
+    /// Waits for the next stop of any vCPU, pauses the others, and describes it.
+    pub fn await_stop(&self) -> Result<Output, CommandError> {
+        loop {
+            let Some(event) = self.machine.next_event(self.stop_timeout) else {
+                self.machine.pause_all();
+                return Err(CommandError::NoStop { vcpu: self.vcpu, limit: self.stop_timeout });
+            };
+            let VcpuEventKind::Stopped { reason, snapshot } = event.kind else { continue };
+            if matches!(reason, StopReason::Paused) {
+                continue;
+            }
+            self.machine.pause_all();
+            let rip = snapshot.regs.rip;
+            let insn = self
+                .machine
+                .read_virt(event.vcpu, Gva(rip), 15)
+                .map(|code| disasm::decode_one(&code, rip, snapshot.sregs.cpu_mode()).text)
+                .unwrap_or_default();
+            let text = format!(
+                "vCPU {} stopped: {} at {rip:#x}{}: {insn}\n",
+                event.vcpu,
+                crate::report::describe(&reason),
+                self.name_of(rip)
+            );
+            let json = json!({ "vcpu": event.vcpu, "stop": reason, "rip": rip, "symbol": self.symbols.locate(rip).map(|l| l.to_string()), "instruction": insn });
+            let ended = match &reason {
+                StopReason::GuestExit { code } => Some(Outcome::Exited { code: *code }),
+                r if r.is_fatal() => Some(Outcome::Fault { reason: r.clone(), snapshot }),
+                _ => None,
+            };
+            return Ok(Output { text, json, ended });
+        }
+    }
+}
