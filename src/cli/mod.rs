@@ -5,6 +5,7 @@ pub mod host;
 pub mod linux;
 pub mod measure;
 pub mod run;
+pub mod session;
 
 /// An error and its causes on one line: "a: b: c".
 pub fn chain(e: &anyhow::Error) -> String {

@@ -68,6 +68,16 @@ pub struct RunArgs {
     /// Linux: an interactive busybox shell on the console instead of the workload.
     #[arg(long)]
     pub(super) shell: bool,
+    /// Stop at this symbol or address and take debug commands (repeatable). On PVM the
+    /// guest then runs at CPL0 unless --ring says otherwise: only CPL0 code can be stepped.
+    #[arg(long = "break", value_name = "SYMBOL|ADDR")]
+    pub(super) breaks: Vec<String>,
+    /// Read debug commands from this file instead of standard input.
+    #[arg(long, value_name = "FILE")]
+    pub(super) script: Option<PathBuf>,
+    /// Debug commands answer in JSON, one line each (the guest console goes to stderr).
+    #[arg(long)]
+    pub(super) json: bool,
 }
 
 fn parse_ring(s: &str) -> Result<Ring, String> {
@@ -78,7 +88,19 @@ fn parse_ring(s: &str) -> Result<Ring, String> {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let process_start = Instant::now();
     let host = vmm::host_kind();
-    let ring = args.ring.unwrap_or(if host.native_ring() == 0 { Ring::Ring0 } else { Ring::Ring3 });
+    let debugging = !args.breaks.is_empty() || args.script.is_some();
+    let ring = match args.ring {
+        Some(r) => r,
+        // Single-stepping and int3 need CPL0 on PVM (CPL3 debug exceptions go to the guest).
+        None if debugging => Ring::Ring0,
+        None if host.native_ring() == 0 => Ring::Ring0,
+        None => Ring::Ring3,
+    };
+    if debugging && ring == Ring::Ring3 && host == inspect::HostKind::Pvm && !args.breaks.is_empty() {
+        anyhow::bail!(
+            "--break needs --ring 0 on this PVM host: PVM delivers a CPL3 int3 to the guest, not to vmscope"
+        );
+    }
     if args.guest == Some(GuestKind::Linux) {
         return super::linux::run(&args, process_start);
     }
@@ -99,7 +121,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         mem_mib: args.mem,
         vcpus: args.vcpus,
         ring,
-        start_paused: false,
+        start_paused: debugging,
     };
     if args.verbose {
         eprintln!(
@@ -112,9 +134,17 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             cfg.cmdline
         );
     }
-    let mut machine =
-        Machine::boot_elf(&cfg, Console::stdout()).with_context(|| format!("cannot boot {name}"))?;
-    let outcome = machine.wait(args.timeout.map(Duration::from_secs_f64));
+    let console = if args.json { Console::writer(std::io::stderr()) } else { Console::stdout() };
+    let mut machine = Machine::boot_elf(&cfg, console).with_context(|| format!("cannot boot {name}"))?;
+    let outcome = if debugging {
+        let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
+        match super::session::run(&machine, &symbols, &args.breaks, args.script.as_deref(), args.json)? {
+            Some(outcome) => outcome,
+            None => return Ok(super::session::quit_status()),
+        }
+    } else {
+        machine.wait(args.timeout.map(Duration::from_secs_f64))
+    };
     let hint = (host == inspect::HostKind::Pvm && ring == Ring::Ring0).then_some(
         "this host is PVM, where CPL0 guest code runs in KVM's instruction emulator; some instructions (SSE, int3, …) are not emulated. Try --ring 3.",
     );

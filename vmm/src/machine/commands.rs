@@ -66,6 +66,17 @@ pub struct Session<'a> {
     pub symbols: &'a SymbolTable,
     /// How long `step`/`cont` wait for the next stop.
     pub stop_timeout: Duration,
+    /// Software watchpoints: (address, length). Used where hardware watchpoints do not
+    /// fire (PVM: its instruction emulator does not check data breakpoints), as gdb does:
+    /// `cont` single-steps and compares the watched bytes after every instruction.
+    pub soft_watches: std::cell::RefCell<Vec<(u64, u64)>>,
+}
+
+impl<'a> Session<'a> {
+    /// A session on vCPU 0.
+    pub fn new(machine: &'a Machine, symbols: &'a SymbolTable, stop_timeout: Duration) -> Self {
+        Self { machine, vcpu: 0, symbols, stop_timeout, soft_watches: Default::default() }
+    }
 }
 
 fn register(snap: &VcpuSnapshot, name: &str) -> Option<u64> {
@@ -261,6 +272,14 @@ impl Session<'_> {
             }
             Command::Watch { addr, len } => {
                 let a = self.resolve(addr)?;
+                if self.machine.host() == inspect::HostKind::Pvm {
+                    self.soft_watches.borrow_mut().push((a, *len));
+                    let text = format!(
+                        "watchpoint (write, {len} bytes) at {a:#x}{}, in software: this PVM host does not fire hardware watchpoints, so `cont` single-steps\n",
+                        self.name_of(a)
+                    );
+                    return Ok(Output::new(text, json!({ "watch": a, "len": len, "software": true })));
+                }
                 self.machine.insert_hw_breakpoint(HwBreakpoint {
                     addr: a,
                     kind: HwKind::Write,
@@ -273,7 +292,14 @@ impl Session<'_> {
             }
             Command::Delete(a) => {
                 let addr = self.resolve(a)?;
-                let removed = self.machine.remove_sw_breakpoint(Gva(addr)).is_ok()
+                let soft = {
+                    let mut w = self.soft_watches.borrow_mut();
+                    let before = w.len();
+                    w.retain(|(a, _)| *a != addr);
+                    w.len() != before
+                };
+                let removed = soft
+                    | self.machine.remove_sw_breakpoint(Gva(addr)).is_ok()
                     | self.machine.remove_hw_breakpoint(addr, HwKind::Execute).is_ok()
                     | self.machine.remove_hw_breakpoint(addr, HwKind::Write).is_ok();
                 let text =
@@ -333,11 +359,48 @@ impl Session<'_> {
                     }
                 }
             }
+            Command::Cont if !self.soft_watches.borrow().is_empty() => self.cont_watching(),
             Command::Cont => {
                 self.machine.resume_all()?;
                 self.await_stop()
             }
             Command::Quit => Ok(Output::new(String::new(), json!({ "quit": true }))),
+        }
+    }
+
+    fn watched_bytes(&self) -> Result<Vec<Vec<u8>>, CommandError> {
+        let watches = self.soft_watches.borrow().clone();
+        watches.iter().map(|(a, l)| Ok(self.machine.read_virt(self.vcpu, Gva(*a), *l as usize)?)).collect()
+    }
+
+    /// `cont` with software watchpoints: step until a watched value changes, a breakpoint
+    /// is reached, or the guest stops for another reason.
+    fn cont_watching(&self) -> Result<Output, CommandError> {
+        let mut before = self.watched_bytes()?;
+        loop {
+            self.machine.step(self.vcpu, 1)?;
+            let out = self.await_stop()?;
+            if out.ended.is_some() || !matches!(out.json["stop"], Value::String(ref s) if s == "step") {
+                return Ok(out);
+            }
+            let now = self.watched_bytes()?;
+            if let Some(i) = (0..now.len()).find(|&i| now[i] != before[i]) {
+                let (addr, _) = self.soft_watches.borrow()[i];
+                let le = |b: &[u8]| b.iter().rev().fold(0u128, |acc, x| (acc << 8) | u128::from(*x));
+                let (old, new) = (le(&before[i]), le(&now[i]));
+                let text = format!(
+                    "watchpoint at {addr:#x}{}: {old:#x} -> {new:#x}\n{}",
+                    self.name_of(addr),
+                    out.text
+                );
+                let json = json!({ "watchpoint": addr, "old": old.to_string(), "new": new.to_string(), "stop": out.json });
+                return Ok(Output::new(text, json));
+            }
+            let rip = out.json["rip"].as_u64().unwrap_or(0);
+            if self.machine.breakpoints().contains(rip) {
+                return Ok(out);
+            }
+            before = now;
         }
     }
 

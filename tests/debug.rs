@@ -1,0 +1,129 @@
+//! End to end: `vmscope run unikernel --ring 0 --break … --script … --json` on real KVM.
+
+mod common;
+use common::{stderr, stdout, vmscope};
+use serde_json::Value;
+
+fn session(workload: &[&str], breaks: &[&str], script: &str) -> (Vec<Value>, std::process::Output) {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("script");
+    std::fs::write(&path, script).unwrap();
+    let mut args = vec![
+        "run",
+        "unikernel",
+        "--ring",
+        "0",
+        "--json",
+        "--timeout",
+        "120",
+        "--script",
+        path.to_str().unwrap(),
+    ];
+    args.push("--workload");
+    args.extend_from_slice(workload);
+    for b in breaks {
+        args.extend_from_slice(&["--break", b]);
+    }
+    let o = vmscope(&args);
+    let lines =
+        stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}"))).collect();
+    (lines, o)
+}
+
+fn result<'a>(lines: &'a [Value], input: &str) -> &'a Value {
+    &lines.iter().find(|l| l["input"] == input).unwrap_or_else(|| panic!("no result for {input}: {lines:?}"))
+        ["result"]
+}
+
+#[test]
+fn break_step_read_and_walk() {
+    let script = "sym workload_compute\ndis 4\nstep\nstep\nstep\nx/8 WORKLOAD_PROGRESS\npt $rip\nmappings\nregs\nsregs\nexits\ncont\n";
+    let (lines, o) = session(&["compute", "100"], &["workload_compute"], script);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+
+    // The first stop is the breakpoint, at the symbol's address.
+    let entry = result(&lines, "sym workload_compute")["symbol"]["addr"].as_u64().unwrap();
+    let first = result(&lines, "cont");
+    assert_eq!(first["stop"]["breakpoint"]["addr"].as_u64(), Some(entry), "{first}");
+    assert_eq!(first["rip"].as_u64(), Some(entry));
+
+    // Each step lands on the next instruction of the disassembly.
+    let insns = result(&lines, "dis 4")["instructions"].as_array().unwrap().clone();
+    assert_eq!(insns[0]["address"].as_u64(), Some(entry));
+    let steps: Vec<u64> =
+        lines.iter().filter(|l| l["input"] == "step").map(|l| l["result"]["rip"].as_u64().unwrap()).collect();
+    assert_eq!(steps.len(), 3);
+    for (i, rip) in steps.iter().enumerate() {
+        assert_eq!(Some(*rip), insns[i]["next_ip"].as_u64(), "step {i}");
+        assert_eq!(lines.iter().filter(|l| l["input"] == "step").nth(i).unwrap()["result"]["stop"], "step");
+    }
+
+    // A variable read by name.
+    let bytes = result(&lines, "x/8 WORKLOAD_PROGRESS")["bytes"].as_array().unwrap().len();
+    assert_eq!(bytes, 8);
+
+    // The page tables are the ones the VMM built: PML4 at 0x9000, identity, 2 MiB pages,
+    // supervisor-only at CPL0, and one range covering all 64 MiB of guest memory.
+    let t = &result(&lines, "pt $rip")["translation"];
+    let steps = t["steps"].as_array().unwrap();
+    assert_eq!(steps.len(), 3);
+    assert_eq!(steps[0]["table"].as_u64(), Some(0x9000));
+    assert_eq!(t["gpa"], t["gva"]);
+    assert_eq!(t["page_size"].as_u64(), Some(2 << 20));
+    assert_eq!(t["user"], false);
+    let maps = result(&lines, "mappings")["mappings"]["mappings"].as_array().unwrap().clone();
+    assert_eq!(maps.len(), 1, "{maps:?}");
+    assert_eq!(
+        (maps[0]["gva"].as_u64(), maps[0]["gpa"].as_u64(), maps[0]["size"].as_u64()),
+        (Some(0), Some(0), Some(64 << 20))
+    );
+    assert_eq!(result(&lines, "sregs")["sregs"]["cr3"].as_u64(), Some(0x9000));
+    assert_eq!(result(&lines, "sregs")["cpl"].as_u64(), Some(0));
+    assert!(result(&lines, "exits")["vmm"]["per_key"].is_array());
+
+    // `cont` runs the workload to its end.
+    assert!(stderr(&o).contains("compute: N=100 primes=25"), "{}", stderr(&o));
+}
+
+#[test]
+fn watchpoint_fires_on_the_workloads_write() {
+    let script = "watch WORKLOAD_PROGRESS 8\ncont\ncont\ndelete WORKLOAD_PROGRESS\ncont\n";
+    let (lines, o) = session(&["compute", "100"], &["workload_compute"], script);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let hits: Vec<&Value> =
+        lines.iter().filter(|l| l["input"] == "cont" && l["result"]["watchpoint"].is_u64()).collect();
+    assert_eq!(hits.len(), 2, "{lines:?}");
+    assert_eq!(
+        (hits[0]["result"]["old"].as_str(), hits[0]["result"]["new"].as_str()),
+        (Some("0"), Some("2"))
+    );
+    assert_eq!(
+        (hits[1]["result"]["old"].as_str(), hits[1]["result"]["new"].as_str()),
+        (Some("2"), Some("3"))
+    );
+}
+
+#[test]
+fn bad_commands_are_reported_and_the_session_goes_on() {
+    let (lines, o) = session(&["hello"], &["workload_hello"], "frobnicate\nx/8 no_such_symbol\nregs\ncont\n");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(lines
+        .iter()
+        .any(|l| l["input"] == "frobnicate" && l["error"].as_str().unwrap().contains("unknown command")));
+    assert!(lines
+        .iter()
+        .any(|l| l["input"] == "x/8 no_such_symbol" && l["error"].as_str().unwrap().contains("no symbol")));
+    assert!(result(&lines, "regs")["regs"]["rip"].is_u64());
+}
+
+#[test]
+fn an_unknown_break_symbol_is_a_clear_error() {
+    let o = vmscope(&["run", "unikernel", "--ring", "0", "--break", "no_such_function"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(
+        stderr(&o)
+            .contains("cannot set the breakpoint no_such_function: no symbol named \"no_such_function\""),
+        "{}",
+        stderr(&o)
+    );
+}
