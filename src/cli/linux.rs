@@ -45,7 +45,9 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
             ("vmscope's initramfs".to_string(), archive.into())
         }
     };
-    let mut extra = vec![format!("vmscope.workload={}", args.workload.join(","))];
+    // The kernel command line splits at spaces: words are joined with ',' (and ';' separates
+    // workloads), which /init turns back into spaces.
+    let mut extra = vec![format!("vmscope.workload={}", args.workload.join(" ").replace(' ', ","))];
     if args.shell {
         extra.push("vmscope.shell=1".into());
     }

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod gdb;
 pub mod guests;
 pub mod host;
 pub mod linux;

@@ -78,6 +78,12 @@ pub struct RunArgs {
     /// Debug commands answer in JSON, one line each (the guest console goes to stderr).
     #[arg(long)]
     pub(super) json: bool,
+    /// Let gdb attach: PORT or HOST:PORT (loopback unless a host is given), or unix:PATH.
+    #[arg(long, value_name = "ADDR")]
+    pub(super) gdb: Option<gdb::ListenAddr>,
+    /// With --gdb: hold the vCPUs before the first instruction until gdb continues.
+    #[arg(long, requires = "gdb")]
+    pub(super) gdb_wait: bool,
 }
 
 fn parse_ring(s: &str) -> Result<Ring, String> {
@@ -88,7 +94,7 @@ fn parse_ring(s: &str) -> Result<Ring, String> {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let process_start = Instant::now();
     let host = vmm::host_kind();
-    let debugging = !args.breaks.is_empty() || args.script.is_some();
+    let debugging = !args.breaks.is_empty() || args.script.is_some() || args.gdb.is_some();
     let ring = match args.ring {
         Some(r) => r,
         // Single-stepping and int3 need CPL0 on PVM (CPL3 debug exceptions go to the guest).
@@ -121,7 +127,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         mem_mib: args.mem,
         vcpus: args.vcpus,
         ring,
-        start_paused: debugging,
+        start_paused: (debugging && args.gdb.is_none()) || args.gdb_wait,
     };
     if args.verbose {
         eprintln!(
@@ -136,7 +142,13 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     }
     let console = if args.json { Console::writer(std::io::stderr()) } else { Console::stdout() };
     let mut machine = Machine::boot_elf(&cfg, console).with_context(|| format!("cannot boot {name}"))?;
-    let outcome = if debugging {
+    let outcome = if let Some(addr) = &args.gdb {
+        let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
+        match super::gdb::serve(&machine, addr, &symbols, args.elf.as_deref())? {
+            Some(outcome) => outcome,
+            None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
+        }
+    } else if debugging {
         let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
         match super::session::run(&machine, &symbols, &args.breaks, args.script.as_deref(), args.json)? {
             Some(outcome) => outcome,

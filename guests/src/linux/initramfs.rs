@@ -39,16 +39,19 @@ if [ "$shell" = 1 ]; then
   setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
   status=$?
 else
-  case "$workload" in
-    cat-disk\ *)
-      mkdir -p /mnt && mount -o ro /dev/vda /mnt && cat "/mnt/${workload#cat-disk }"
-      status=$? ;;
-    *)
-      /bin/workload $workload
-      status=$? ;;
-  esac
+  # Several workloads run in one boot when separated by ';'.
+  status=0
+  IFS=';'
+  for one in $workload; do
+    IFS=' '
+    one=$(echo $one)
+    /bin/workload $one
+    rc=$?
+    echo "vmscope: workload '$one' exited with status $rc"
+    [ $rc -ne 0 ] && status=$rc
+  done
 fi
-echo "vmscope: workload '$workload' exited with status $status (uptime $(cut -d' ' -f1 /proc/uptime) s)"
+echo "vmscope: done with status $status (uptime $(cut -d' ' -f1 /proc/uptime) s)"
 /bin/workload exit-port $status
 echo "vmscope: the exit port did not stop the VM"
 poweroff -f

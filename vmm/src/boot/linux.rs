@@ -109,6 +109,9 @@ pub fn setup(
     if cmdline.len() >= pvh::layout::CMDLINE_MAX {
         return Err(LinuxBootError::CmdlineTooLong { len: cmdline.len() });
     }
+    if let Some((name, bytes)) = initrd {
+        check_initrd(name, bytes)?;
+    }
     let loaded = linux_loader::loader::elf::Elf::load(
         mem,
         None,
@@ -124,7 +127,6 @@ pub fn setup(
     let module = match initrd {
         None => None,
         Some((name, bytes)) => {
-            check_initrd(name, bytes)?;
             // As high as possible, page aligned, like a bootloader would.
             let addr = size.checked_sub(bytes.len() as u64).map(|a| a & !0xfff);
             let addr = addr

@@ -311,8 +311,8 @@ impl Session<'_> {
                 let kvm = self.machine.kvm_stats();
                 let mut text = format!("{stats}\n");
                 if !kvm.is_empty() {
-                    let _ = writeln!(text, "KVM's counters (vCPU 0):");
-                    for (name, v) in &kvm {
+                    let _ = writeln!(text, "KVM's counters (vCPU 0, non-zero):");
+                    for (name, v) in kvm.iter().filter(|(_, v)| *v != 0) {
                         let _ = writeln!(text, "  {name:<32} {v}");
                     }
                 }

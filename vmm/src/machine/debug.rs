@@ -242,6 +242,18 @@ impl Machine {
         Ok(())
     }
 
+    /// Removes every software and hardware breakpoint and watchpoint.
+    pub fn clear_breakpoints(&self) {
+        self.breakpoints.clear();
+        self.hw_slots.lock().unwrap_or_else(std::sync::PoisonError::into_inner).0 = [None; 4];
+        let _ = self.sync_guest_debug();
+    }
+
+    /// How many vCPUs (from 0) run guest code; an ELF guest's other vCPUs stay parked.
+    pub fn runnable_vcpus(&self) -> usize {
+        self.runnable_vcpus
+    }
+
     /// Resumes every vCPU that was let run (vCPUs other than 0 of an ELF guest stay parked).
     pub fn resume_all(&self) -> Result<(), MachineError> {
         for v in self.vcpus.iter().take(self.runnable_vcpus) {

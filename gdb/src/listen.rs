@@ -1,0 +1,125 @@
+//! Where gdb connects: a TCP address (loopback unless another is given explicitly) or a
+//! unix socket (`unix:/path`).
+
+use gdbstub::conn::ConnectionExt;
+use std::net::{SocketAddr, TcpListener};
+use std::os::unix::net::UnixListener;
+use std::path::PathBuf;
+
+/// A place to listen.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum ListenAddr {
+    /// TCP.
+    Tcp(SocketAddr),
+    /// A unix socket path.
+    Unix(PathBuf),
+}
+
+impl std::fmt::Display for ListenAddr {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            ListenAddr::Tcp(a) => write!(f, "{a}"),
+            ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl std::str::FromStr for ListenAddr {
+    type Err = String;
+
+    /// `1234` and `:1234` mean 127.0.0.1:1234; `HOST:PORT` is taken as given;
+    /// `unix:/path` is a unix socket.
+    fn from_str(s: &str) -> Result<Self, String> {
+        if let Some(path) = s.strip_prefix("unix:") {
+            return Ok(ListenAddr::Unix(PathBuf::from(path)));
+        }
+        let port_only = s.strip_prefix(':').unwrap_or(s);
+        if let Ok(port) = port_only.parse::<u16>() {
+            return Ok(ListenAddr::Tcp(SocketAddr::from(([127, 0, 0, 1], port))));
+        }
+        s.parse::<SocketAddr>()
+            .map(ListenAddr::Tcp)
+            .map_err(|_| format!("{s:?} is not PORT, HOST:PORT or unix:PATH"))
+    }
+}
+
+/// A bound listener.
+pub enum Listener {
+    /// TCP.
+    Tcp(TcpListener),
+    /// Unix socket (removed when dropped).
+    Unix(UnixListener, PathBuf),
+}
+
+/// A gdb connection.
+pub type Conn = Box<dyn ConnectionExt<Error = std::io::Error>>;
+
+impl Listener {
+    /// Binds `addr`.
+    pub fn bind(addr: &ListenAddr) -> std::io::Result<Self> {
+        let l = match addr {
+            ListenAddr::Tcp(a) => Listener::Tcp(TcpListener::bind(a)?),
+            ListenAddr::Unix(p) => {
+                if p.exists() {
+                    std::fs::remove_file(p)?;
+                }
+                Listener::Unix(UnixListener::bind(p)?, p.clone())
+            }
+        };
+        match &l {
+            Listener::Tcp(t) => t.set_nonblocking(true)?,
+            Listener::Unix(u, _) => u.set_nonblocking(true)?,
+        }
+        Ok(l)
+    }
+
+    /// The bound address (with the real port when 0 was asked).
+    pub fn local_addr(&self) -> String {
+        match self {
+            Listener::Tcp(t) => t.local_addr().map(|a| a.to_string()).unwrap_or_default(),
+            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+        }
+    }
+
+    /// A connection, if one is waiting.
+    pub fn try_accept(&self) -> std::io::Result<Option<Conn>> {
+        let r = match self {
+            Listener::Tcp(t) => t.accept().map(|(s, _)| {
+                let _ = s.set_nodelay(true);
+                let _ = s.set_nonblocking(false);
+                Box::new(s) as Conn
+            }),
+            Listener::Unix(u, _) => u.accept().map(|(s, _)| {
+                let _ = s.set_nonblocking(false);
+                Box::new(s) as Conn
+            }),
+        };
+        match r {
+            Ok(c) => Ok(Some(c)),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
+impl Drop for Listener {
+    fn drop(&mut self) {
+        if let Listener::Unix(_, p) = self {
+            let _ = std::fs::remove_file(p);
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn addresses() {
+        assert_eq!("1234".parse::<ListenAddr>().unwrap(), ListenAddr::Tcp("127.0.0.1:1234".parse().unwrap()));
+        assert_eq!(":1234".parse::<ListenAddr>().unwrap().to_string(), "127.0.0.1:1234");
+        assert_eq!("0.0.0.0:9".parse::<ListenAddr>().unwrap().to_string(), "0.0.0.0:9");
+        assert_eq!("unix:/tmp/g.sock".parse::<ListenAddr>().unwrap(), ListenAddr::Unix("/tmp/g.sock".into()));
+        assert!("nonsense".parse::<ListenAddr>().is_err());
+    }
+}

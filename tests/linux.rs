@@ -1,0 +1,51 @@
+//! End to end: the minimal Linux, built by vmscope and booted under vmscope's VMM. On a PVM
+//! host the kernel runs in KVM's instruction emulator, so each boot takes about a minute:
+//! one boot checks several workloads.
+
+mod common;
+use common::{stderr, stdout, vmscope};
+
+#[test]
+fn linux_boots_runs_workloads_and_powers_off() {
+    let o = vmscope(&["run", "linux", "--workload", "hello;compute 1000000", "--timeout", "900"]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}\n{}", stderr(&o));
+    assert!(out.contains("vmscope: ready"), "{out}");
+    assert!(out.contains("Hello from the vmscope workload"), "{out}");
+    assert!(out.contains("compute: N=1000000 primes=78498 checksum=0x8be2da9e7"), "{out}");
+    assert!(out.contains("vmscope: done with status 0"), "{out}");
+}
+
+#[test]
+fn a_kernel_panic_ends_the_run_with_its_text() {
+    // No /init to run and no root device: the kernel panics.
+    let o = vmscope(&["run", "linux", "--append", "rdinit=/nonexistent", "--timeout", "900"]);
+    assert_eq!(o.status.code(), Some(125), "{}\n{}", stdout(&o), stderr(&o));
+    let err = stderr(&o);
+    assert!(err.contains("Kernel panic"), "{err}");
+    assert!(err.contains("triple fault"), "{err}");
+}
+
+#[test]
+fn bad_kernels_and_initrds_get_clear_errors() {
+    let dir = tempfile::tempdir().unwrap();
+    let text = dir.path().join("notes.txt");
+    std::fs::write(&text, "not a kernel").unwrap();
+    let text = text.to_str().unwrap();
+
+    let o = vmscope(&["run", "linux", "--kernel", "/nonexistent/vmlinux"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("cannot read /nonexistent/vmlinux"), "{}", stderr(&o));
+
+    let o = vmscope(&["run", "linux", "--kernel", text]);
+    assert!(stderr(&o).contains("notes.txt is not a vmlinux ELF kernel"), "{}", stderr(&o));
+
+    let uk = dir.path().join("unikernel.elf");
+    std::fs::write(&uk, guests::unikernel::ELF).unwrap();
+    let o = vmscope(&["run", "linux", "--kernel", uk.to_str().unwrap()]);
+    assert!(stderr(&o).contains("has no PVH entry note"), "{}", stderr(&o));
+
+    let o = vmscope(&["run", "linux", "--kernel", uk.to_str().unwrap(), "--initrd", text]);
+    // The initramfs is checked before the kernel is loaded.
+    assert!(stderr(&o).contains("notes.txt is not an initramfs"), "{}", stderr(&o));
+}
