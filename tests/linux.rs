@@ -49,3 +49,46 @@ fn bad_kernels_and_initrds_get_clear_errors() {
     // The initramfs is checked before the kernel is loaded.
     assert!(stderr(&o).contains("notes.txt is not an initramfs"), "{}", stderr(&o));
 }
+
+#[test]
+fn gdb_on_the_guest_kernel() {
+    use std::io::BufRead;
+    common::require_kvm();
+    let vmlinux =
+        String::from_utf8(vmscope(&["guests", "path", "vmlinux"]).stdout).unwrap().trim().to_string();
+    let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vmscope"))
+        .args(["run", "linux", "--gdb", "127.0.0.1:0", "--gdb-wait"])
+        .stdout(std::process::Stdio::null())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let announce = lines.find_map(|l| l.ok().filter(|l| l.contains("target remote"))).unwrap();
+    let addr = announce.split("target remote ").nth(1).unwrap().trim_end_matches('\'').to_string();
+    let o = std::process::Command::new("gdb")
+        .args(["-nx", "-batch", "-ex", "set pagination off", "-ex", &format!("target remote {addr}")])
+        // Before the kernel enables paging, a software breakpoint's address cannot be
+        // translated; a hardware breakpoint matches the linear address (as with QEMU).
+        .args([
+            "-ex",
+            "hbreak start_kernel",
+            "-ex",
+            "continue",
+            "-ex",
+            "bt",
+            "-ex",
+            "list",
+            "-ex",
+            "info registers cr3",
+        ])
+        .args(["-ex", "monitor pt $pc", "-ex", "kill", &vmlinux])
+        .output()
+        .unwrap();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains("start_kernel () at init/main.c"), "{out}");
+    assert!(out.contains("x86_64_start_kernel"), "{out}");
+    assert!(out.contains("set_task_stack_end_magic"), "list shows the kernel's source: {out}");
+    assert!(out.lines().any(|l| l.starts_with("cr3")), "{out}");
+    assert!(out.contains("PML4E") && out.contains("PDE"), "{out}");
+    assert_eq!(child.wait().unwrap().code(), Some(137));
+}

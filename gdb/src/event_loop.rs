@@ -68,6 +68,7 @@ where
             let Some(reply) = stop_reply(event.vcpu, &reason, &mut target.interrupted) else { continue };
             // All-stop: everyone else pauses too.
             target.machine.pause_all();
+            target.running = false;
             if let StopReason::HwBreakpoint { index, .. } = reason {
                 let slot = target.machine.hw_breakpoints()[usize::from(index) & 3];
                 if let Some(bp) = slot.filter(|b| b.kind != vmm::machine::HwKind::Execute) {
@@ -89,6 +90,13 @@ where
     }
 
     fn on_interrupt(target: &mut VmTarget<'a>) -> Result<Option<Self::StopReason>, String> {
+        if !target.running {
+            // Already stopped: no pause event will come, answer at once.
+            return Ok(Some(MultiThreadStopReason::SignalWithThread {
+                tid: tid_of(0),
+                signal: Signal::SIGINT,
+            }));
+        }
         target.interrupted = true;
         target.machine.pause_all();
         Ok(None)

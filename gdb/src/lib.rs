@@ -7,7 +7,7 @@
 //! # fn demo(machine: &vmm::machine::Machine) {
 //! let symbols = inspect::symbols::SymbolTable::default();
 //! let listener = gdb::Listener::bind(&"127.0.0.1:1234".parse().unwrap()).unwrap();
-//! let end = gdb::serve(machine, &listener, &symbols);
+//! let end = gdb::serve(machine, &listener, &symbols, false);
 //! # }
 //! ```
 #![forbid(unsafe_code)]
@@ -53,14 +53,16 @@ pub enum ServeEnd {
 }
 
 /// Serves gdb sessions on `listener` until the guest ends or gdb kills it. Between
-/// sessions (and before the first) the guest runs, unless it was started paused; when a
-/// gdb connects, the guest is paused for it. A session that ends by `detach` or by the
-/// connection dropping removes its breakpoints and lets the guest run on; a garbage client
-/// just ends its session.
+/// sessions (and before the first) the guest runs, unless it is `held` (started paused for
+/// `--gdb-wait`): then it stays held until a gdb session lets it run. When a gdb connects,
+/// the guest is paused for it. A session that ends by `detach`, or by the connection
+/// dropping after it ran the guest, removes its breakpoints and lets the guest run on; a
+/// garbage client just ends its session.
 pub fn serve(
     machine: &Machine,
     listener: &Listener,
     symbols: &inspect::symbols::SymbolTable,
+    mut held: bool,
 ) -> Result<ServeEnd, GdbError> {
     loop {
         let conn = listener
@@ -96,10 +98,19 @@ pub fn serve(
             Ok(DisconnectReason::TargetTerminated(sig)) => {
                 tracing::info!("gdb session ended: guest terminated with {sig}");
             }
-            Ok(DisconnectReason::Disconnect) => eprintln!("vmscope: gdb detached; the guest runs on"),
-            Err(e) => eprintln!("vmscope: gdb session ended: {e}; the guest runs on"),
+            Ok(DisconnectReason::Disconnect) => {
+                held = false;
+                eprintln!("vmscope: gdb detached; the guest runs on");
+            }
+            Err(e) => {
+                held &= !target.ever_resumed;
+                let next = if held { "the guest stays held for the next gdb" } else { "the guest runs on" };
+                eprintln!("vmscope: gdb session ended: {e}; {next}");
+            }
         }
         machine.clear_breakpoints();
-        let _ = machine.resume_all();
+        if !held {
+            let _ = machine.resume_all();
+        }
     }
 }

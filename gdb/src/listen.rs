@@ -1,9 +1,12 @@
 //! Where gdb connects: a TCP address (loopback unless another is given explicitly) or a
 //! unix socket (`unix:/path`).
 
-use gdbstub::conn::ConnectionExt;
+use gdbstub::conn::{Connection, ConnectionExt};
+use std::io::{Read, Write};
+use std::net::TcpStream;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixListener;
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 
 /// A place to listen.
@@ -54,6 +57,73 @@ pub enum Listener {
 /// A gdb connection.
 pub type Conn = Box<dyn ConnectionExt<Error = std::io::Error>>;
 
+/// A socket whose `peek` reports a closed peer as an error (the stock one says "no data",
+/// which would leave the stub waiting on a dead client).
+struct Stream<S>(S);
+
+trait PeekStream: Read + Write {
+    fn peek_byte(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()>;
+}
+
+impl PeekStream for TcpStream {
+    fn peek_byte(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        self.peek(buf)
+    }
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        TcpStream::set_nonblocking(self, on)
+    }
+}
+
+impl PeekStream for UnixStream {
+    fn peek_byte(&self, buf: &mut [u8]) -> std::io::Result<usize> {
+        // UnixStream::peek is unstable; a MSG_PEEK recv through the socket fd is not
+        // available without unsafe, so read ahead into nothing: report data as unknown.
+        let _ = buf;
+        Err(std::io::ErrorKind::Unsupported.into())
+    }
+    fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
+        UnixStream::set_nonblocking(self, on)
+    }
+}
+
+impl<S: PeekStream> Connection for Stream<S> {
+    type Error = std::io::Error;
+
+    fn write(&mut self, byte: u8) -> std::io::Result<()> {
+        self.0.write_all(&[byte])
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.0.write_all(buf)
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.0.flush()
+    }
+}
+
+impl<S: PeekStream> ConnectionExt for Stream<S> {
+    fn read(&mut self) -> std::io::Result<u8> {
+        let mut b = [0u8];
+        self.0.read_exact(&mut b)?;
+        Ok(b[0])
+    }
+
+    fn peek(&mut self) -> std::io::Result<Option<u8>> {
+        let mut b = [0u8];
+        self.0.set_nonblocking(true)?;
+        let r = self.0.peek_byte(&mut b);
+        self.0.set_nonblocking(false)?;
+        match r {
+            Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
+            Ok(_) => Ok(Some(b[0])),
+            Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
+            Err(e) => Err(e),
+        }
+    }
+}
+
 impl Listener {
     /// Binds `addr`.
     pub fn bind(addr: &ListenAddr) -> std::io::Result<Self> {
@@ -86,11 +156,12 @@ impl Listener {
         let r = match self {
             Listener::Tcp(t) => t.accept().map(|(s, _)| {
                 let _ = s.set_nodelay(true);
-                let _ = s.set_nonblocking(false);
-                Box::new(s) as Conn
+                let _ = TcpStream::set_nonblocking(&s, false);
+                Box::new(Stream(s)) as Conn
             }),
+            // gdbstub's own unix-socket connection peeks with MSG_PEEK.
             Listener::Unix(u, _) => u.accept().map(|(s, _)| {
-                let _ = s.set_nonblocking(false);
+                let _ = UnixStream::set_nonblocking(&s, false);
                 Box::new(s) as Conn
             }),
         };

@@ -46,6 +46,10 @@ pub struct VmTarget<'a> {
     pub(crate) scheduler_locked: bool,
     /// A Ctrl-C is being answered: the next pause stop is reported as SIGINT.
     pub(crate) interrupted: bool,
+    /// Whether vCPUs were resumed since the last stop gdb saw.
+    pub(crate) running: bool,
+    /// Whether this session ever let the guest run.
+    pub(crate) ever_resumed: bool,
 }
 
 impl<'a> VmTarget<'a> {
@@ -58,6 +62,8 @@ impl<'a> VmTarget<'a> {
             actions: BTreeMap::new(),
             scheduler_locked: false,
             interrupted: false,
+            running: false,
+            ever_resumed: false,
         }
     }
 
@@ -204,6 +210,8 @@ impl MultiThreadBase for VmTarget<'_> {
 
 impl MultiThreadResume for VmTarget<'_> {
     fn resume(&mut self) -> Result<(), Self::Error> {
+        self.running = true;
+        self.ever_resumed = true;
         // vCPUs that never run guest code (an ELF guest's parked APs) stay parked.
         for index in 0..self.machine.runnable_vcpus() {
             let action = match self.actions.get(&index) {

@@ -13,6 +13,7 @@ pub fn serve(
     addr: &gdb::ListenAddr,
     symbols: &inspect::symbols::SymbolTable,
     elf: Option<&Path>,
+    held: bool,
 ) -> anyhow::Result<Option<Outcome>> {
     let listener = gdb::Listener::bind(addr).with_context(|| format!("cannot listen for gdb on {addr}"))?;
     let image = match elf {
@@ -22,7 +23,7 @@ pub fn serve(
             .unwrap_or_else(|_| "GUEST.elf".into()),
     };
     eprintln!("vmscope: gdb can attach: gdb {image} -ex 'target remote {}'", listener.local_addr());
-    Ok(match gdb::serve(machine, &listener, symbols)? {
+    Ok(match gdb::serve(machine, &listener, symbols, held)? {
         gdb::ServeEnd::Guest(outcome) => Some(outcome),
         gdb::ServeEnd::Killed => {
             eprintln!("vmscope: gdb killed the guest");

@@ -16,6 +16,8 @@ use vmm::vstate::vcpu::EmulationFixups;
 pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
     let host = vmm::host_kind();
     let pvm = host == inspect::HostKind::Pvm;
+    // The image with symbols (for the gdb stub's monitor commands and the hint it prints).
+    let mut debug_image = args.kernel.clone();
     let (kernel_name, kernel): (String, Arc<[u8]>) = match &args.kernel {
         Some(p) => (
             p.display().to_string(),
@@ -27,6 +29,7 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
                 ..Default::default()
             };
             let a = guests::linux::ensure_built(&opts).context("cannot build the Linux guest")?;
+            debug_image = Some(a.vmlinux.clone());
             let bytes = std::fs::read(&a.vmlinux_stripped)
                 .with_context(|| format!("cannot read {}", a.vmlinux_stripped.display()))?;
             (a.vmlinux_stripped.display().to_string(), bytes.into())
@@ -62,7 +65,7 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
         cmdline: cmdline.clone(),
         mem_mib: args.mem.max(128),
         vcpus: args.vcpus,
-        start_paused: false,
+        start_paused: args.gdb_wait,
         // On PVM the kernel's own int3 (its self-test, text patching) and fwait reach the
         // VMM as emulation failures; answer them as the CPU would.
         fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
@@ -82,7 +85,19 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
     if args.shell {
         forward_stdin(&machine);
     }
-    let outcome = machine.wait(args.timeout.map(Duration::from_secs_f64));
+    let outcome = match &args.gdb {
+        Some(addr) => {
+            let symbols = debug_image
+                .as_deref()
+                .and_then(|p| inspect::symbols::SymbolTable::from_elf_file(p).ok())
+                .unwrap_or_default();
+            match super::gdb::serve(&machine, addr, &symbols, debug_image.as_deref(), args.gdb_wait)? {
+                Some(outcome) => outcome,
+                None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
+            }
+        }
+        None => machine.wait(args.timeout.map(Duration::from_secs_f64)),
+    };
     let tail = String::from_utf8_lossy(&console.tail()).into_owned();
     let panic_text = tail.find("Kernel panic").map(|i| tail[i.saturating_sub(2000)..].to_string());
     let hint = pvm.then_some("on PVM the guest kernel runs in KVM's instruction emulator; an instruction it cannot run ends the guest (see guests/linux/README.md)");

@@ -144,7 +144,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let mut machine = Machine::boot_elf(&cfg, console).with_context(|| format!("cannot boot {name}"))?;
     let outcome = if let Some(addr) = &args.gdb {
         let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
-        match super::gdb::serve(&machine, addr, &symbols, args.elf.as_deref())? {
+        match super::gdb::serve(&machine, addr, &symbols, args.elf.as_deref(), args.gdb_wait)? {
             Some(outcome) => outcome,
             None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
         }
