@@ -57,67 +57,90 @@ pub enum Listener {
 /// A gdb connection.
 pub type Conn = Box<dyn ConnectionExt<Error = std::io::Error>>;
 
-/// A socket whose `peek` reports a closed peer as an error (the stock one says "no data",
-/// which would leave the stub waiting on a dead client).
-struct Stream<S>(S);
+/// A socket as gdbstub wants it: writes are buffered until gdbstub flushes a packet (it
+/// writes byte by byte), reads are buffered (it reads byte by byte too), and `peek`
+/// reads ahead without blocking, reporting a closed peer as an error (so the stub never
+/// waits on a dead client).
+struct Stream<S> {
+    inner: S,
+    /// Bytes read ahead of gdbstub's byte-by-byte reads.
+    input: std::collections::VecDeque<u8>,
+    out: Vec<u8>,
+}
 
-trait PeekStream: Read + Write {
-    fn peek_byte(&self, buf: &mut [u8]) -> std::io::Result<usize>;
+/// What `Stream` needs of a socket.
+trait Socket: Read + Write {
     fn set_nonblocking(&self, on: bool) -> std::io::Result<()>;
 }
 
-impl PeekStream for TcpStream {
-    fn peek_byte(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        self.peek(buf)
-    }
+impl Socket for TcpStream {
     fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
         TcpStream::set_nonblocking(self, on)
     }
 }
 
-impl PeekStream for UnixStream {
-    fn peek_byte(&self, buf: &mut [u8]) -> std::io::Result<usize> {
-        // UnixStream::peek is unstable; a MSG_PEEK recv through the socket fd is not
-        // available without unsafe, so read ahead into nothing: report data as unknown.
-        let _ = buf;
-        Err(std::io::ErrorKind::Unsupported.into())
-    }
+impl Socket for UnixStream {
     fn set_nonblocking(&self, on: bool) -> std::io::Result<()> {
         UnixStream::set_nonblocking(self, on)
     }
 }
 
-impl<S: PeekStream> Connection for Stream<S> {
-    type Error = std::io::Error;
-
-    fn write(&mut self, byte: u8) -> std::io::Result<()> {
-        self.0.write_all(&[byte])
-    }
-
-    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
-        self.0.write_all(buf)
-    }
-
-    fn flush(&mut self) -> std::io::Result<()> {
-        self.0.flush()
+impl<S: Socket> Stream<S> {
+    fn new(inner: S) -> Self {
+        Self { inner, input: std::collections::VecDeque::with_capacity(4096), out: Vec::with_capacity(4096) }
     }
 }
 
-impl<S: PeekStream> ConnectionExt for Stream<S> {
+impl<S: Socket> Connection for Stream<S> {
+    type Error = std::io::Error;
+
+    fn write(&mut self, byte: u8) -> std::io::Result<()> {
+        self.out.push(byte);
+        Ok(())
+    }
+
+    fn write_all(&mut self, buf: &[u8]) -> std::io::Result<()> {
+        self.out.extend_from_slice(buf);
+        Ok(())
+    }
+
+    fn flush(&mut self) -> std::io::Result<()> {
+        self.inner.write_all(&self.out)?;
+        self.out.clear();
+        self.inner.flush()
+    }
+}
+
+impl<S: Socket> Stream<S> {
+    /// Reads what is available (at least one byte unless non-blocking) into `input`.
+    fn fill(&mut self) -> std::io::Result<usize> {
+        let mut buf = [0u8; 4096];
+        let n = self.inner.read(&mut buf)?;
+        if n == 0 {
+            return Err(std::io::ErrorKind::UnexpectedEof.into());
+        }
+        self.input.extend(&buf[..n]);
+        Ok(n)
+    }
+}
+
+impl<S: Socket> ConnectionExt for Stream<S> {
     fn read(&mut self) -> std::io::Result<u8> {
-        let mut b = [0u8];
-        self.0.read_exact(&mut b)?;
-        Ok(b[0])
+        while self.input.is_empty() {
+            self.fill()?;
+        }
+        Ok(self.input.pop_front().expect("not empty"))
     }
 
     fn peek(&mut self) -> std::io::Result<Option<u8>> {
-        let mut b = [0u8];
-        self.0.set_nonblocking(true)?;
-        let r = self.0.peek_byte(&mut b);
-        self.0.set_nonblocking(false)?;
+        if let Some(b) = self.input.front() {
+            return Ok(Some(*b));
+        }
+        self.inner.set_nonblocking(true)?;
+        let r = self.fill();
+        self.inner.set_nonblocking(false)?;
         match r {
-            Ok(0) => Err(std::io::ErrorKind::UnexpectedEof.into()),
-            Ok(_) => Ok(Some(b[0])),
+            Ok(_) => Ok(self.input.front().copied()),
             Err(e) if e.kind() == std::io::ErrorKind::WouldBlock => Ok(None),
             Err(e) => Err(e),
         }
@@ -157,12 +180,11 @@ impl Listener {
             Listener::Tcp(t) => t.accept().map(|(s, _)| {
                 let _ = s.set_nodelay(true);
                 let _ = TcpStream::set_nonblocking(&s, false);
-                Box::new(Stream(s)) as Conn
+                Box::new(Stream::new(s)) as Conn
             }),
-            // gdbstub's own unix-socket connection peeks with MSG_PEEK.
             Listener::Unix(u, _) => u.accept().map(|(s, _)| {
                 let _ = UnixStream::set_nonblocking(&s, false);
-                Box::new(s) as Conn
+                Box::new(Stream::new(s)) as Conn
             }),
         };
         match r {

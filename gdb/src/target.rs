@@ -50,6 +50,9 @@ pub struct VmTarget<'a> {
     pub(crate) running: bool,
     /// Whether this session ever let the guest run.
     pub(crate) ever_resumed: bool,
+    /// Each vCPU's paging context while the guest is stopped (gdb reads memory a byte
+    /// per packet; asking the vCPU for CR3 each time would dominate).
+    paging: BTreeMap<usize, inspect::paging::PagingContext>,
 }
 
 impl<'a> VmTarget<'a> {
@@ -64,6 +67,7 @@ impl<'a> VmTarget<'a> {
             interrupted: false,
             running: false,
             ever_resumed: false,
+            paging: BTreeMap::new(),
         }
     }
 
@@ -156,6 +160,7 @@ impl MultiThreadBase for VmTarget<'_> {
             rflags: u64::from(regs.eflags),
         };
         let vcpu = self.machine.vcpu(index).map_err(fatal)?;
+        self.paging.remove(&index);
         if new != s.regs {
             vcpu.ask(|tx| VcpuRequest::SetRegs(new, tx)).map_err(fatal)?.map_err(fatal)?;
         }
@@ -173,7 +178,16 @@ impl MultiThreadBase for VmTarget<'_> {
         let bytes = if self.phys {
             self.machine.read_phys(Gpa(start), data.len())
         } else {
-            self.machine.read_virt(Self::vcpu_of(tid), Gva(start), data.len()).map_err(fatal)?
+            let index = Self::vcpu_of(tid);
+            let ctx = match self.paging.get(&index) {
+                Some(c) => *c,
+                None => {
+                    let c = self.machine.paging_context(index).map_err(fatal)?;
+                    self.paging.insert(index, c);
+                    c
+                }
+            };
+            self.machine.read_virt_in(&ctx, Gva(start), data.len())
         };
         if bytes.is_empty() && !data.is_empty() {
             // EFAULT: nothing at that address is mapped.
@@ -212,6 +226,7 @@ impl MultiThreadResume for VmTarget<'_> {
     fn resume(&mut self) -> Result<(), Self::Error> {
         self.running = true;
         self.ever_resumed = true;
+        self.paging.clear();
         // vCPUs that never run guest code (an ELF guest's parked APs) stay parked.
         for index in 0..self.machine.runnable_vcpus() {
             let action = match self.actions.get(&index) {
@@ -338,7 +353,7 @@ impl HwWatchpoint for VmTarget<'_> {
     fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
         // On PVM, debug registers do not fire for guest code: refuse, so gdb can fall back
         // to software watchpoints (`set can-use-hw-watchpoints 0`).
-        if self.machine.host() == inspect::HostKind::Pvm {
+        if self.machine.host() == inspect::HostKind::Pvm && std::env::var_os("VMSCOPE_TRY_DR").is_none() {
             return Ok(false);
         }
         Ok(self.machine.insert_hw_breakpoint(VmHwBreakpoint { addr, kind: hw_kind(kind), len }).is_ok())

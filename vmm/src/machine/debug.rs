@@ -145,12 +145,17 @@ impl Machine {
     /// Reads guest-virtual memory as vCPU `vcpu` sees it; returns the readable prefix (a
     /// read that runs into an unmapped page stops there).
     pub fn read_virt(&self, vcpu: usize, gva: Gva, len: usize) -> Result<Vec<u8>, MachineError> {
-        let ctx = self.paging_context(vcpu)?;
+        Ok(self.read_virt_in(&self.paging_context(vcpu)?, gva, len))
+    }
+
+    /// Reads guest-virtual memory in the address space `ctx` describes (callers that read
+    /// often while the guest is stopped keep the context instead of asking the vCPU again).
+    pub fn read_virt_in(&self, ctx: &PagingContext, gva: Gva, len: usize) -> Vec<u8> {
         let view = PhysView(&self.mem);
         let mut out = Vec::with_capacity(len);
         let mut addr = gva;
         while out.len() < len {
-            let Ok(t) = inspect::paging::translate(&view, &ctx, addr) else { break };
+            let Ok(t) = inspect::paging::translate(&view, ctx, addr) else { break };
             let page_left = t.page_size - (addr.0 & (t.page_size - 1));
             let chunk = (len - out.len()).min(usize::try_from(page_left).unwrap_or(usize::MAX));
             let bytes = self.read_phys(t.gpa, chunk);
@@ -161,7 +166,7 @@ impl Machine {
             }
             addr = addr.wrapping_add(chunk as u64);
         }
-        Ok(out)
+        out
     }
 
     /// Writes guest-virtual memory as vCPU `vcpu` sees it (page by page; stops with an
