@@ -24,6 +24,8 @@ enum Command {
     Measure(cli::measure::MeasureArgs),
     /// Build and list the provided guests.
     Guests(cli::guests::GuestsArgs),
+    /// Explore running guests side by side in the terminal.
+    Tui(cli::tui::TuiArgs),
 }
 
 fn main() -> ExitCode {
@@ -37,6 +39,7 @@ fn main() -> ExitCode {
         Command::Host(args) => cli::host::run(args),
         Command::Measure(args) => cli::measure::run(args),
         Command::Guests(args) => cli::guests::run(args),
+        Command::Tui(args) => cli::tui::run(args),
     };
     match result {
         Ok(code) => code,

@@ -7,6 +7,7 @@ pub mod linux;
 pub mod measure;
 pub mod run;
 pub mod session;
+pub mod tui;
 
 /// An error and its causes on one line: "a: b: c".
 pub fn chain(e: &anyhow::Error) -> String {

@@ -1,0 +1,85 @@
+//! `vmscope tui [GUEST…]`: explore running guests side by side.
+
+use anyhow::Context;
+use clap::{Args, ValueEnum};
+use std::process::ExitCode;
+use std::sync::Arc;
+use vmm::arch::x86_64::Ring;
+use vmm::devices::console::Console;
+use vmm::machine::{ElfGuestConfig, LinuxGuestConfig, Machine};
+use vmm::vstate::vcpu::EmulationFixups;
+
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+enum TuiGuest {
+    /// The unikernel at CPL0 (steppable on every host).
+    Unikernel,
+    /// The minimal Linux (built first if it is not cached).
+    Linux,
+}
+
+/// Arguments of `vmscope tui`.
+#[derive(Args, Debug)]
+pub struct TuiArgs {
+    /// Guests to start (default: the unikernel, plus Linux when its kernel is already built).
+    guests: Vec<TuiGuest>,
+    /// The unikernel's workload.
+    #[arg(long, num_args = 1.., default_value = "compute 20000000")]
+    workload: Vec<String>,
+}
+
+/// Runs `vmscope tui`.
+pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
+    let mut which = args.guests.clone();
+    if which.is_empty() {
+        which.push(TuiGuest::Unikernel);
+        if guests::linux::list_cached().iter().any(|a| a.key == guests::linux::build_key()) {
+            which.push(TuiGuest::Linux);
+        }
+    }
+    let mut live = vec![];
+    for g in which {
+        let console = Console::buffer();
+        match g {
+            TuiGuest::Unikernel => {
+                let cfg = ElfGuestConfig {
+                    name: "unikernel".into(),
+                    elf: Arc::from(guests::unikernel::ELF),
+                    cmdline: args.workload.join(" "),
+                    mem_mib: 64,
+                    vcpus: 1,
+                    ring: Ring::Ring0,
+                    start_paused: false,
+                };
+                let m = Machine::boot_elf(&cfg, console.clone()).context("cannot boot the unikernel")?;
+                let symbols = inspect::symbols::SymbolTable::from_elf("unikernel", guests::unikernel::ELF)
+                    .unwrap_or_default();
+                live.push(tui::LiveGuest::new("unikernel", m, console, symbols));
+            }
+            TuiGuest::Linux => {
+                let pvm = vmm::host_kind() == inspect::HostKind::Pvm;
+                let opts = guests::linux::BuildOptions { progress: true, ..Default::default() };
+                let a = guests::linux::ensure_built(&opts).context("cannot build the Linux guest")?;
+                let kernel = std::fs::read(&a.vmlinux_stripped)?;
+                let initrd = guests::linux::initramfs::build(
+                    std::path::Path::new(guests::linux::initramfs::BUSYBOX),
+                    guests::workload::ELF,
+                )?;
+                let cfg = LinuxGuestConfig {
+                    kernel_name: "linux".into(),
+                    kernel: kernel.into(),
+                    initrd: Some(("initramfs".into(), initrd.into())),
+                    cmdline: guests::linux::profile::cmdline(pvm, &["vmscope.shell=1".into()]),
+                    mem_mib: 256,
+                    vcpus: 1,
+                    start_paused: false,
+                    fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
+                };
+                let m = Machine::boot_linux(&cfg, console.clone()).context("cannot boot Linux")?;
+                let symbols = inspect::symbols::SymbolTable::from_elf_file(&a.vmlinux).unwrap_or_default();
+                live.push(tui::LiveGuest::new("linux", m, console, symbols));
+            }
+        }
+    }
+    tui::run(live)?;
+    Ok(ExitCode::SUCCESS)
+}

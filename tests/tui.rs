@@ -1,0 +1,109 @@
+//! End to end: the real `vmscope tui` in a real terminal (tmux): pause, step three times and
+//! see RIP change, set a breakpoint, continue and see it hit, open the page-table view,
+//! quit, and check the terminal was restored.
+
+mod common;
+use std::process::Command;
+use std::time::{Duration, Instant};
+
+struct Tmux(String);
+
+impl Tmux {
+    fn start(cmd: &str) -> Self {
+        common::require_kvm();
+        let name = format!("vmscope-tui-test-{}", std::process::id());
+        let ok = Command::new("tmux")
+            .args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30", cmd])
+            .status()
+            .expect("tmux is installed (apt-get install tmux)");
+        assert!(ok.success());
+        Self(name)
+    }
+
+    fn keys(&self, keys: &[&str]) {
+        for k in keys {
+            Command::new("tmux").args(["send-keys", "-t", &self.0, k]).status().unwrap();
+            std::thread::sleep(Duration::from_millis(150));
+        }
+    }
+
+    fn screen(&self) -> String {
+        let o = Command::new("tmux").args(["capture-pane", "-p", "-t", &self.0]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// Waits until the screen satisfies `ok` (the TUI refreshes every 50 ms).
+    fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let s = self.screen();
+            if ok(&s) {
+                return s;
+            }
+            assert!(Instant::now() < deadline, "timed out waiting for {what}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    fn option(&self, name: &str) -> String {
+        let o = Command::new("tmux").args(["display", "-p", "-t", &self.0, name]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).trim().to_string()
+    }
+}
+
+impl Drop for Tmux {
+    fn drop(&mut self) {
+        let _ = Command::new("tmux").args(["kill-session", "-t", &self.0]).status();
+    }
+}
+
+fn rip(screen: &str) -> Option<String> {
+    screen.split("rip ").nth(1).map(|s| s.chars().take(16).collect())
+}
+
+#[test]
+fn pause_step_break_continue_pagetables_quit() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let t = Tmux::start(&format!("{bin} tui unikernel; echo VMSCOPE-EXITED $?; sleep 30"));
+    t.wait_for("the TUI", |s| s.contains("registers (vCPU 0)") && s.contains("[running]"));
+
+    t.keys(&["Space"]);
+    let mut last = rip(&t.wait_for("pause", |s| s.contains("[paused")));
+    for i in 0..3 {
+        t.keys(&["s"]);
+        let s = t.wait_for("a step", |s| rip(s) != last && s.contains("step"));
+        assert_ne!(rip(&s), last, "step {i}");
+        last = rip(&s);
+    }
+
+    // A breakpoint two instructions below the cursor's start, then continue to it.
+    t.keys(&["Down", "Down", "b"]);
+    let s = t.wait_for("the breakpoint", |s| s.contains("breakpoint at 0x"));
+    let bp = s
+        .split("breakpoint at 0x")
+        .nth(1)
+        .unwrap()
+        .chars()
+        .take_while(|c| c.is_ascii_hexdigit())
+        .collect::<String>();
+    assert!(s.contains('●'), "{s}");
+    t.keys(&["c"]);
+    let s = t.wait_for("the breakpoint hit", |s| s.contains("[paused: breakpoint"));
+    assert!(rip(&s).unwrap().ends_with(&bp), "rip {:?} vs breakpoint {bp}\n{s}", rip(&s));
+
+    t.keys(&["p"]);
+    let s = t.wait_for("the page-table view", |s| s.contains("PML4E"));
+    assert!(s.contains("PDPTE") && s.contains("PDE") && s.contains("gpa:"), "{s}");
+    t.keys(&["Escape"]);
+    t.wait_for("the overlay to close", |s| !s.contains("PML4E"));
+
+    t.keys(&["?"]);
+    t.wait_for("the help", |s| s.contains("step one instruction"));
+    t.keys(&["Escape"]);
+    std::thread::sleep(Duration::from_millis(300));
+    t.keys(&["q"]);
+    let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
+    assert!(s.contains("VMSCOPE-EXITED 0"), "{s}");
+    assert_eq!(t.option("#{alternate_on}"), "0", "the terminal left the alternate screen");
+    assert_eq!(t.option("#{cursor_flag}"), "1", "the cursor is visible again");
+}

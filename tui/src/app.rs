@@ -1,0 +1,440 @@
+//! The application state: what is shown and what the person asked for. It knows nothing
+//! about terminals or KVM: keys become intent methods, intents become [`Action`]s that the
+//! runtime carries out on the machines, and the runtime feeds back [`GuestView`] updates.
+
+use inspect::disasm::Instruction;
+use inspect::regs::{Regs, SpecialRegs};
+use std::collections::VecDeque;
+
+/// What a guest is doing.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum GuestState {
+    /// Booting or running.
+    Running,
+    /// Stopped by the person or a debug event (with the reason).
+    Paused(String),
+    /// Exited with a code.
+    Exited(u32),
+    /// Ended by a fault.
+    Faulted(String),
+}
+
+/// Everything shown about one guest, refreshed by the runtime.
+#[derive(Clone, Debug)]
+pub struct GuestView {
+    /// Name for the tab bar (unikernel, linux).
+    pub name: String,
+    /// Running, paused, exited, faulted.
+    pub state: GuestState,
+    /// `pvm`, `amd-v`, …
+    pub host: String,
+    /// vCPUs.
+    pub vcpus: usize,
+    /// The console (most recent last), bounded.
+    pub console: VecDeque<String>,
+    /// A line being assembled from console output.
+    pub partial_line: String,
+    /// vCPU 0's registers now, and at the previous stop (to highlight changes).
+    pub regs: Option<(Regs, SpecialRegs)>,
+    /// Registers at the previous stop.
+    pub prev_regs: Option<Regs>,
+    /// Disassembly around RIP (or the address chosen with `g`).
+    pub disasm: Vec<(Instruction, Option<String>, bool)>,
+    /// Exits per refresh interval, most recent last.
+    pub exit_rate: VecDeque<u64>,
+    /// The busiest exit reasons: (name, count).
+    pub top_exits: Vec<(String, u64)>,
+    /// KVM's instruction-emulation counter, where the host reports it.
+    pub insn_emulation: Option<u64>,
+}
+
+impl GuestView {
+    /// A view before the first refresh.
+    pub fn new(name: &str, host: &str, vcpus: usize) -> Self {
+        Self {
+            name: name.into(),
+            state: GuestState::Running,
+            host: host.into(),
+            vcpus,
+            console: VecDeque::new(),
+            partial_line: String::new(),
+            regs: None,
+            prev_regs: None,
+            disasm: vec![],
+            exit_rate: VecDeque::new(),
+            top_exits: vec![],
+            insn_emulation: None,
+        }
+    }
+
+    /// Lines of console scrollback kept.
+    pub const SCROLLBACK: usize = 2000;
+    /// Points of exit-rate history kept.
+    pub const RATE_HISTORY: usize = 120;
+
+    /// Adds console output.
+    pub fn push_console(&mut self, bytes: &[u8]) {
+        for ch in String::from_utf8_lossy(bytes).chars() {
+            match ch {
+                '\n' => {
+                    let line = std::mem::take(&mut self.partial_line);
+                    self.console.push_back(line);
+                    if self.console.len() > Self::SCROLLBACK {
+                        self.console.pop_front();
+                    }
+                }
+                '\r' => {}
+                c => self.partial_line.push(c),
+            }
+        }
+    }
+
+    /// Records exits of the last interval.
+    pub fn push_rate(&mut self, n: u64) {
+        self.exit_rate.push_back(n);
+        if self.exit_rate.len() > Self::RATE_HISTORY {
+            self.exit_rate.pop_front();
+        }
+    }
+}
+
+/// The panes of a guest, in Tab order.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Pane {
+    /// Console (typing goes to the guest's serial port).
+    Console,
+    /// Disassembly (up/down move the cursor; `b` toggles a breakpoint there).
+    Disasm,
+    /// Registers.
+    Registers,
+    /// Exit statistics.
+    Exits,
+}
+
+impl Pane {
+    fn next(self) -> Pane {
+        match self {
+            Pane::Console => Pane::Disasm,
+            Pane::Disasm => Pane::Registers,
+            Pane::Registers => Pane::Exits,
+            Pane::Exits => Pane::Console,
+        }
+    }
+}
+
+/// Something the runtime must do to a guest.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Action {
+    /// Pause every vCPU.
+    Pause(usize),
+    /// Resume every vCPU.
+    Resume(usize),
+    /// Step vCPU 0 once.
+    Step(usize),
+    /// Step over a call.
+    Next(usize),
+    /// Toggle a software breakpoint.
+    ToggleBreakpoint(usize, u64),
+    /// Show the disassembly at this address or symbol (None: follow RIP).
+    Goto(usize, Option<String>),
+    /// Run an inspection command; its text output goes to the output pane.
+    Command(usize, String),
+    /// Walk the page tables for this address (RIP when None).
+    PageTable(usize, Option<u64>),
+    /// Send bytes to the guest's serial port.
+    SerialInput(usize, Vec<u8>),
+    /// Leave.
+    Quit,
+}
+
+/// What the bottom line is collecting.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum Prompt {
+    /// `:` command.
+    Command(String),
+    /// `g` go to.
+    Goto(String),
+}
+
+/// The whole application.
+#[derive(Debug)]
+pub struct App {
+    /// One view per guest.
+    pub guests: Vec<GuestView>,
+    /// The guest shown in full (the others are summarized side by side).
+    pub selected: usize,
+    /// The focused pane.
+    pub focus: Pane,
+    /// Cursor in the disassembly pane.
+    pub disasm_cursor: usize,
+    /// The `?` overlay.
+    pub show_help: bool,
+    /// A text overlay (page-table walk, command output), closed with Esc.
+    pub overlay: Option<(String, String)>,
+    /// The bottom-line prompt.
+    pub prompt: Option<Prompt>,
+    /// A one-line status message.
+    pub status: String,
+    /// Set when the person asked to leave.
+    pub quit: bool,
+}
+
+/// A key, as the app understands it (the runtime maps terminal events to these).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Key {
+    /// A character.
+    Char(char),
+    /// Enter.
+    Enter,
+    /// Esc.
+    Esc,
+    /// Backspace.
+    Backspace,
+    /// Tab.
+    Tab,
+    /// Up arrow.
+    Up,
+    /// Down arrow.
+    Down,
+    /// Left arrow.
+    Left,
+    /// Right arrow.
+    Right,
+    /// Ctrl-C.
+    CtrlC,
+}
+
+/// Every key binding, for the help overlay.
+pub const KEYS: &[(&str, &str)] = &[
+    ("space", "pause / resume the guest"),
+    ("s", "step one instruction (vCPU 0)"),
+    ("n", "step over a call"),
+    ("c", "continue"),
+    ("b", "toggle a breakpoint at the disassembly cursor"),
+    ("g", "go to an address or symbol in the disassembly"),
+    ("p", "page-table walk for the disassembly cursor"),
+    (":", "command line (regs, pt, x/N, xp/N, dis, sym, mappings, exits, …)"),
+    ("tab", "next pane (console, disassembly, registers, exits)"),
+    ("left/right", "previous / next guest"),
+    ("up/down", "move the disassembly cursor"),
+    ("?", "this help"),
+    ("esc", "close an overlay or prompt"),
+    ("q", "quit (Ctrl-C too)"),
+];
+
+impl App {
+    /// An app over these guests.
+    pub fn new(guests: Vec<GuestView>) -> Self {
+        Self {
+            guests,
+            selected: 0,
+            focus: Pane::Disasm,
+            disasm_cursor: 0,
+            show_help: false,
+            overlay: None,
+            prompt: None,
+            status: "? for help".into(),
+            quit: false,
+        }
+    }
+
+    /// The selected guest's view.
+    pub fn guest(&self) -> Option<&GuestView> {
+        self.guests.get(self.selected)
+    }
+
+    fn cursor_addr(&self) -> Option<u64> {
+        self.guest()?.disasm.get(self.disasm_cursor).map(|(i, _, _)| i.address)
+    }
+
+    /// Handles one key; returns what the runtime must do.
+    pub fn on_key(&mut self, key: Key) -> Vec<Action> {
+        if key == Key::CtrlC {
+            self.quit = true;
+            return vec![Action::Quit];
+        }
+        if let Some(prompt) = &mut self.prompt {
+            let text = match prompt {
+                Prompt::Command(t) | Prompt::Goto(t) => t,
+            };
+            match key {
+                Key::Char(c) => text.push(c),
+                Key::Backspace => {
+                    text.pop();
+                }
+                Key::Esc => self.prompt = None,
+                Key::Enter => {
+                    let g = self.selected;
+                    let done = self.prompt.take();
+                    return match done {
+                        Some(Prompt::Command(t)) if !t.trim().is_empty() => vec![Action::Command(g, t)],
+                        Some(Prompt::Goto(t)) => vec![Action::Goto(g, (!t.trim().is_empty()).then_some(t))],
+                        _ => vec![],
+                    };
+                }
+                _ => {}
+            }
+            return vec![];
+        }
+        if self.show_help || self.overlay.is_some() {
+            if matches!(key, Key::Esc | Key::Char('?') | Key::Char('q') | Key::Enter) {
+                self.show_help = false;
+                self.overlay = None;
+            }
+            return vec![];
+        }
+        // In the console pane, printable keys go to the guest.
+        if self.focus == Pane::Console {
+            match key {
+                Key::Char(c) => return vec![Action::SerialInput(self.selected, c.to_string().into_bytes())],
+                Key::Enter => return vec![Action::SerialInput(self.selected, b"\r".to_vec())],
+                Key::Tab => self.focus = self.focus.next(),
+                Key::Esc => self.focus = Pane::Disasm,
+                _ => {}
+            }
+            return vec![];
+        }
+        let g = self.selected;
+        match key {
+            Key::Char('q') => {
+                self.quit = true;
+                vec![Action::Quit]
+            }
+            Key::Char('?') => {
+                self.show_help = true;
+                vec![]
+            }
+            Key::Char(' ') => match self.guest().map(|v| &v.state) {
+                Some(GuestState::Running) => vec![Action::Pause(g)],
+                Some(GuestState::Paused(_)) => vec![Action::Resume(g)],
+                _ => vec![],
+            },
+            Key::Char('s') => vec![Action::Step(g)],
+            Key::Char('n') => vec![Action::Next(g)],
+            Key::Char('c') => vec![Action::Resume(g)],
+            Key::Char('b') => {
+                self.cursor_addr().map(|a| vec![Action::ToggleBreakpoint(g, a)]).unwrap_or_default()
+            }
+            Key::Char('p') => vec![Action::PageTable(g, self.cursor_addr())],
+            Key::Char('g') => {
+                self.prompt = Some(Prompt::Goto(String::new()));
+                vec![]
+            }
+            Key::Char(':') => {
+                self.prompt = Some(Prompt::Command(String::new()));
+                vec![]
+            }
+            Key::Tab => {
+                self.focus = self.focus.next();
+                vec![]
+            }
+            Key::Left => {
+                self.selected = (self.selected + self.guests.len().max(1) - 1) % self.guests.len().max(1);
+                self.disasm_cursor = 0;
+                vec![]
+            }
+            Key::Right => {
+                self.selected = (self.selected + 1) % self.guests.len().max(1);
+                self.disasm_cursor = 0;
+                vec![]
+            }
+            Key::Up => {
+                self.disasm_cursor = self.disasm_cursor.saturating_sub(1);
+                vec![]
+            }
+            Key::Down => {
+                let n = self.guest().map_or(0, |v| v.disasm.len());
+                self.disasm_cursor = (self.disasm_cursor + 1).min(n.saturating_sub(1));
+                vec![]
+            }
+            _ => vec![],
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn app() -> App {
+        let mut a = App::new(vec![GuestView::new("unikernel", "pvm", 1), GuestView::new("linux", "pvm", 1)]);
+        a.guests[0].disasm = (0..4)
+            .map(|i| {
+                let insn = inspect::disasm::decode_one(&[0x90], 0x1000 + i, inspect::regs::CpuMode::Long64);
+                (insn, None, false)
+            })
+            .collect();
+        a
+    }
+
+    #[test]
+    fn debugger_keys_become_actions() {
+        let mut a = app();
+        assert_eq!(a.on_key(Key::Char(' ')), vec![Action::Pause(0)]);
+        a.guests[0].state = GuestState::Paused("paused".into());
+        assert_eq!(a.on_key(Key::Char(' ')), vec![Action::Resume(0)]);
+        assert_eq!(a.on_key(Key::Char('s')), vec![Action::Step(0)]);
+        assert_eq!(a.on_key(Key::Char('c')), vec![Action::Resume(0)]);
+        a.on_key(Key::Down);
+        a.on_key(Key::Down);
+        assert_eq!(a.on_key(Key::Char('b')), vec![Action::ToggleBreakpoint(0, 0x1002)]);
+        assert_eq!(a.on_key(Key::Char('p')), vec![Action::PageTable(0, Some(0x1002))]);
+        a.on_key(Key::Right);
+        assert_eq!(a.selected, 1);
+        assert_eq!(a.on_key(Key::Char('s')), vec![Action::Step(1)]);
+        assert_eq!(a.on_key(Key::Char('q')), vec![Action::Quit]);
+        assert!(a.quit);
+    }
+
+    #[test]
+    fn prompts_collect_text() {
+        let mut a = app();
+        a.on_key(Key::Char(':'));
+        for c in "pt $rip".chars() {
+            assert!(a.on_key(Key::Char(c)).is_empty(), "typing in the prompt never acts");
+        }
+        assert_eq!(a.on_key(Key::Enter), vec![Action::Command(0, "pt $rip".into())]);
+        a.on_key(Key::Char('g'));
+        a.on_key(Key::Char('x'));
+        a.on_key(Key::Backspace);
+        for c in "main".chars() {
+            a.on_key(Key::Char(c));
+        }
+        assert_eq!(a.on_key(Key::Enter), vec![Action::Goto(0, Some("main".into()))]);
+        a.on_key(Key::Char(':'));
+        a.on_key(Key::Esc);
+        assert!(a.prompt.is_none());
+    }
+
+    #[test]
+    fn overlays_and_console_focus() {
+        let mut a = app();
+        a.on_key(Key::Char('?'));
+        assert!(a.show_help);
+        assert!(a.on_key(Key::Char('s')).is_empty(), "keys do not leak through the help");
+        a.on_key(Key::Esc);
+        assert!(!a.show_help);
+        while a.focus != Pane::Console {
+            a.on_key(Key::Tab);
+        }
+        assert_eq!(a.on_key(Key::Char('l')), vec![Action::SerialInput(0, b"l".to_vec())]);
+        assert_eq!(
+            a.on_key(Key::Char('q')),
+            vec![Action::SerialInput(0, b"q".to_vec())],
+            "q is typed, not quit"
+        );
+        assert_eq!(a.on_key(Key::CtrlC), vec![Action::Quit]);
+    }
+
+    #[test]
+    fn console_lines_and_rates_are_bounded() {
+        let mut v = GuestView::new("g", "pvm", 1);
+        v.push_console(b"hello\nwor");
+        v.push_console(b"ld\r\n");
+        assert_eq!(v.console, ["hello", "world"]);
+        for i in 0..(GuestView::RATE_HISTORY as u64 + 10) {
+            v.push_rate(i);
+        }
+        assert_eq!(v.exit_rate.len(), GuestView::RATE_HISTORY);
+    }
+}

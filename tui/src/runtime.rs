@@ -1,0 +1,346 @@
+//! The loop: one thread selects over key events (with a timeout), VM events and a refresh
+//! tick. It owns the terminal (restored on exit, on error and on panic) and the machines,
+//! carries out the app's actions, and refreshes the app's views. Nothing here waits for a
+//! guest: a slow guest (CPL0 on PVM) never freezes the screen.
+
+use crate::app::{Action, App, GuestState, GuestView, Key};
+use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use crossterm::{cursor, execute};
+use inspect::command::{parse, Command};
+use inspect::disasm::{self, Options};
+use inspect::exits::ExitStats;
+use inspect::symbols::SymbolTable;
+use inspect::Gva;
+use ratatui::backend::CrosstermBackend;
+use ratatui::Terminal;
+use std::io::Stdout;
+use std::time::{Duration, Instant};
+use vmm::devices::console::Console;
+use vmm::machine::commands::Session;
+use vmm::machine::Machine;
+use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
+
+/// Errors of the TUI.
+#[derive(Debug, thiserror::Error)]
+pub enum TuiError {
+    /// The terminal.
+    #[error("terminal error")]
+    Terminal(#[from] std::io::Error),
+}
+
+/// A guest the TUI drives.
+pub struct LiveGuest {
+    /// The machine.
+    pub machine: Machine,
+    /// Its console (a buffer the TUI drains).
+    pub console: Console,
+    /// Its symbols.
+    pub symbols: SymbolTable,
+    /// Name for the tab bar.
+    pub name: String,
+    last_exits: ExitStats,
+    goto: Option<u64>,
+    temp_breakpoint: Option<u64>,
+    dirty: bool,
+}
+
+impl LiveGuest {
+    /// Wraps a booted machine whose console is `console`.
+    pub fn new(name: &str, machine: Machine, console: Console, symbols: SymbolTable) -> Self {
+        Self {
+            machine,
+            console,
+            symbols,
+            name: name.into(),
+            last_exits: ExitStats::default(),
+            goto: None,
+            temp_breakpoint: None,
+            dirty: true,
+        }
+    }
+}
+
+/// Puts the terminal back however the TUI ends.
+struct TerminalGuard(Terminal<CrosstermBackend<Stdout>>);
+
+fn restore_terminal() {
+    let _ = disable_raw_mode();
+    let _ = execute!(std::io::stdout(), LeaveAlternateScreen, cursor::Show);
+}
+
+impl TerminalGuard {
+    fn new() -> Result<Self, TuiError> {
+        enable_raw_mode()?;
+        execute!(std::io::stdout(), EnterAlternateScreen, cursor::Hide)?;
+        let previous = std::panic::take_hook();
+        std::panic::set_hook(Box::new(move |info| {
+            restore_terminal();
+            previous(info);
+        }));
+        Ok(Self(Terminal::new(CrosstermBackend::new(std::io::stdout()))?))
+    }
+}
+
+impl Drop for TerminalGuard {
+    fn drop(&mut self) {
+        restore_terminal();
+    }
+}
+
+fn key_of(k: event::KeyEvent) -> Option<Key> {
+    Some(match k.code {
+        KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => Key::CtrlC,
+        KeyCode::Char(c) => Key::Char(c),
+        KeyCode::Enter => Key::Enter,
+        KeyCode::Esc => Key::Esc,
+        KeyCode::Backspace => Key::Backspace,
+        KeyCode::Tab => Key::Tab,
+        KeyCode::Up => Key::Up,
+        KeyCode::Down => Key::Down,
+        KeyCode::Left => Key::Left,
+        KeyCode::Right => Key::Right,
+        _ => return None,
+    })
+}
+
+/// How often views refresh.
+const TICK: Duration = Duration::from_millis(50);
+/// How often a running guest's registers and exit counters are sampled.
+const SAMPLE: Duration = Duration::from_millis(250);
+/// Instructions shown in the disassembly pane.
+const DISASM_LINES: usize = 16;
+
+/// Runs the TUI over `guests` until the person quits.
+pub fn run(mut guests: Vec<LiveGuest>) -> Result<(), TuiError> {
+    let views = guests
+        .iter()
+        .map(|g| GuestView::new(&g.name, g.machine.host().as_str(), g.machine.vcpu_count()))
+        .collect();
+    let mut app = App::new(views);
+    let mut term = TerminalGuard::new()?;
+    let mut last_sample = Instant::now() - SAMPLE;
+    loop {
+        term.0.draw(|f| f.render_widget(&app, f.area()))?;
+        if event::poll(TICK)? {
+            match event::read()? {
+                Event::Key(k) if k.kind == KeyEventKind::Press => {
+                    if let Some(key) = key_of(k) {
+                        for action in app.on_key(key) {
+                            apply(&mut app, &mut guests, action);
+                        }
+                    }
+                }
+                Event::Resize(..) => term.0.autoresize()?,
+                _ => {}
+            }
+        }
+        if app.quit {
+            break;
+        }
+        let sample = last_sample.elapsed() >= SAMPLE;
+        if sample {
+            last_sample = Instant::now();
+        }
+        for (i, g) in guests.iter_mut().enumerate() {
+            refresh(&mut app.guests[i], g, sample, &mut app.status);
+        }
+    }
+    Ok(())
+}
+
+/// Carries out one action.
+pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
+    let g_index = match &action {
+        Action::Pause(g) | Action::Resume(g) | Action::Step(g) | Action::Next(g) => *g,
+        Action::ToggleBreakpoint(g, _) | Action::Goto(g, _) | Action::Command(g, _) => *g,
+        Action::PageTable(g, _) | Action::SerialInput(g, _) => *g,
+        Action::Quit => return,
+    };
+    let Some(g) = guests.get_mut(g_index) else { return };
+    g.dirty = true;
+    let m = &g.machine;
+    let result: Result<String, String> = match action {
+        Action::Pause(_) => {
+            m.pause_all();
+            Ok("pausing".into())
+        }
+        Action::Resume(_) => m.resume_all().map(|()| "running".into()).map_err(|e| e.to_string()),
+        Action::Step(_) => m.step(0, 1).map(|()| "step".into()).map_err(|e| e.to_string()),
+        Action::Next(_) => step_over(g),
+        Action::ToggleBreakpoint(_, addr) => {
+            let r = if m.breakpoints().contains(addr) {
+                m.remove_sw_breakpoint(Gva(addr)).map(|()| format!("breakpoint at {addr:#x} removed"))
+            } else {
+                m.insert_sw_breakpoint(Gva(addr)).map(|()| format!("breakpoint at {addr:#x}"))
+            };
+            r.map_err(|e| e.to_string())
+        }
+        Action::Goto(_, None) => {
+            g.goto = None;
+            Ok("following RIP".into())
+        }
+        Action::Goto(_, Some(target)) => {
+            let addr =
+                g.symbols.resolve(target.trim()).or_else(|| inspect::command::parse_number(target.trim()));
+            match addr {
+                Some(a) => {
+                    g.goto = Some(a);
+                    Ok(format!("showing {a:#x}"))
+                }
+                None => Err(format!("no symbol or address {target:?}")),
+            }
+        }
+        Action::Command(_, line) => match parse(&line) {
+            Ok(Command::Step(n)) => m.step(0, n).map(|()| "stepping".into()).map_err(|e| e.to_string()),
+            Ok(Command::Cont) => m.resume_all().map(|()| "running".into()).map_err(|e| e.to_string()),
+            Ok(Command::Next) => step_over(g),
+            Ok(Command::Quit) => {
+                app.quit = true;
+                Ok(String::new())
+            }
+            Ok(cmd) => {
+                let session = Session::new(m, &g.symbols, Duration::from_secs(5));
+                match session.execute(&cmd) {
+                    Ok(out) => {
+                        app.overlay = Some((line.clone(), out.text));
+                        Ok(line)
+                    }
+                    Err(e) => Err(e.to_string()),
+                }
+            }
+            Err(e) => Err(e.to_string()),
+        },
+        Action::PageTable(_, addr) => {
+            let target = addr
+                .map_or(inspect::command::Addr::Register("rip".into(), 0), inspect::command::Addr::Number);
+            let session = Session::new(m, &g.symbols, Duration::from_secs(5));
+            match session.execute(&Command::Pt(target)) {
+                Ok(out) => {
+                    app.overlay = Some(("page-table walk (esc closes)".into(), out.text));
+                    Ok("page tables".into())
+                }
+                Err(e) => Err(e.to_string()),
+            }
+        }
+        Action::SerialInput(_, bytes) => {
+            let taken = m.bus().serial().lock().map(|mut s| s.enqueue_input(&bytes)).unwrap_or(0);
+            if taken == bytes.len() {
+                Ok(String::new())
+            } else {
+                Err("the guest's serial input is full".into())
+            }
+        }
+        Action::Quit => Ok(String::new()),
+    };
+    let status = &mut app.status;
+    match result {
+        Ok(s) if !s.is_empty() => *status = s,
+        Ok(_) => {}
+        Err(e) => *status = format!("error: {e}"),
+    }
+}
+
+/// Step over: a call gets a temporary breakpoint after it; anything else a single step.
+fn step_over(g: &mut LiveGuest) -> Result<String, String> {
+    let m = &g.machine;
+    let s = m.snapshot(0).map_err(|e| e.to_string())?;
+    let code = m.read_virt(0, Gva(s.regs.rip), 15).map_err(|e| e.to_string())?;
+    match disasm::step_over_target(&code, s.regs.rip, s.sregs.cpu_mode()) {
+        Some(after) if !m.breakpoints().contains(after) => {
+            m.insert_sw_breakpoint(Gva(after)).map_err(|e| e.to_string())?;
+            g.temp_breakpoint = Some(after);
+            m.resume_all().map_err(|e| e.to_string())?;
+            Ok("stepping over the call".into())
+        }
+        Some(_) => m.resume_all().map(|()| "stepping over the call".into()).map_err(|e| e.to_string()),
+        None => m.step(0, 1).map(|()| "step".into()).map_err(|e| e.to_string()),
+    }
+}
+
+/// Updates a view from its machine.
+pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &mut String) {
+    view.push_console(&g.console.take_buffer());
+    while let Some(ev) = g.machine.next_event(Duration::ZERO) {
+        let VcpuEventKind::Stopped { reason, .. } = ev.kind else { continue };
+        if let Some(t) = g.temp_breakpoint.take() {
+            let _ = g.machine.remove_sw_breakpoint(Gva(t));
+        }
+        g.dirty = true;
+        view.state = match &reason {
+            StopReason::GuestExit { code } => GuestState::Exited(*code),
+            r if r.is_fatal() => GuestState::Faulted(vmm::report::describe(r)),
+            r => {
+                // The other vCPUs stop too (all-stop).
+                if ev.vcpu == 0 {
+                    g.machine.pause_all();
+                }
+                GuestState::Paused(short_reason(r))
+            }
+        };
+        if ev.vcpu == 0 || !matches!(reason, StopReason::Paused) {
+            *status = format!("{}: {}", view.name, vmm::report::describe(&reason));
+        }
+    }
+    let running = view.state == GuestState::Running;
+    if !(g.dirty || running && sample) {
+        return;
+    }
+    if let Some(action_resumed) = resumed_since(view, g) {
+        view.state = action_resumed;
+    }
+    g.dirty = false;
+    if let Ok(s) = g.machine.snapshot(0) {
+        if let Some((old, _)) = view.regs {
+            if old != s.regs {
+                view.prev_regs = Some(old);
+            }
+        }
+        view.regs = Some((s.regs, s.sregs));
+        let at = g.goto.unwrap_or(s.regs.rip);
+        if let Ok(code) = g.machine.read_virt(0, Gva(at), DISASM_LINES * 15) {
+            view.disasm = disasm::disassemble(
+                &code,
+                at,
+                s.sregs.cpu_mode(),
+                DISASM_LINES,
+                Options::default(),
+                &g.symbols,
+            )
+            .into_iter()
+            .map(|i| {
+                let sym = g.symbols.locate(i.address).map(|l| l.to_string());
+                let bp = g.machine.breakpoints().contains(i.address);
+                (i, sym, bp)
+            })
+            .collect();
+        }
+    }
+    if sample || !running {
+        let stats = g.machine.exit_stats();
+        view.push_rate(stats.delta(&g.last_exits).total());
+        view.top_exits = stats.rows().into_iter().take(4).map(|(k, c)| (k.to_string(), c.count)).collect();
+        g.last_exits = stats;
+        view.insn_emulation =
+            g.machine.kvm_stats().into_iter().find(|(n, _)| n == "insn_emulation").map(|(_, v)| v);
+    }
+}
+
+/// After `resume`/`step` actions the machine runs again: reflect it in the view.
+fn resumed_since(view: &GuestView, g: &LiveGuest) -> Option<GuestState> {
+    if !matches!(view.state, GuestState::Paused(_)) {
+        return None;
+    }
+    let s = g.machine.snapshot(0).ok()?;
+    (s.state == vmm::vstate::vcpu::RunState::Running).then_some(GuestState::Running)
+}
+
+fn short_reason(r: &StopReason) -> String {
+    match r {
+        StopReason::Paused => "paused".into(),
+        StopReason::Step => "step".into(),
+        StopReason::Breakpoint { addr } => format!("breakpoint {addr:#x}"),
+        StopReason::HwBreakpoint { index, .. } => format!("DR{index}"),
+        other => vmm::report::describe(other),
+    }
+}

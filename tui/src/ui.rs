@@ -1,0 +1,259 @@
+//! Rendering: `impl Widget for &App`. Works from 80×24 up; on wide terminals the consoles
+//! and exit-rate sparklines of every guest sit side by side.
+
+use crate::app::{App, GuestState, GuestView, Pane, Prompt, KEYS};
+use inspect::regs::{cr0, cr4, efer, rflags, Regs};
+use ratatui::buffer::Buffer;
+use ratatui::layout::{Constraint, Layout, Rect};
+use ratatui::style::{Color, Modifier, Style};
+use ratatui::text::{Line, Span};
+use ratatui::widgets::{Block, Borders, Clear, Paragraph, Sparkline, Widget, Wrap};
+
+/// Guests whose consoles are shown side by side need this many columns each.
+const COLUMN_WIDTH: u16 = 36;
+
+fn state_text(s: &GuestState) -> (String, Color) {
+    match s {
+        GuestState::Running => ("running".into(), Color::Green),
+        GuestState::Paused(why) => (format!("paused: {why}"), Color::Yellow),
+        GuestState::Exited(code) => (format!("exited {code}"), Color::Blue),
+        GuestState::Faulted(why) => (format!("faulted: {why}"), Color::Red),
+    }
+}
+
+fn block(title: String, focused: bool) -> Block<'static> {
+    let style = if focused { Style::default().fg(Color::Cyan) } else { Style::default() };
+    Block::default().borders(Borders::ALL).border_style(style).title(title)
+}
+
+fn bits(value: u64, names: &[(u64, &'static str)]) -> String {
+    let set: Vec<&str> = names.iter().filter(|(b, _)| value & b != 0).map(|(_, n)| *n).collect();
+    set.join(" ")
+}
+
+impl Widget for &App {
+    fn render(self, area: Rect, buf: &mut Buffer) {
+        let [tabs, main, bottom, status] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(8),
+            Constraint::Length(3),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        self.render_tabs(tabs, buf);
+        let Some(guest) = self.guest() else {
+            Paragraph::new("no guests").render(main, buf);
+            return;
+        };
+        // Narrow terminals give the register and disassembly side more room.
+        let left_pct = if area.width < 120 { 40 } else { 50 };
+        let [left, right] =
+            Layout::horizontal([Constraint::Percentage(left_pct), Constraint::Percentage(100 - left_pct)])
+                .areas(main);
+        self.render_consoles(left, buf);
+        let cols = register_columns(right.width);
+        let reg_rows = 17u16.div_ceil(cols) + 3 + 2;
+        let [regs, disasm] = Layout::vertical([Constraint::Max(reg_rows), Constraint::Min(6)]).areas(right);
+        self.render_registers(guest, regs, buf);
+        self.render_disasm(guest, disasm, buf);
+        self.render_exits(guest, bottom, buf);
+        self.render_status(status, buf);
+        if let Some((title, text)) = &self.overlay {
+            overlay(area, buf, title, text);
+        }
+        if self.show_help {
+            let text: String = KEYS.iter().map(|(k, d)| format!("{k:>11}  {d}\n")).collect();
+            overlay(area, buf, "keys (esc closes)", &text);
+        }
+    }
+}
+
+/// How many `rax 0123456789abcdef` columns fit in a pane this wide.
+fn register_columns(width: u16) -> u16 {
+    (width.saturating_sub(2) / 21).clamp(1, 4)
+}
+
+fn overlay(area: Rect, buf: &mut Buffer, title: &str, text: &str) {
+    let w = area.width.saturating_sub(4).min(100);
+    let h = area.height.saturating_sub(2).min(text.lines().count() as u16 + 2);
+    let r = Rect { x: area.x + (area.width - w) / 2, y: area.y + (area.height - h) / 2, width: w, height: h };
+    Clear.render(r, buf);
+    Paragraph::new(text.to_string()).block(block(title.to_string(), true)).render(r, buf);
+}
+
+impl App {
+    fn render_tabs(&self, area: Rect, buf: &mut Buffer) {
+        let mut spans = vec![Span::styled(" vmscope ", Style::default().add_modifier(Modifier::BOLD))];
+        for (i, g) in self.guests.iter().enumerate() {
+            let (state, color) = state_text(&g.state);
+            let style = if i == self.selected {
+                Style::default().add_modifier(Modifier::REVERSED)
+            } else {
+                Style::default()
+            };
+            spans.push(Span::styled(format!(" {} ", g.name), style));
+            spans.push(Span::styled(format!("[{state}] "), Style::default().fg(color)));
+            spans.push(Span::raw(format!("{} {}vCPU │", g.host, g.vcpus)));
+        }
+        Line::from(spans).render(area, buf);
+    }
+
+    fn render_consoles(&self, area: Rect, buf: &mut Buffer) {
+        // Side by side when there is room; otherwise only the selected guest.
+        let shown: Vec<usize> =
+            if self.guests.len() > 1 && area.width >= COLUMN_WIDTH * self.guests.len() as u16 {
+                (0..self.guests.len()).collect()
+            } else {
+                vec![self.selected]
+            };
+        let cols =
+            Layout::horizontal(vec![Constraint::Ratio(1, shown.len() as u32); shown.len()]).split(area);
+        for (col, &i) in cols.iter().zip(&shown) {
+            let g = &self.guests[i];
+            let focused = self.focus == Pane::Console && i == self.selected;
+            let inner_h = col.height.saturating_sub(2) as usize;
+            let mut lines: Vec<&str> = g.console.iter().map(String::as_str).collect();
+            if !g.partial_line.is_empty() {
+                lines.push(&g.partial_line);
+            }
+            let start = lines.len().saturating_sub(inner_h);
+            let text: Vec<Line> = lines[start..].iter().map(|l| Line::raw(l.to_string())).collect();
+            let title = if shown.len() > 1 { format!("console: {}", g.name) } else { "console".to_string() };
+            Paragraph::new(text).block(block(title, focused)).render(*col, buf);
+        }
+    }
+
+    fn render_registers(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
+        let focused = self.focus == Pane::Registers;
+        let Some((r, s)) = &g.regs else {
+            Paragraph::new("(no registers yet)").block(block("registers".into(), focused)).render(area, buf);
+            return;
+        };
+        let prev = g.prev_regs.unwrap_or(*r);
+        let changed = Style::default().fg(Color::Yellow).add_modifier(Modifier::BOLD);
+        let reg = |name: &str, v: u64, p: u64| {
+            vec![
+                Span::raw(format!("{name:>3} ")),
+                Span::styled(format!("{v:016x} "), if v != p { changed } else { Style::default() }),
+            ]
+        };
+        let pairs: [(&str, fn(&Regs) -> u64); 17] = [
+            ("rip", |r| r.rip),
+            ("rsp", |r| r.rsp),
+            ("rax", |r| r.rax),
+            ("rbx", |r| r.rbx),
+            ("rcx", |r| r.rcx),
+            ("rdx", |r| r.rdx),
+            ("rsi", |r| r.rsi),
+            ("rdi", |r| r.rdi),
+            ("rbp", |r| r.rbp),
+            ("r8", |r| r.r8),
+            ("r9", |r| r.r9),
+            ("r10", |r| r.r10),
+            ("r11", |r| r.r11),
+            ("r12", |r| r.r12),
+            ("r13", |r| r.r13),
+            ("r14", |r| r.r14),
+            ("r15", |r| r.r15),
+        ];
+        let mut lines = vec![];
+        for chunk in pairs.chunks(usize::from(register_columns(area.width))) {
+            let mut spans = vec![];
+            for (name, f) in chunk {
+                spans.extend(reg(name, f(r), f(&prev)));
+            }
+            lines.push(Line::from(spans));
+        }
+        lines.push(Line::raw(format!(
+            "rflags {:x} [{}] CPL{} {:?}",
+            r.rflags,
+            bits(
+                r.rflags,
+                &[
+                    (rflags::CF, "CF"),
+                    (1 << 6, "ZF"),
+                    (1 << 7, "SF"),
+                    (rflags::TF, "TF"),
+                    (rflags::IF, "IF"),
+                    (rflags::RF, "RF")
+                ]
+            ),
+            s.cpl(),
+            s.cpu_mode()
+        )));
+        lines.push(Line::raw(format!(
+            "cr0 {:x} [{}] cr3 {:x}",
+            s.cr0,
+            bits(s.cr0, &[(cr0::PE, "PE"), (cr0::WP, "WP"), (cr0::PG, "PG")]),
+            s.cr3
+        )));
+        lines.push(Line::raw(format!(
+            "cr4 {:x} [{}] efer {:x} [{}]",
+            s.cr4,
+            bits(
+                s.cr4,
+                &[(cr4::PAE, "PAE"), (cr4::LA57, "LA57"), (cr4::SMEP, "SMEP"), (cr4::OSFXSR, "OSFXSR")]
+            ),
+            s.efer,
+            bits(s.efer, &[(efer::SCE, "SCE"), (efer::LME, "LME"), (efer::LMA, "LMA"), (efer::NXE, "NXE")])
+        )));
+        Paragraph::new(lines).block(block("registers (vCPU 0)".into(), focused)).render(area, buf);
+    }
+
+    fn render_disasm(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
+        let focused = self.focus == Pane::Disasm;
+        let rip = g.regs.as_ref().map(|(r, _)| r.rip);
+        let lines: Vec<Line> = g
+            .disasm
+            .iter()
+            .enumerate()
+            .map(|(i, (insn, sym, bp))| {
+                let here = Some(insn.address) == rip;
+                let marker = format!("{}{}", if here { "=>" } else { "  " }, if *bp { "●" } else { " " });
+                let name = sym.as_deref().map(|s| format!(" <{s}>")).unwrap_or_default();
+                let mut style = Style::default();
+                if here {
+                    style = style.fg(Color::Green).add_modifier(Modifier::BOLD);
+                }
+                if *bp {
+                    style = style.fg(Color::Red);
+                }
+                if focused && i == self.disasm_cursor {
+                    style = style.add_modifier(Modifier::REVERSED);
+                }
+                Line::styled(format!("{marker}{:x}{name:<1} {}", insn.address, insn.text), style)
+            })
+            .collect();
+        Paragraph::new(lines).block(block("disassembly".into(), focused)).render(area, buf);
+    }
+
+    fn render_exits(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
+        let focused = self.focus == Pane::Exits;
+        let title = match g.insn_emulation {
+            Some(n) => format!("exits/refresh (insn_emulation {n})"),
+            None => "exits/refresh".to_string(),
+        };
+        let b = block(title, focused);
+        let inner = b.inner(area);
+        b.render(area, buf);
+        let [spark, top] =
+            Layout::horizontal([Constraint::Percentage(40), Constraint::Percentage(60)]).areas(inner);
+        let data: Vec<u64> = g.exit_rate.iter().copied().collect();
+        let start = data.len().saturating_sub(spark.width as usize);
+        Sparkline::default()
+            .data(&data[start..])
+            .style(Style::default().fg(Color::Magenta))
+            .render(spark, buf);
+        let text: Vec<String> = g.top_exits.iter().take(4).map(|(n, c)| format!("{n}: {c}")).collect();
+        Paragraph::new(text.join("  ")).wrap(Wrap { trim: true }).render(top, buf);
+    }
+
+    fn render_status(&self, area: Rect, buf: &mut Buffer) {
+        let line = match &self.prompt {
+            Some(Prompt::Command(t)) => format!(":{t}█"),
+            Some(Prompt::Goto(t)) => format!("go to (address or symbol, empty = RIP): {t}█"),
+            None => self.status.clone(),
+        };
+        Paragraph::new(line).style(Style::default().add_modifier(Modifier::REVERSED)).render(area, buf);
+    }
+}

@@ -1,0 +1,81 @@
+//! Rendering of each pane with ratatui's TestBackend, against insta snapshots. The views
+//! are built from fixed data, so nothing volatile reaches the snapshots.
+
+use inspect::disasm::{disassemble, Options};
+use inspect::regs::{CpuMode, Regs, SpecialRegs};
+use ratatui::backend::TestBackend;
+use ratatui::Terminal;
+use tui::app::{App, GuestState, GuestView, Key};
+
+fn view(name: &str, state: GuestState) -> GuestView {
+    let mut v = GuestView::new(name, "pvm", 1);
+    v.state = state;
+    v.push_console(b"Hello from the vmscope unikernel (ring 0)\ncompute: N=100 primes=25 checksum=0x424\n");
+    let regs = Regs { rip: 0x100a10, rsp: 0x3fffec8, rax: 100, rflags: 0x46, ..Default::default() };
+    let mut sregs =
+        SpecialRegs { cr0: 0x8001_0033, cr3: 0x9000, cr4: 0x620, efer: 0x500, ..Default::default() };
+    sregs.cs.long = true;
+    sregs.cs.db = false;
+    v.regs = Some((regs, sregs));
+    v.prev_regs = Some(Regs { rax: 99, ..regs });
+    // push rbp; push r15; push r14; mov rbx, rsi; call rel32
+    let code = [0x55, 0x41, 0x57, 0x41, 0x56, 0x48, 0x89, 0xf3, 0xe8, 0x10, 0, 0, 0];
+    v.disasm = disassemble(&code, 0x100a10, CpuMode::Long64, 5, Options::default(), &())
+        .into_iter()
+        .enumerate()
+        .map(|(i, insn)| (insn, Some(format!("workload_compute+{:#x}", i)), i == 2))
+        .collect();
+    for r in [3, 5, 8, 2, 0, 9] {
+        v.push_rate(r);
+    }
+    v.top_exits = vec![("io-out port 0x500".into(), 12), ("intr".into(), 3)];
+    v.insn_emulation = Some(12345);
+    v
+}
+
+fn render(app: &App, w: u16, h: u16) -> String {
+    let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
+    t.draw(|f| f.render_widget(app, f.area())).unwrap();
+    let buf = t.backend().buffer().clone();
+    (0..h)
+        .map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>().trim_end().to_string())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+#[test]
+fn paused_guest_at_80x24() {
+    let app = App::new(vec![view("unikernel", GuestState::Paused("breakpoint 0x100a10".into()))]);
+    insta::assert_snapshot!(render(&app, 80, 24));
+}
+
+#[test]
+fn two_guests_side_by_side_at_160x40() {
+    let mut app =
+        App::new(vec![view("unikernel", GuestState::Running), view("linux", GuestState::Exited(0))]);
+    app.on_key(Key::Right);
+    insta::assert_snapshot!(render(&app, 160, 40));
+}
+
+#[test]
+fn help_overlay_and_command_prompt() {
+    let mut app = App::new(vec![view("unikernel", GuestState::Faulted("triple fault".into()))]);
+    app.on_key(Key::Char('?'));
+    insta::assert_snapshot!("help", render(&app, 80, 24));
+    app.on_key(Key::Esc);
+    app.on_key(Key::Char(':'));
+    for c in "pt $rip".chars() {
+        app.on_key(Key::Char(c));
+    }
+    let screen = render(&app, 80, 24);
+    assert!(screen.lines().last().unwrap().starts_with(":pt $rip"), "{screen}");
+}
+
+#[test]
+fn tiny_and_odd_sizes_do_not_panic() {
+    let app = App::new(vec![view("unikernel", GuestState::Running), view("linux", GuestState::Running)]);
+    for (w, h) in [(1, 1), (10, 5), (80, 24), (81, 25), (200, 60), (30, 100)] {
+        render(&app, w, h);
+    }
+    render(&App::new(vec![]), 80, 24);
+}
