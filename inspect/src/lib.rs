@@ -23,6 +23,7 @@ pub mod mem;
 pub mod paging;
 pub mod regs;
 pub mod symbols;
+pub mod virtqueue;
 
 pub use addr::{Gpa, Gva, HostAddr};
 pub use host::HostKind;

@@ -1,0 +1,175 @@
+//! Reading a split queue out of guest memory.
+
+use super::*;
+use crate::mem::GuestPhysMemory;
+
+/// Where a queue lives and what was negotiated.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+pub struct QueueLayout {
+    /// Queue size (entries).
+    pub size: u16,
+    /// Descriptor table GPA (16-byte aligned).
+    pub desc_table: Gpa,
+    /// Available ring GPA (2-byte aligned).
+    pub avail_ring: Gpa,
+    /// Used ring GPA (4-byte aligned).
+    pub used_ring: Gpa,
+    /// VIRTIO_F_EVENT_IDX was negotiated.
+    pub event_idx: bool,
+}
+
+fn check_ring(
+    mem: &dyn GuestPhysMemory,
+    ring: &'static str,
+    gpa: Gpa,
+    align: u64,
+    len: u64,
+) -> Result<(), QueueError> {
+    if gpa.0 % align != 0 {
+        return Err(QueueError::Misaligned { ring, gpa, align });
+    }
+    let mut probe = vec![0u8; len as usize];
+    if mem.read_phys(gpa, &mut probe) as u64 != len {
+        return Err(QueueError::OutsideMemory { ring, gpa, len });
+    }
+    Ok(())
+}
+
+fn read_desc(
+    mem: &dyn GuestPhysMemory,
+    table: Gpa,
+    index: u16,
+    indirect: bool,
+) -> Result<Descriptor, ChainError> {
+    let at = Gpa(table.0 + u64::from(index) * 16);
+    let mut b = [0u8; 16];
+    if mem.read_phys(at, &mut b) != 16 {
+        return Err(ChainError::Unreadable(at));
+    }
+    Ok(Descriptor {
+        index,
+        addr: Gpa(u64::from_le_bytes(b[0..8].try_into().expect("8 bytes"))),
+        len: u32::from_le_bytes(b[8..12].try_into().expect("4 bytes")),
+        flags: u16::from_le_bytes([b[12], b[13]]),
+        next: u16::from_le_bytes([b[14], b[15]]),
+        indirect,
+    })
+}
+
+/// Follows the chain at `head`, expanding an indirect table, bounded by the table sizes.
+fn chain(mem: &dyn GuestPhysMemory, layout: &QueueLayout, head: u16) -> DescriptorChain {
+    let mut out = DescriptorChain { head, descriptors: vec![], error: None };
+    let mut index = head;
+    let mut steps = 0u16;
+    loop {
+        if index >= layout.size {
+            out.error = Some(ChainError::IndexOutOfRange { index, size: layout.size });
+            return out;
+        }
+        if steps >= layout.size {
+            out.error = Some(ChainError::Loop(layout.size));
+            return out;
+        }
+        steps += 1;
+        let d = match read_desc(mem, layout.desc_table, index, false) {
+            Ok(d) => d,
+            Err(e) => {
+                out.error = Some(e);
+                return out;
+            }
+        };
+        if d.flags & VIRTQ_DESC_F_INDIRECT != 0 {
+            if d.flags & VIRTQ_DESC_F_NEXT != 0 {
+                out.error = Some(ChainError::IndirectWithNext(index));
+                return out;
+            }
+            if d.len == 0 || d.len % 16 != 0 {
+                out.error = Some(ChainError::BadIndirectLength { gpa: d.addr, len: d.len });
+                return out;
+            }
+            out.error = indirect(
+                mem,
+                d.addr,
+                (d.len / 16).min(u32::from(MAX_QUEUE_SIZE)) as u16,
+                &mut out.descriptors,
+            )
+            .err();
+            return out;
+        }
+        out.descriptors.push(d);
+        if d.flags & VIRTQ_DESC_F_NEXT == 0 {
+            return out;
+        }
+        index = d.next;
+    }
+}
+
+fn indirect(
+    mem: &dyn GuestPhysMemory,
+    table: Gpa,
+    count: u16,
+    out: &mut Vec<Descriptor>,
+) -> Result<(), ChainError> {
+    let mut index = 0u16;
+    for _ in 0..count {
+        let d = read_desc(mem, table, index, true)?;
+        if d.flags & VIRTQ_DESC_F_INDIRECT != 0 {
+            return Err(ChainError::NestedIndirect(index));
+        }
+        out.push(d);
+        if d.flags & VIRTQ_DESC_F_NEXT == 0 {
+            return Ok(());
+        }
+        if d.next >= count {
+            return Err(ChainError::IndexOutOfRange { index: d.next, size: count });
+        }
+        index = d.next;
+    }
+    Err(ChainError::Loop(count))
+}
+
+/// Decodes the queue `layout` describes.
+pub fn decode(mem: &dyn GuestPhysMemory, layout: &QueueLayout) -> Result<QueueSnapshot, QueueError> {
+    let n = layout.size;
+    if n == 0 || !n.is_power_of_two() || n > MAX_QUEUE_SIZE {
+        return Err(QueueError::BadSize(n));
+    }
+    let n64 = u64::from(n);
+    check_ring(mem, "descriptor table", layout.desc_table, 16, 16 * n64)?;
+    check_ring(mem, "available ring", layout.avail_ring, 2, 6 + 2 * n64)?;
+    check_ring(mem, "used ring", layout.used_ring, 4, 6 + 8 * n64)?;
+    let r16 = |gpa: u64| mem.read_u16(Gpa(gpa)).unwrap_or(0);
+    let r32 = |gpa: u64| mem.read_u32(Gpa(gpa)).unwrap_or(0);
+    let a = layout.avail_ring.0;
+    let u = layout.used_ring.0;
+    let avail = AvailRing {
+        flags: r16(a),
+        idx: r16(a + 2),
+        ring: (0..n64).map(|i| r16(a + 4 + 2 * i)).collect(),
+        used_event: layout.event_idx.then(|| r16(a + 4 + 2 * n64)),
+    };
+    let used = UsedRing {
+        flags: r16(u),
+        idx: r16(u + 2),
+        ring: (0..n64).map(|i| UsedElem { id: r32(u + 4 + 8 * i), len: r32(u + 8 + 8 * i) }).collect(),
+        avail_event: layout.event_idx.then(|| r16(u + 4 + 8 * n64)),
+    };
+    // In flight: entries the driver published that the device has not returned. A
+    // hostile driver can claim more than the queue holds; never look at more than n.
+    let pending = avail.idx.wrapping_sub(used.idx).min(n);
+    let in_flight = (0..pending)
+        .map(|k| {
+            let slot = used.idx.wrapping_add(k) % n;
+            chain(mem, layout, avail.ring[usize::from(slot)])
+        })
+        .collect();
+    let interrupts_suppressed = match avail.used_event {
+        // With EVENT_IDX the device interrupts when used.idx moves past used_event
+        // (vring_need_event): the next used entry (used.idx -> used.idx + 1) interrupts
+        // only if used_event == used.idx.
+        Some(ev) => ev != used.idx,
+        None => avail.flags & VIRTQ_AVAIL_F_NO_INTERRUPT != 0,
+    };
+    let notifications_suppressed = used.flags & VIRTQ_USED_F_NO_NOTIFY != 0;
+    Ok(QueueSnapshot { size: n, avail, used, in_flight, interrupts_suppressed, notifications_suppressed })
+}
