@@ -25,7 +25,7 @@ fn check_ring(
     align: u64,
     len: u64,
 ) -> Result<(), QueueError> {
-    if gpa.0 % align != 0 {
+    if !gpa.0.is_multiple_of(align) {
         return Err(QueueError::Misaligned { ring, gpa, align });
     }
     let mut probe = vec![0u8; len as usize];
@@ -83,7 +83,7 @@ fn chain(mem: &dyn GuestPhysMemory, layout: &QueueLayout, head: u16) -> Descript
                 out.error = Some(ChainError::IndirectWithNext(index));
                 return out;
             }
-            if d.len == 0 || d.len % 16 != 0 {
+            if d.len == 0 || !d.len.is_multiple_of(16) {
                 out.error = Some(ChainError::BadIndirectLength { gpa: d.addr, len: d.len });
                 return out;
             }
