@@ -68,6 +68,9 @@ impl Widget for &App {
     }
 }
 
+/// A register's name and how to read it.
+type RegField = (&'static str, fn(&Regs) -> u64);
+
 /// How many `rax 0123456789abcdef` columns fit in a pane this wide.
 fn register_columns(width: u16) -> u16 {
     (width.saturating_sub(2) / 21).clamp(1, 4)
@@ -137,7 +140,7 @@ impl App {
                 Span::styled(format!("{v:016x} "), if v != p { changed } else { Style::default() }),
             ]
         };
-        let pairs: [(&str, fn(&Regs) -> u64); 17] = [
+        let pairs: [RegField; 17] = [
             ("rip", |r| r.rip),
             ("rsp", |r| r.rsp),
             ("rax", |r| r.rax),
