@@ -93,7 +93,7 @@ mod tests {
         let pdpt = &pt.tables[1].1;
         assert_eq!(pdpt[3] & !0xfff, layout::PD_GPA + 3 * 0x1000);
         let last_pd = &pt.tables[5].1;
-        assert_eq!(last_pd[0], 3 * GIB | PTE_P | PTE_RW | PTE_US | PTE_PS);
+        assert_eq!(last_pd[0], (3 * GIB) | PTE_P | PTE_RW | PTE_US | PTE_PS);
         assert_eq!(last_pd[1], 0, "nothing beyond guest memory is mapped");
     }
 
