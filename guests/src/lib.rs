@@ -5,6 +5,7 @@
 #![warn(missing_docs)]
 
 pub mod cache;
+pub mod container;
 pub mod cpio;
 pub mod linux;
 pub mod unikernel;

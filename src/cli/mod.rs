@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod container;
 pub mod gdb;
 pub mod guests;
 pub mod host;

@@ -22,6 +22,8 @@ pub enum GuestKind {
     Unikernel,
     /// A minimal Linux: a kernel vmscope builds from source, busybox and the workload.
     Linux,
+    /// The workload in an OCI container (busybox root file system) run by runc.
+    Container,
 }
 
 /// Arguments of `vmscope run`.
@@ -81,6 +83,9 @@ pub struct RunArgs {
     /// Let gdb attach: PORT or HOST:PORT (loopback unless a host is given), or unix:PATH.
     #[arg(long, value_name = "ADDR")]
     pub(super) gdb: Option<gdb::ListenAddr>,
+    /// Container: the OCI runtime to use.
+    #[arg(long, default_value = "runc")]
+    pub(super) runtime: String,
     /// With --gdb: hold the vCPUs before the first instruction until gdb continues.
     #[arg(long, requires = "gdb")]
     pub(super) gdb_wait: bool,
@@ -107,8 +112,10 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "--break needs --ring 0 on this PVM host: PVM delivers a CPL3 int3 to the guest, not to vmscope"
         );
     }
-    if args.guest == Some(GuestKind::Linux) {
-        return super::linux::run(&args, process_start);
+    match args.guest {
+        Some(GuestKind::Linux) => return super::linux::run(&args, process_start),
+        Some(GuestKind::Container) => return super::container::run(&args),
+        _ => {}
     }
     let (name, elf): (String, Arc<[u8]>) = match (&args.elf, args.guest) {
         (Some(path), _) => {

@@ -2,6 +2,7 @@
 //! and writes `SUITE.json` and `SUITE.svg` into the output directory.
 
 mod boot;
+mod compute;
 mod exits;
 mod plot;
 mod run;
@@ -54,7 +55,7 @@ pub enum MeasureError {
 }
 
 /// The suites there are.
-pub const SUITES: &[&str] = &["boot", "exits"];
+pub const SUITES: &[&str] = &["boot", "exits", "compute"];
 
 /// min/median/max of one metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -220,6 +221,7 @@ pub fn run_suite(name: &str, opts: &Options) -> Result<Report, MeasureError> {
     match name {
         "boot" => boot::run(opts),
         "exits" => exits::run(opts),
+        "compute" => compute::run(opts),
         other => Err(MeasureError::UnknownSuite(other.into())),
     }
 }

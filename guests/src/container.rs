@@ -1,0 +1,192 @@
+//! The container guest: a real OCI bundle (config.json built with the `oci-spec` crate,
+//! a busybox root file system plus the static workload binary) run by a real OCI runtime
+//! (`runc` by default; any runtime on PATH with the same CLI).
+
+use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec};
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+use std::sync::atomic::{AtomicU32, Ordering};
+use std::time::{Duration, Instant};
+
+/// Errors from the container guest.
+#[derive(Debug, thiserror::Error)]
+pub enum ContainerError {
+    /// The runtime is not installed.
+    #[error("the OCI runtime {0:?} is not on PATH: install it (apt-get install runc) or pass --runtime")]
+    NoRuntime(String),
+    /// busybox is missing.
+    #[error("{0} is missing: install Debian's busybox-static")]
+    NoBusybox(PathBuf),
+    /// Writing the bundle failed.
+    #[error("cannot write the OCI bundle at {path}")]
+    Bundle {
+        /// Where.
+        path: PathBuf,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The OCI spec could not be built or saved.
+    #[error("cannot build config.json: {0}")]
+    Spec(String),
+    /// The runtime could not be started.
+    #[error("cannot run {runtime}")]
+    Spawn {
+        /// The runtime.
+        runtime: String,
+        /// Why.
+        #[source]
+        source: std::io::Error,
+    },
+    /// The runtime failed before the workload ran.
+    #[error("{runtime} failed: {stderr}")]
+    Runtime {
+        /// The runtime.
+        runtime: String,
+        /// What it said.
+        stderr: String,
+    },
+}
+
+/// An OCI bundle on disk (removed when dropped).
+#[derive(Debug)]
+pub struct Bundle {
+    /// The bundle directory (config.json and rootfs/).
+    pub dir: PathBuf,
+}
+
+impl Drop for Bundle {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
+
+/// What a container run produced.
+#[derive(Debug)]
+pub struct ContainerRun {
+    /// The workload's exit status.
+    pub code: Option<i32>,
+    /// Wall time from starting the runtime to its exit.
+    pub elapsed: Duration,
+    /// What the runtime printed on stderr.
+    pub stderr: String,
+}
+
+fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
+    move |source| ContainerError::Bundle { path: path.into(), source }
+}
+
+/// Builds a bundle that runs `/bin/workload ARGS…` with an optional memory limit (bytes).
+pub fn prepare_bundle(args: &[String], memory_limit: Option<i64>) -> Result<Bundle, ContainerError> {
+    static SEQ: AtomicU32 = AtomicU32::new(0);
+    let dir = crate::cache::root().join("containers").join(format!(
+        "bundle-{}-{}",
+        std::process::id(),
+        SEQ.fetch_add(1, Ordering::Relaxed)
+    ));
+    let bundle = Bundle { dir: dir.clone() };
+    let rootfs = dir.join("rootfs");
+    for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
+        std::fs::create_dir_all(rootfs.join(d)).map_err(io(&rootfs))?;
+    }
+    let busybox = Path::new(crate::linux::initramfs::BUSYBOX);
+    std::fs::copy(busybox, rootfs.join("bin/busybox"))
+        .map_err(|_| ContainerError::NoBusybox(busybox.into()))?;
+    for applet in ["sh", "ls", "cat", "echo", "ps", "id"] {
+        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).map_err(io(&rootfs))?;
+    }
+    let workload = rootfs.join("bin/workload");
+    std::fs::write(&workload, crate::workload::ELF).map_err(io(&workload))?;
+    let mut perm = std::fs::metadata(&workload).map_err(io(&workload))?.permissions();
+    std::os::unix::fs::PermissionsExt::set_mode(&mut perm, 0o755);
+    std::fs::set_permissions(&workload, perm).map_err(io(&workload))?;
+
+    let spec_err = |e: &dyn std::fmt::Display| ContainerError::Spec(e.to_string());
+    let mut spec = Spec::default();
+    let mut argv = vec!["/bin/workload".to_string()];
+    argv.extend(args.iter().cloned());
+    let process = ProcessBuilder::default()
+        .terminal(false)
+        .args(argv)
+        .env(vec!["PATH=/bin".to_string()])
+        .cwd("/")
+        .build()
+        .map_err(|e| spec_err(&e))?;
+    spec.set_process(Some(process));
+    spec.set_root(Some(
+        RootBuilder::default().path("rootfs").readonly(true).build().map_err(|e| spec_err(&e))?,
+    ));
+    spec.set_hostname(Some("vmscope-container".into()));
+    if let Some(limit) = memory_limit {
+        let memory = LinuxMemoryBuilder::default().limit(limit).build().map_err(|e| spec_err(&e))?;
+        let resources = LinuxResourcesBuilder::default().memory(memory).build().map_err(|e| spec_err(&e))?;
+        if let Some(linux) = spec.linux_mut() {
+            linux.set_resources(Some(resources));
+        }
+    }
+    spec.save(dir.join("config.json")).map_err(|e| spec_err(&e))?;
+    Ok(bundle)
+}
+
+/// Whether `runtime` can be found.
+pub fn runtime_path(runtime: &str) -> Option<PathBuf> {
+    if runtime.contains('/') {
+        return Path::new(runtime).exists().then(|| runtime.into());
+    }
+    std::env::var_os("PATH")
+        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(runtime)).find(|p| p.exists()))
+}
+
+/// Runs the bundle with `runtime`; the workload's output goes to this process's stdout.
+pub fn run(bundle: &Bundle, runtime: &str) -> Result<ContainerRun, ContainerError> {
+    let path = runtime_path(runtime).ok_or_else(|| ContainerError::NoRuntime(runtime.into()))?;
+    let id =
+        bundle.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "vmscope".into());
+    let start = Instant::now();
+    let out = Command::new(&path)
+        .args(["run", "--bundle"])
+        .arg(&bundle.dir)
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::inherit())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| ContainerError::Spawn { runtime: runtime.into(), source })?;
+    let elapsed = start.elapsed();
+    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    // runc reports its own failures on stderr with a non-zero status before the process
+    // starts; a workload's own non-zero status comes without such a message.
+    if !out.status.success() && stderr.contains("runc run failed") {
+        return Err(ContainerError::Runtime { runtime: runtime.into(), stderr: stderr.trim().into() });
+    }
+    Ok(ContainerRun { code: out.status.code(), elapsed, stderr })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bundle_has_a_config_and_a_rootfs() {
+        if !Path::new(crate::linux::initramfs::BUSYBOX).exists() {
+            return;
+        }
+        let b = prepare_bundle(&["compute".into(), "100".into()], Some(64 << 20)).unwrap();
+        let spec = Spec::load(b.dir.join("config.json")).unwrap();
+        assert_eq!(
+            spec.process().as_ref().unwrap().args().as_ref().unwrap(),
+            &["/bin/workload", "compute", "100"]
+        );
+        let limit =
+            spec.linux().as_ref().unwrap().resources().as_ref().unwrap().memory().as_ref().unwrap().limit();
+        assert_eq!(limit, Some(64 << 20));
+        assert!(b.dir.join("rootfs/bin/workload").exists());
+        let dir = b.dir.clone();
+        drop(b);
+        assert!(!dir.exists(), "the bundle is removed with its handle");
+        assert!(matches!(
+            run(&Bundle { dir: "/nonexistent".into() }, "no-such-runtime"),
+            Err(ContainerError::NoRuntime(_))
+        ));
+    }
+}
