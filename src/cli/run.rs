@@ -258,6 +258,7 @@ fn write_stats(
         "vmm_peak_rss_bytes": peak,
         "guest_resident_bytes": guest,
         "vmm_overhead_bytes": peak.zip(guest).map(|(p, g)| p.saturating_sub(g)),
+        "vmm_private_overhead_bytes": rss::private_dirty_bytes().zip(guest).map(|(p, g)| p.saturating_sub(g)),
         "exits": machine.exit_stats(),
     });
     std::fs::write(path, serde_json::to_vec_pretty(&v)?)

@@ -10,6 +10,15 @@ pub fn peak_rss_bytes() -> Option<u64> {
     status_field("VmHWM:")
 }
 
+/// Private dirty memory of this process in bytes (`/proc/self/smaps_rollup`): anonymous
+/// memory and written pages, but not clean file-backed pages such as the binary's own
+/// code, which the page cache shares between every vmscope process.
+pub fn private_dirty_bytes() -> Option<u64> {
+    let text = std::fs::read_to_string("/proc/self/smaps_rollup").ok()?;
+    let line = text.lines().find(|l| l.starts_with("Private_Dirty:"))?;
+    Some(line.split_whitespace().nth(1)?.parse::<u64>().ok()? * 1024)
+}
+
 /// Current resident set size in bytes (VmRSS), if readable.
 pub fn rss_bytes() -> Option<u64> {
     status_field("VmRSS:")
@@ -67,5 +76,6 @@ mod tests {
         let after = guest_resident_bytes(&mem).unwrap();
         assert!(after >= before + 64 * 4096, "{before} -> {after}");
         assert!(peak_rss_bytes().unwrap() >= rss_bytes().unwrap() / 2);
+        assert!(private_dirty_bytes().unwrap() >= after - before);
     }
 }
