@@ -127,3 +127,37 @@ fn an_unknown_break_symbol_is_a_clear_error() {
         stderr(&o)
     );
 }
+
+#[test]
+fn capstone_disassembles_the_same_instructions() {
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("script");
+    std::fs::write(&path, "dis 6\ncont\n").unwrap();
+    let run = |decoder: &str| {
+        let o = vmscope(&[
+            "run",
+            "unikernel",
+            "--ring",
+            "0",
+            "--json",
+            "--decoder",
+            decoder,
+            "--break",
+            "workload_compute",
+            "--script",
+            path.to_str().unwrap(),
+            "--workload",
+            "compute",
+            "100",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        let lines: Vec<Value> = stdout(&o).lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+        result(&lines, "dis 6")["instructions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|i| (i["address"].as_u64().unwrap(), i["mnemonic"].as_str().unwrap().to_string()))
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(run("iced"), run("capstone"));
+}

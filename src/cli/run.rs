@@ -80,6 +80,9 @@ pub struct RunArgs {
     /// Debug commands answer in JSON, one line each (the guest console goes to stderr).
     #[arg(long)]
     pub(super) json: bool,
+    /// The disassembler `dis` uses: iced (default) or capstone.
+    #[arg(long, default_value = "iced")]
+    pub(super) decoder: inspect::disasm::Decoder,
     /// Let gdb attach: PORT or HOST:PORT (loopback unless a host is given), or unix:PATH.
     #[arg(long, value_name = "ADDR")]
     pub(super) gdb: Option<gdb::ListenAddr>,
@@ -157,7 +160,14 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     } else if debugging {
         let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
-        match super::session::run(&machine, &symbols, &args.breaks, args.script.as_deref(), args.json)? {
+        match super::session::run(
+            &machine,
+            &symbols,
+            &args.breaks,
+            args.script.as_deref(),
+            args.json,
+            args.decoder,
+        )? {
             Some(outcome) => outcome,
             None => return Ok(super::session::quit_status()),
         }

@@ -21,8 +21,10 @@ pub fn run(
     breaks: &[String],
     script: Option<&Path>,
     json: bool,
+    decoder: inspect::disasm::Decoder,
 ) -> anyhow::Result<Option<Outcome>> {
-    let session = Session::new(machine, symbols, STOP_TIMEOUT);
+    let mut session = Session::new(machine, symbols, STOP_TIMEOUT);
+    session.decoder = decoder;
     let emit = |line: &str, out: &Output| {
         if json {
             println!("{}", serde_json::json!({ "input": line, "result": out.json }));

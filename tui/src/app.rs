@@ -135,6 +135,8 @@ pub enum Action {
     Next(usize),
     /// Toggle a software breakpoint.
     ToggleBreakpoint(usize, u64),
+    /// Continue to this address (a temporary breakpoint).
+    RunTo(usize, u64),
     /// Show the disassembly at this address or symbol (None: follow RIP).
     Goto(usize, Option<String>),
     /// Run an inspection command; its text output goes to the output pane.
@@ -211,6 +213,7 @@ pub const KEYS: &[(&str, &str)] = &[
     ("n", "step over a call"),
     ("c", "continue"),
     ("b", "toggle a breakpoint at the disassembly cursor"),
+    ("u", "continue to the disassembly cursor"),
     ("g", "go to an address or symbol in the disassembly"),
     ("p", "page-table walk for the disassembly cursor"),
     (":", "command line (regs, pt, x/N, xp/N, dis, sym, mappings, exits, …)"),
@@ -316,6 +319,7 @@ impl App {
                 self.cursor_addr().map(|a| vec![Action::ToggleBreakpoint(g, a)]).unwrap_or_default()
             }
             Key::Char('p') => vec![Action::PageTable(g, self.cursor_addr())],
+            Key::Char('u') => self.cursor_addr().map(|a| vec![Action::RunTo(g, a)]).unwrap_or_default(),
             Key::Char('g') => {
                 self.prompt = Some(Prompt::Goto(String::new()));
                 vec![]
@@ -379,6 +383,7 @@ mod tests {
         a.on_key(Key::Down);
         assert_eq!(a.on_key(Key::Char('b')), vec![Action::ToggleBreakpoint(0, 0x1002)]);
         assert_eq!(a.on_key(Key::Char('p')), vec![Action::PageTable(0, Some(0x1002))]);
+        assert_eq!(a.on_key(Key::Char('u')), vec![Action::RunTo(0, 0x1002)]);
         a.on_key(Key::Right);
         assert_eq!(a.selected, 1);
         assert_eq!(a.on_key(Key::Char('s')), vec![Action::Step(1)]);

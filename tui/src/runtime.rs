@@ -153,7 +153,9 @@ pub fn run(mut guests: Vec<LiveGuest>) -> Result<(), TuiError> {
 pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
     let g_index = match &action {
         Action::Pause(g) | Action::Resume(g) | Action::Step(g) | Action::Next(g) => *g,
-        Action::ToggleBreakpoint(g, _) | Action::Goto(g, _) | Action::Command(g, _) => *g,
+        Action::ToggleBreakpoint(g, _) | Action::RunTo(g, _) | Action::Goto(g, _) | Action::Command(g, _) => {
+            *g
+        }
         Action::PageTable(g, _) | Action::SerialInput(g, _) => *g,
         Action::Quit => return,
     };
@@ -175,6 +177,17 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
                 m.insert_sw_breakpoint(Gva(addr)).map(|()| format!("breakpoint at {addr:#x}"))
             };
             r.map_err(|e| e.to_string())
+        }
+        Action::RunTo(_, addr) => {
+            let temporary = !m.breakpoints().contains(addr);
+            let r =
+                if temporary { m.insert_sw_breakpoint(Gva(addr)).map_err(|e| e.to_string()) } else { Ok(()) };
+            r.and_then(|()| {
+                if temporary {
+                    g.temp_breakpoint = Some(addr);
+                }
+                m.resume_all().map(|()| format!("running to {addr:#x}")).map_err(|e| e.to_string())
+            })
         }
         Action::Goto(_, None) => {
             g.goto = None;

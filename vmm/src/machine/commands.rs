@@ -70,12 +70,21 @@ pub struct Session<'a> {
     /// fire (PVM: its instruction emulator does not check data breakpoints), as gdb does:
     /// `cont` single-steps and compares the watched bytes after every instruction.
     pub soft_watches: std::cell::RefCell<Vec<(u64, u64)>>,
+    /// Which decoder `dis` uses (iced-x86 by default, capstone as a second opinion).
+    pub decoder: inspect::disasm::Decoder,
 }
 
 impl<'a> Session<'a> {
     /// A session on vCPU 0.
     pub fn new(machine: &'a Machine, symbols: &'a SymbolTable, stop_timeout: Duration) -> Self {
-        Self { machine, vcpu: 0, symbols, stop_timeout, soft_watches: Default::default() }
+        Self {
+            machine,
+            vcpu: 0,
+            symbols,
+            stop_timeout,
+            soft_watches: Default::default(),
+            decoder: Default::default(),
+        }
     }
 }
 
@@ -215,12 +224,13 @@ impl Session<'_> {
                     None => snap.regs.rip,
                 };
                 let code = self.machine.read_virt(self.vcpu, Gva(at), (*count as usize) * 15)?;
+                let opts = Options { decoder: self.decoder, ..Options::default() };
                 let insns = disasm::disassemble(
                     &code,
                     at,
                     snap.sregs.cpu_mode(),
                     *count as usize,
-                    Options::default(),
+                    opts,
                     self.symbols,
                 );
                 let mut text = String::new();
