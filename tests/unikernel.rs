@@ -39,26 +39,30 @@ fn compute_gives_the_known_prime_count() {
     assert!(stdout(&o).contains("compute: N=1000 primes=168"), "{}", stdout(&o));
 }
 
+/// The count in the `--verbose` exit table's row for `key` (e.g. "io-out port 0x500").
+fn exit_count(verbose_stderr: &str, key: &str) -> u64 {
+    let row = verbose_stderr
+        .lines()
+        .find(|l| l.starts_with(key))
+        .unwrap_or_else(|| panic!("no {key} row: {verbose_stderr}"));
+    row[key.len()..].split_whitespace().next().unwrap().parse().unwrap()
+}
+
 #[test]
 fn hypercalls_make_one_exit_each() {
     let o =
         vmscope(&["run", "unikernel", "--workload", "hypercalls", "500", "--verbose", "--timeout", "120"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let err = stderr(&o);
     // The exit table row for the console-write port: 500 calls plus the summary line.
-    let row = err.lines().find(|l| l.starts_with("io-out port 0x500")).unwrap_or_else(|| panic!("{err}"));
-    let count: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
-    assert!((500..=502).contains(&count), "{row}");
+    let count = exit_count(&stderr(&o), "io-out port 0x500");
+    assert!((500..=502).contains(&count), "{count}");
 }
 
 #[test]
 fn uart_bytes_are_one_exit_each() {
     let o = vmscope(&["run", "unikernel", "--workload", "uart", "300", "--verbose", "--timeout", "120"]);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
-    let err = stderr(&o);
-    let row = err.lines().find(|l| l.starts_with("io-out port 0x3f8")).unwrap_or_else(|| panic!("{err}"));
-    let count: u64 = row.split_whitespace().nth(3).unwrap().parse().unwrap();
-    assert!(count >= 300, "{row}");
+    assert!(exit_count(&stderr(&o), "io-out port 0x3f8") >= 300);
 }
 
 #[test]
