@@ -137,6 +137,64 @@ pub fn runtime_path(runtime: &str) -> Option<PathBuf> {
         .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(runtime)).find(|p| p.exists()))
 }
 
+/// A container started in the background (for the TUI): its runtime process, with the
+/// workload's standard output piped.
+pub struct ContainerProcess {
+    /// The runtime process (`runc run`), which lives as long as the workload.
+    pub child: std::process::Child,
+    /// The container id (also its cgroup's name under runc's default cgroups path).
+    pub id: String,
+}
+
+/// Starts the bundle with `runtime` without waiting for it.
+pub fn spawn(bundle: &Bundle, runtime: &str) -> Result<ContainerProcess, ContainerError> {
+    let path = runtime_path(runtime).ok_or_else(|| ContainerError::NoRuntime(runtime.into()))?;
+    let id =
+        bundle.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "vmscope".into());
+    let child = Command::new(&path)
+        .args(["run", "--bundle"])
+        .arg(&bundle.dir)
+        .arg(&id)
+        .stdin(Stdio::null())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::piped())
+        .spawn()
+        .map_err(|source| ContainerError::Spawn { runtime: runtime.into(), source })?;
+    Ok(ContainerProcess { child, id })
+}
+
+/// What the host kernel accounts to a running container (cgroup v1, as on this host's
+/// hybrid layout; v2 where only the unified hierarchy exists).
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct CgroupStats {
+    /// Memory in use, bytes.
+    pub memory_bytes: Option<u64>,
+    /// CPU time used, nanoseconds.
+    pub cpu_ns: Option<u64>,
+    /// The processes in it: (pid, command).
+    pub processes: Vec<(u32, String)>,
+}
+
+/// Reads the cgroup statistics of container `id` (runc's default cgroups path `/<id>`).
+pub fn cgroup_stats(id: &str) -> CgroupStats {
+    let read = |p: String| std::fs::read_to_string(p).ok();
+    let num = |p: String| read(p).and_then(|t| t.trim().parse::<u64>().ok());
+    let memory_bytes = num(format!("/sys/fs/cgroup/memory/{id}/memory.usage_in_bytes"))
+        .or_else(|| num(format!("/sys/fs/cgroup/{id}/memory.current")));
+    let cpu_ns = num(format!("/sys/fs/cgroup/cpu,cpuacct/{id}/cpuacct.usage"))
+        .or_else(|| num(format!("/sys/fs/cgroup/cpuacct/{id}/cpuacct.usage")));
+    let procs = read(format!("/sys/fs/cgroup/pids/{id}/cgroup.procs"))
+        .or_else(|| read(format!("/sys/fs/cgroup/memory/{id}/cgroup.procs")))
+        .or_else(|| read(format!("/sys/fs/cgroup/{id}/cgroup.procs")))
+        .unwrap_or_default();
+    let processes = procs
+        .lines()
+        .filter_map(|l| l.trim().parse::<u32>().ok())
+        .map(|pid| (pid, read(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()))
+        .collect();
+    CgroupStats { memory_bytes, cpu_ns, processes }
+}
+
 /// Runs the bundle with `runtime`; the workload's output goes to this process's stdout.
 pub fn run(bundle: &Bundle, runtime: &str) -> Result<ContainerRun, ContainerError> {
     let path = runtime_path(runtime).ok_or_else(|| ContainerError::NoRuntime(runtime.into()))?;

@@ -15,12 +15,15 @@ enum TuiGuest {
     Unikernel,
     /// The minimal Linux (built first if it is not cached).
     Linux,
+    /// The workload in an OCI container run by runc.
+    Container,
 }
 
 /// Arguments of `vmscope tui`.
 #[derive(Args, Debug)]
 pub struct TuiArgs {
-    /// Guests to start (default: the unikernel, plus Linux when its kernel is already built).
+    /// Guests to start (default: the unikernel, a container when runc is installed, and
+    /// Linux when its kernel is already built).
     guests: Vec<TuiGuest>,
     /// The unikernel's workload.
     #[arg(long, num_args = 1.., default_value = "compute 20000000")]
@@ -32,14 +35,25 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
     let mut which = args.guests.clone();
     if which.is_empty() {
         which.push(TuiGuest::Unikernel);
+        if guests::container::runtime_path("runc").is_some() {
+            which.push(TuiGuest::Container);
+        }
         if guests::linux::list_cached().iter().any(|a| a.key == guests::linux::build_key()) {
             which.push(TuiGuest::Linux);
         }
     }
     let mut live = vec![];
+    let mut containers = vec![];
     for g in which {
         let console = Console::buffer();
         match g {
+            TuiGuest::Container => {
+                let args: Vec<String> = ["syscalls", "1000000000"].iter().map(|s| s.to_string()).collect();
+                containers.push(
+                    tui::LiveContainer::start("container", "runc", &args)
+                        .context("cannot start the container")?,
+                );
+            }
             TuiGuest::Unikernel => {
                 let cfg = ElfGuestConfig {
                     name: "unikernel".into(),
@@ -80,6 +94,6 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
             }
         }
     }
-    tui::run(live)?;
+    tui::run(live, containers)?;
     Ok(ExitCode::SUCCESS)
 }

@@ -46,6 +46,21 @@ pub struct GuestView {
     pub top_exits: Vec<(String, u64)>,
     /// KVM's instruction-emulation counter, where the host reports it.
     pub insn_emulation: Option<u64>,
+    /// For a container: what the host kernel accounts to it (no vCPUs, no page tables).
+    pub container: Option<ContainerInfo>,
+}
+
+/// What is shown for a container instead of vCPU state.
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
+pub struct ContainerInfo {
+    /// The OCI runtime.
+    pub runtime: String,
+    /// cgroup memory in use, bytes.
+    pub memory_bytes: Option<u64>,
+    /// cgroup CPU time, nanoseconds.
+    pub cpu_ns: Option<u64>,
+    /// Its processes: (pid, command).
+    pub processes: Vec<(u32, String)>,
 }
 
 impl GuestView {
@@ -64,6 +79,7 @@ impl GuestView {
             exit_rate: VecDeque::new(),
             top_exits: vec![],
             insn_emulation: None,
+            container: None,
         }
     }
 

@@ -61,6 +61,73 @@ impl LiveGuest {
     }
 }
 
+/// A container the TUI shows beside the VMs: runc's process, the workload's output, and
+/// its cgroup's accounting. It has no vCPUs, so debugger actions explain that instead.
+pub struct LiveContainer {
+    /// Name for the tab bar.
+    pub name: String,
+    runtime: String,
+    process: guests::container::ContainerProcess,
+    output: std::sync::Arc<std::sync::Mutex<Vec<u8>>>,
+    // Kept so the bundle is removed when the TUI ends.
+    _bundle: guests::container::Bundle,
+}
+
+impl LiveContainer {
+    /// Starts `/bin/workload ARGS…` in a container run by `runtime`.
+    pub fn start(
+        name: &str,
+        runtime: &str,
+        args: &[String],
+    ) -> Result<Self, guests::container::ContainerError> {
+        let bundle = guests::container::prepare_bundle(args, Some(256 << 20))?;
+        let mut process = guests::container::spawn(&bundle, runtime)?;
+        let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
+        if let Some(mut stdout) = process.child.stdout.take() {
+            let sink = output.clone();
+            std::thread::spawn(move || {
+                let mut buf = [0u8; 4096];
+                while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                    if n == 0 {
+                        break;
+                    }
+                    if let Ok(mut o) = sink.lock() {
+                        o.extend_from_slice(&buf[..n]);
+                    }
+                }
+            });
+        }
+        Ok(Self { name: name.into(), runtime: runtime.into(), process, output, _bundle: bundle })
+    }
+
+    fn refresh(&mut self, view: &mut GuestView) {
+        let bytes = self.output.lock().map(|mut o| std::mem::take(&mut *o)).unwrap_or_default();
+        view.push_console(&bytes);
+        if view.state == GuestState::Running {
+            if let Ok(Some(status)) = self.process.child.try_wait() {
+                view.state = match status.code() {
+                    Some(c) => GuestState::Exited(c as u32),
+                    None => GuestState::Faulted("killed by a signal".into()),
+                };
+            }
+        }
+        let stats = guests::container::cgroup_stats(&self.process.id);
+        view.container = Some(crate::app::ContainerInfo {
+            runtime: self.runtime.clone(),
+            memory_bytes: stats.memory_bytes,
+            cpu_ns: stats.cpu_ns,
+            processes: stats.processes,
+        });
+    }
+}
+
+impl Drop for LiveContainer {
+    fn drop(&mut self) {
+        let _ = self.process.child.kill();
+        let _ = self.process.child.wait();
+    }
+}
+
 /// Puts the terminal back however the TUI ends.
 struct TerminalGuard(Terminal<CrosstermBackend<Stdout>>);
 
@@ -111,11 +178,14 @@ const SAMPLE: Duration = Duration::from_millis(250);
 /// Instructions shown in the disassembly pane.
 const DISASM_LINES: usize = 16;
 
-/// Runs the TUI over `guests` until the person quits.
-pub fn run(mut guests: Vec<LiveGuest>) -> Result<(), TuiError> {
+/// Runs the TUI over VM `guests` and `containers` (shown after the VMs) until the person
+/// quits.
+pub fn run(mut guests: Vec<LiveGuest>, mut containers: Vec<LiveContainer>) -> Result<(), TuiError> {
+    let host = vmm::host_kind();
     let views = guests
         .iter()
         .map(|g| GuestView::new(&g.name, g.machine.host().as_str(), g.machine.vcpu_count()))
+        .chain(containers.iter().map(|c| GuestView::new(&c.name, host.as_str(), 0)))
         .collect();
     let mut app = App::new(views);
     let mut term = TerminalGuard::new()?;
@@ -127,6 +197,10 @@ pub fn run(mut guests: Vec<LiveGuest>) -> Result<(), TuiError> {
                 Event::Key(k) if k.kind == KeyEventKind::Press => {
                     if let Some(key) = key_of(k) {
                         for action in app.on_key(key) {
+                            if action_guest(&action).is_some_and(|g| g >= guests.len()) {
+                                app.status = "a container has no vCPUs to pause, step or break: its workload is a process on the host kernel".into();
+                                continue;
+                            }
                             apply(&mut app, &mut guests, action);
                         }
                     }
@@ -145,20 +219,31 @@ pub fn run(mut guests: Vec<LiveGuest>) -> Result<(), TuiError> {
         for (i, g) in guests.iter_mut().enumerate() {
             refresh(&mut app.guests[i], g, sample, &mut app.status);
         }
+        if sample {
+            let offset = guests.len();
+            for (i, c) in containers.iter_mut().enumerate() {
+                c.refresh(&mut app.guests[offset + i]);
+            }
+        }
     }
     Ok(())
 }
 
+/// The guest an action is for.
+fn action_guest(action: &Action) -> Option<usize> {
+    match action {
+        Action::Pause(g) | Action::Resume(g) | Action::Step(g) | Action::Next(g) => Some(*g),
+        Action::ToggleBreakpoint(g, _) | Action::RunTo(g, _) | Action::Goto(g, _) | Action::Command(g, _) => {
+            Some(*g)
+        }
+        Action::PageTable(g, _) | Action::SerialInput(g, _) => Some(*g),
+        Action::Quit => None,
+    }
+}
+
 /// Carries out one action.
 pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
-    let g_index = match &action {
-        Action::Pause(g) | Action::Resume(g) | Action::Step(g) | Action::Next(g) => *g,
-        Action::ToggleBreakpoint(g, _) | Action::RunTo(g, _) | Action::Goto(g, _) | Action::Command(g, _) => {
-            *g
-        }
-        Action::PageTable(g, _) | Action::SerialInput(g, _) => *g,
-        Action::Quit => return,
-    };
+    let Some(g_index) = action_guest(&action) else { return };
     let Some(g) = guests.get_mut(g_index) else { return };
     g.dirty = true;
     let m = &g.machine;

@@ -128,6 +128,22 @@ impl App {
 
     fn render_registers(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
         let focused = self.focus == Pane::Registers;
+        if let Some(c) = &g.container {
+            let mib = |b: Option<u64>| {
+                b.map_or("not available".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
+            };
+            let text = format!(
+                "A container has no vCPUs, registers or page tables: its workload is a process tree on the host kernel, isolated by namespaces and cgroups.\n\nruntime {}\ncgroup memory {}\ncgroup CPU {}",
+                c.runtime,
+                mib(c.memory_bytes),
+                c.cpu_ns.map_or("?".into(), |n| format!("{:.3} s", n as f64 / 1e9)),
+            );
+            Paragraph::new(text)
+                .wrap(Wrap { trim: false })
+                .block(block("container".into(), focused))
+                .render(area, buf);
+            return;
+        }
         let Some((r, s)) = &g.regs else {
             Paragraph::new("(no registers yet)").block(block("registers".into(), focused)).render(area, buf);
             return;
@@ -205,6 +221,17 @@ impl App {
 
     fn render_disasm(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
         let focused = self.focus == Pane::Disasm;
+        if let Some(c) = &g.container {
+            let mut lines = vec![Line::raw(format!("{:>7}  command", "pid"))];
+            lines.extend(c.processes.iter().map(|(pid, comm)| Line::raw(format!("{pid:>7}  {comm}"))));
+            if c.processes.is_empty() {
+                lines.push(Line::raw("(no processes)"));
+            }
+            Paragraph::new(lines)
+                .block(block("processes (its PID namespace)".into(), focused))
+                .render(area, buf);
+            return;
+        }
         let rip = g.regs.as_ref().map(|(r, _)| r.rip);
         let lines: Vec<Line> = g
             .disasm
@@ -232,6 +259,12 @@ impl App {
 
     fn render_exits(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
         let focused = self.focus == Pane::Exits;
+        if g.container.is_some() {
+            Paragraph::new("no VM exits: a container's system calls go straight to the host kernel")
+                .block(block("exits".into(), focused))
+                .render(area, buf);
+            return;
+        }
         let title = match g.insn_emulation {
             Some(n) => format!("exits/refresh (insn_emulation {n})"),
             None => "exits/refresh".to_string(),

@@ -79,3 +79,20 @@ fn tiny_and_odd_sizes_do_not_panic() {
     }
     render(&App::new(vec![]), 80, 24);
 }
+
+#[test]
+fn a_container_says_why_it_has_no_vcpus() {
+    let mut c = GuestView::new("container", "pvm", 0);
+    c.push_console(b"syscalls: 1000 getppid calls in 0.052 ms\n");
+    c.container = Some(tui::app::ContainerInfo {
+        runtime: "runc".into(),
+        memory_bytes: Some(3 << 20),
+        cpu_ns: Some(1_250_000_000),
+        processes: vec![(4242, "workload".into())],
+    });
+    let mut app = App::new(vec![view("unikernel", GuestState::Running), c]);
+    app.on_key(Key::Right);
+    insta::assert_snapshot!(render(&app, 100, 30));
+    // Debugger keys on a container produce actions the runtime answers with an explanation.
+    assert_eq!(app.on_key(Key::Char('s')), vec![tui::app::Action::Step(1)]);
+}
