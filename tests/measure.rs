@@ -7,10 +7,21 @@ use common::{stdout, vmscope};
 fn quick_suites_write_sane_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();
-    let o = vmscope(&["measure", "boot", "exits", "compute", "--quick", "--runs", "3", "--out", out]);
+    let o = vmscope(&[
+        "measure",
+        "boot",
+        "exits",
+        "compute",
+        "io-batching",
+        "--quick",
+        "--runs",
+        "3",
+        "--out",
+        out,
+    ]);
     assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
     assert!(stdout(&o).contains("metric"), "{}", stdout(&o));
-    for suite in ["boot", "exits", "compute"] {
+    for suite in ["boot", "exits", "compute", "io-batching"] {
         let v: serde_json::Value =
             serde_json::from_slice(&std::fs::read(dir.path().join(format!("{suite}.json"))).unwrap())
                 .unwrap();

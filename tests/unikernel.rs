@@ -152,3 +152,14 @@ fn host_reports_its_kind() {
     let kind = v["host_kind"].as_str().unwrap();
     assert_eq!(kind == "pvm", host_is_pvm(), "{v}");
 }
+
+#[test]
+fn io_batches_make_one_exit_per_batch() {
+    let o = vmscope(&["run", "unikernel", "--workload", "io 100 --batch 16", "--verbose", "--timeout", "60"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("io: 100 bytes in 7 writes of up to 16"), "{}", stdout(&o));
+    // Seven batches plus the summary line.
+    assert_eq!(exit_count(&stderr(&o), "io-out port 0x500"), 8);
+    let o = vmscope(&["run", "unikernel", "--workload", "io 100 --batch 0"]);
+    assert_eq!(o.status.code(), Some(2));
+}

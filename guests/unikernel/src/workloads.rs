@@ -24,13 +24,33 @@ pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
         b"compute" => with_number(arg, |n| workload_compute(boot, n)),
         b"hypercalls" => with_number(arg, workload_hypercalls),
         b"uart" => with_number(arg, workload_uart),
+        b"io" => {
+            // io BYTES [--batch B]: the same contract as the Linux workload binary.
+            let rest: [Option<&[u8]>; 2] = [words.next(), words.next()];
+            let batch = match rest {
+                [Some(b"--batch"), Some(b)] => parse_u64(b),
+                [None, None] => Some(4096),
+                _ => None,
+            };
+            match (arg.and_then(parse_u64), batch) {
+                (Some(bytes), Some(batch)) if batch > 0 => workload_io(boot, bytes, batch),
+                _ => {
+                    console::write(b"unikernel: io needs BYTES and an optional --batch B (B > 0)\n");
+                    2
+                }
+            }
+        }
         b"exit" => with_number(arg, |n| n as u32),
         b"triple-fault" => workload_triple_fault(),
         b"spin" => workload_spin(),
         b"sse" => workload_sse(boot),
         b"bad-hypercall" => workload_bad_hypercall(boot),
         _ => {
-            Line::new().str(b"unikernel: unknown workload '").str(name).str(b"' (try hello, compute N, hypercalls N, uart N, exit N)\n").send();
+            Line::new()
+                .str(b"unikernel: unknown workload '")
+                .str(name)
+                .str(b"' (try hello, compute N, hypercalls N, uart N, exit N)\n")
+                .send();
             2
         }
     }
@@ -110,7 +130,15 @@ pub fn workload_compute(boot: &BootInfo, n: u64) -> u32 {
         }
         i += 1;
     }
-    Line::new().str(b"compute: N=").dec(n).str(b" primes=").dec(count).str(b" checksum=").hex(sum).str(b"\n").send();
+    Line::new()
+        .str(b"compute: N=")
+        .dec(n)
+        .str(b" primes=")
+        .dec(count)
+        .str(b" checksum=")
+        .hex(sum)
+        .str(b"\n")
+        .send();
     0
 }
 
@@ -135,6 +163,35 @@ pub fn workload_uart(n: u64) -> u32 {
         hypercall::outb(COM1, if i % 64 == 63 { b'\n' } else { b'u' });
     }
     Line::new().str(b"\nuart: ").dec(n).str(b" bytes through COM1\n").send();
+    0
+}
+
+/// `io BYTES --batch B`: BYTES bytes written to the console in hypercalls of B bytes each:
+/// BYTES / B exits (rounded up), then one summary line.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_io(boot: &BootInfo, bytes: u64, batch: u64) -> u32 {
+    let batch = batch.min(boot.free_end - boot.free_start).min(1 << 20);
+    let buf = boot.free_start as *mut u8;
+    // SAFETY: [free_start, free_start + batch) is free guest memory per the boot info.
+    let chunk = unsafe { core::slice::from_raw_parts_mut(buf, batch as usize) };
+    chunk.iter_mut().for_each(|b| *b = b'.');
+    let (mut left, mut writes) = (bytes, 0u64);
+    while left > 0 {
+        let n = left.min(batch);
+        crate::hypercall::console_write_raw(buf as u64, n);
+        left -= n;
+        writes += 1;
+    }
+    Line::new()
+        .str(b"\nio: ")
+        .dec(bytes)
+        .str(b" bytes in ")
+        .dec(writes)
+        .str(b" writes of up to ")
+        .dec(batch)
+        .str(b"\n")
+        .send();
     0
 }
 

@@ -4,6 +4,7 @@
 mod boot;
 mod compute;
 mod exits;
+mod io_batching;
 mod plot;
 mod run;
 
@@ -55,7 +56,7 @@ pub enum MeasureError {
 }
 
 /// The suites there are.
-pub const SUITES: &[&str] = &["boot", "exits", "compute"];
+pub const SUITES: &[&str] = &["boot", "exits", "compute", "io-batching"];
 
 /// min/median/max of one metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -222,6 +223,7 @@ pub fn run_suite(name: &str, opts: &Options) -> Result<Report, MeasureError> {
         "boot" => boot::run(opts),
         "exits" => exits::run(opts),
         "compute" => compute::run(opts),
+        "io-batching" => io_batching::run(opts),
         other => Err(MeasureError::UnknownSuite(other.into())),
     }
 }

@@ -1,0 +1,82 @@
+//! `io-batching`: the same bytes moved with one exit (unikernel) or one system call
+//! (container) per batch, for batch sizes 1…256, and the UART's one exit per byte as the
+//! floor — what batching buys at each layer.
+
+use super::{progress, run_guest, Environment, MeasureError, Options, Report, Summary};
+use std::process::Command;
+use std::time::Instant;
+
+const BATCHES: [u64; 5] = [1, 4, 16, 64, 256];
+
+pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
+    let runs = opts.runs.unwrap_or(if opts.quick { 3 } else { 5 });
+    let bytes: u64 = if opts.quick { 4096 } else { 65536 };
+    let env = Environment::here();
+    let container = guests::container::runtime_path("runc").is_some();
+    let bar = progress(opts, (runs * (BATCHES.len() * 2 + 1)) as u64, "io-batching");
+    let ring = env.host_kind.native_ring().to_string();
+    let mut metrics = vec![];
+    let bytes_s = bytes.to_string();
+    // The floor: the UART, one exit per byte.
+    let mut uart = vec![];
+    for _ in 0..runs {
+        let a = ["unikernel", "--ring", &ring, "--workload", "uart", &bytes_s, "--timeout", "600"];
+        let r = run_guest(&opts.bin, &a)?.ok(&a)?;
+        let exits = r.exits_named("io-out port 0x3f8").max(1);
+        uart.push(r.exit_s * 1e6 / exits as f64);
+        bar.inc(1);
+    }
+    metrics.extend(Summary::of(
+        &format!("unikernel UART, 1 byte per exit ({bytes} B), per exit"),
+        "us",
+        &uart,
+    ));
+    for batch in BATCHES {
+        let workload = format!("io {bytes} --batch {batch}");
+        let (mut uk, mut ct) = (vec![], vec![]);
+        let mut exits = 0;
+        for _ in 0..runs {
+            let a = ["unikernel", "--ring", &ring, "--workload", &workload, "--timeout", "600"];
+            let r = run_guest(&opts.bin, &a)?.ok(&a)?;
+            exits = r.exits_named("io-out port 0x500");
+            uk.push(r.exit_s * 1e3);
+            bar.inc(1);
+            if container {
+                let start = Instant::now();
+                let out = Command::new(&opts.bin)
+                    .args(["run", "container", "--workload", &workload])
+                    .output()
+                    .map_err(|source| MeasureError::Spawn { bin: opts.bin.clone(), source })?;
+                if !out.status.success() {
+                    return Err(MeasureError::GuestFailed {
+                        args: workload.clone(),
+                        detail: String::from_utf8_lossy(&out.stderr).into(),
+                    });
+                }
+                ct.push(start.elapsed().as_secs_f64() * 1e3);
+            }
+            bar.inc(1);
+        }
+        metrics.extend(Summary::of(
+            &format!("unikernel, batch {batch} ({exits} exits), whole run"),
+            "ms",
+            &uk,
+        ));
+        metrics.extend(Summary::of(
+            &format!("container, batch {batch} ({} write syscalls), whole run", bytes.div_ceil(batch)),
+            "ms",
+            &ct,
+        ));
+    }
+    bar.finish_and_clear();
+    Ok(Report {
+        suite: "io-batching".into(),
+        environment: env,
+        quick: opts.quick,
+        metrics,
+        notes: vec![
+            format!("{bytes} bytes per run; the unikernel runs at CPL{ring} (native on this host); whole-run times include start-up"),
+            "unikernel: each batch is one console-write hypercall (a VM exit to the VMM); container: each batch is one write(2) to /dev/null".into(),
+        ],
+    })
+}
