@@ -146,18 +146,21 @@ pub struct ContainerProcess {
     pub id: String,
 }
 
-/// Starts the bundle with `runtime` without waiting for it.
-pub fn spawn(bundle: &Bundle, runtime: &str) -> Result<ContainerProcess, ContainerError> {
+/// `RUNTIME run --bundle DIR ID` for `bundle`, and the container id.
+fn run_command(bundle: &Bundle, runtime: &str) -> Result<(Command, String), ContainerError> {
     let path = runtime_path(runtime).ok_or_else(|| ContainerError::NoRuntime(runtime.into()))?;
     let id =
         bundle.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "vmscope".into());
-    let child = Command::new(&path)
-        .args(["run", "--bundle"])
-        .arg(&bundle.dir)
-        .arg(&id)
-        .stdin(Stdio::null())
+    let mut cmd = Command::new(&path);
+    cmd.args(["run", "--bundle"]).arg(&bundle.dir).arg(&id).stdin(Stdio::null()).stderr(Stdio::piped());
+    Ok((cmd, id))
+}
+
+/// Starts the bundle with `runtime` without waiting for it.
+pub fn spawn(bundle: &Bundle, runtime: &str) -> Result<ContainerProcess, ContainerError> {
+    let (mut cmd, id) = run_command(bundle, runtime)?;
+    let child = cmd
         .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
         .spawn()
         .map_err(|source| ContainerError::Spawn { runtime: runtime.into(), source })?;
     Ok(ContainerProcess { child, id })
@@ -197,17 +200,10 @@ pub fn cgroup_stats(id: &str) -> CgroupStats {
 
 /// Runs the bundle with `runtime`; the workload's output goes to this process's stdout.
 pub fn run(bundle: &Bundle, runtime: &str) -> Result<ContainerRun, ContainerError> {
-    let path = runtime_path(runtime).ok_or_else(|| ContainerError::NoRuntime(runtime.into()))?;
-    let id =
-        bundle.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "vmscope".into());
+    let (mut cmd, _) = run_command(bundle, runtime)?;
     let start = Instant::now();
-    let out = Command::new(&path)
-        .args(["run", "--bundle"])
-        .arg(&bundle.dir)
-        .arg(&id)
-        .stdin(Stdio::null())
+    let out = cmd
         .stdout(Stdio::inherit())
-        .stderr(Stdio::piped())
         .output()
         .map_err(|source| ContainerError::Spawn { runtime: runtime.into(), source })?;
     let elapsed = start.elapsed();
