@@ -1,33 +1,47 @@
 //! vmscope's gdb remote stub, on the gdbstub crate: `vmscope run … --gdb ADDR` lets gdb
 //! attach to a guest as it would to QEMU's `-s`, with vCPUs as threads, breakpoints,
 //! watchpoints, the system registers, and `monitor` commands that reach vmscope's inspect
-//! engine. The stub talks to the VMM only through `vmm::machine::Machine` requests.
+//! engine. The stub talks to the VMM only through `vmm::machine::Machine` requests; see
+//! gdb/DESIGN.md for how a packet becomes a vCPU request and how a stop comes back.
 //!
 //! ```no_run
-//! # fn demo(machine: &vmm::machine::Machine) {
+//! # fn demo(machine: &vmm::machine::Machine) -> Result<(), gdb::GdbError> {
 //! let symbols = inspect::symbols::SymbolTable::default();
-//! let listener = gdb::Listener::bind(&"127.0.0.1:1234".parse().unwrap()).unwrap();
-//! let end = gdb::serve(machine, &listener, &symbols, false);
+//! let addr: gdb::ListenAddr = "127.0.0.1:1234".parse().unwrap();
+//! let listener = gdb::Listener::bind(&addr).unwrap();
+//! // Serves gdb sessions until the guest ends or gdb kills it; `false`: the guest was not
+//! // started paused.
+//! match gdb::serve(machine, &listener, &symbols, false)? {
+//!     gdb::ServeEnd::Guest(outcome) => println!("the guest ended: {outcome:?}"),
+//!     gdb::ServeEnd::Killed => println!("gdb killed the guest"),
+//! }
+//! # Ok(())
 //! # }
 //! ```
 #![forbid(unsafe_code)]
 #![warn(missing_docs)]
 
 mod arch;
+mod cache;
 mod event_loop;
 mod listen;
 mod monitor;
+mod step;
 mod target;
+mod watch;
 
 pub use arch::{VmRegs, VmscopeX86_64, TARGET_XML};
 pub use listen::{Conn, ListenAddr, Listener};
-pub use target::VmTarget;
+pub use target::{GuestEnd, VmTarget};
 
 use event_loop::VmEventLoop;
 use gdbstub::stub::{DisconnectReason, GdbStub};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vmm::machine::{Machine, Outcome};
 use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
+
+/// How long a new client has to send its first byte before it is turned away.
+const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// Errors of the stub itself (not of a gdb session, which just ends).
 #[derive(Debug, thiserror::Error)]
@@ -56,8 +70,8 @@ pub enum ServeEnd {
 /// sessions (and before the first) the guest runs, unless it is `held` (started paused for
 /// `--gdb-wait`): then it stays held until a gdb session lets it run. When a gdb connects,
 /// the guest is paused for it. A session that ends by `detach`, or by the connection
-/// dropping after it ran the guest, removes its breakpoints and lets the guest run on; a
-/// garbage client just ends its session.
+/// dropping after it ran the guest, removes its breakpoints and lets the guest run on. A
+/// client that does not speak the protocol is turned away without touching the guest.
 pub fn serve(
     machine: &Machine,
     listener: &Listener,
@@ -68,49 +82,123 @@ pub fn serve(
         let conn = listener
             .try_accept()
             .map_err(|source| GdbError::Accept { addr: listener.local_addr(), source })?;
-        let Some(conn) = conn else {
+        let Some(mut conn) = conn else {
             // No gdb yet: watch the guest.
-            if let Some(event) = machine.next_event(Duration::from_millis(20)) {
-                if let VcpuEventKind::Stopped { reason, snapshot } = event.kind {
-                    match reason {
-                        StopReason::GuestExit { code } => {
-                            return Ok(ServeEnd::Guest(Outcome::Exited { code }))
-                        }
-                        r if r.is_fatal() => {
-                            return Ok(ServeEnd::Guest(Outcome::Fault { reason: r, snapshot }))
-                        }
-                        _ => {}
-                    }
-                }
+            if let Some(outcome) = watch_guest(machine, Duration::from_millis(20)) {
+                return Ok(ServeEnd::Guest(outcome));
             }
             continue;
         };
+        match greet(machine, &mut conn) {
+            Greeting::Gdb => {}
+            Greeting::GuestEnded(outcome) => return Ok(ServeEnd::Guest(outcome)),
+            Greeting::Refused(why) => {
+                eprintln!("vmscope: turned away a client on {}: {why}", listener.local_addr());
+                continue;
+            }
+        }
         // gdb expects a stopped target when it attaches.
         machine.pause_all();
         let mut target = VmTarget::new(machine, symbols);
         let stub = GdbStub::<VmTarget<'_>, Conn>::new(conn);
         let end = stub.run_blocking::<VmEventLoop<'_, Conn>>(&mut target);
+        if matches!(end, Ok(DisconnectReason::Kill)) {
+            return Ok(ServeEnd::Killed);
+        }
         match end {
-            Ok(DisconnectReason::TargetExited(code)) => {
-                return Ok(ServeEnd::Guest(Outcome::Exited { code: u32::from(code) }));
-            }
-            Ok(DisconnectReason::Kill) => return Ok(ServeEnd::Killed),
-            Ok(DisconnectReason::TargetTerminated(sig)) => {
-                tracing::info!("gdb session ended: guest terminated with {sig}");
-            }
             Ok(DisconnectReason::Disconnect) => {
                 held = false;
-                eprintln!("vmscope: gdb detached; the guest runs on");
+                if target.end.is_none() {
+                    eprintln!("vmscope: gdb detached; the guest runs on");
+                }
             }
             Err(e) => {
                 held &= !target.ever_resumed;
-                let next = if held { "the guest stays held for the next gdb" } else { "the guest runs on" };
-                eprintln!("vmscope: gdb session ended: {e}; {next}");
+                tracing::info!("gdb session ended: {e}");
+                let next = match &target.end {
+                    Some(_) => "",
+                    None if held => "; the guest stays held for the next gdb",
+                    None => "; the guest runs on",
+                };
+                eprintln!("vmscope: gdb session ended: {e}{next}");
             }
+            Ok(_) => {}
+        }
+        match target.end {
+            Some(GuestEnd::Exited(code)) => return Ok(ServeEnd::Guest(Outcome::Exited { code })),
+            Some(GuestEnd::Fault { reason, snapshot }) => {
+                return Ok(ServeEnd::Guest(Outcome::Fault { reason, snapshot }))
+            }
+            None => {}
+        }
+        if let Some(outcome) = quiesce(machine) {
+            return Ok(ServeEnd::Guest(outcome));
         }
         machine.clear_breakpoints();
         if !held {
             let _ = machine.resume_all();
+        }
+    }
+}
+
+/// Waits up to `timeout` for a vCPU event; returns the guest's outcome if it ended.
+fn watch_guest(machine: &Machine, timeout: Duration) -> Option<Outcome> {
+    let event = machine.next_event(timeout)?;
+    let VcpuEventKind::Stopped { reason, snapshot } = event.kind else { return None };
+    match reason {
+        StopReason::GuestExit { code } => Some(Outcome::Exited { code }),
+        reason if reason.is_fatal() => Some(Outcome::Fault { reason, snapshot }),
+        _ => None,
+    }
+}
+
+/// Stops every vCPU and waits until each has taken the pause (requests are handled in
+/// order, so a vCPU that answers a snapshot has handled the pause before it), leaving no
+/// step of a finished session half done; returns the guest's outcome if it ended meanwhile.
+fn quiesce(machine: &Machine) -> Option<Outcome> {
+    machine.pause_all();
+    for index in 0..machine.vcpu_count() {
+        let _ = machine.snapshot(index);
+    }
+    let mut outcome = None;
+    while let Some(event) = machine.next_event(Duration::ZERO) {
+        if let VcpuEventKind::Stopped { reason, snapshot } = event.kind {
+            match reason {
+                StopReason::GuestExit { code } => outcome = Some(Outcome::Exited { code }),
+                reason if reason.is_fatal() => outcome = Some(Outcome::Fault { reason, snapshot }),
+                _ => {}
+            }
+        }
+    }
+    outcome
+}
+
+/// What a new client turned out to be.
+enum Greeting {
+    /// Its first byte starts a packet, an acknowledgement or an interrupt.
+    Gdb,
+    /// It did not speak the remote protocol.
+    Refused(String),
+    /// The guest ended while the client made up its mind.
+    GuestEnded(Outcome),
+}
+
+/// Looks at a new client's first byte (gdb sends `+` at once) while the guest goes on.
+fn greet(machine: &Machine, conn: &mut Conn) -> Greeting {
+    let deadline = Instant::now() + GREETING_TIMEOUT;
+    loop {
+        match conn.peek() {
+            Ok(Some(b'+' | b'-' | b'$' | 0x03)) => return Greeting::Gdb,
+            Ok(Some(byte)) => return Greeting::Refused(format!("its first byte {byte:#04x} is not gdb's")),
+            Ok(None) if Instant::now() >= deadline => {
+                return Greeting::Refused(format!("it sent nothing for {} s", GREETING_TIMEOUT.as_secs()))
+            }
+            Ok(None) => {
+                if let Some(outcome) = watch_guest(machine, Duration::from_millis(5)) {
+                    return Greeting::GuestEnded(outcome);
+                }
+            }
+            Err(e) => return Greeting::Refused(format!("it went away ({e})")),
         }
     }
 }

@@ -174,6 +174,15 @@ impl Listener {
         }
     }
 
+    /// What to give gdb's `target remote`: `HOST:PORT`, or the socket's path (gdb opens a
+    /// unix socket given as a plain path; it has no `unix:` syntax).
+    pub fn gdb_target(&self) -> String {
+        match self {
+            Listener::Tcp(_) => self.local_addr(),
+            Listener::Unix(_, p) => p.display().to_string(),
+        }
+    }
+
     /// A connection, if one is waiting.
     pub fn try_accept(&self) -> std::io::Result<Option<Conn>> {
         let r = match self {

@@ -4,6 +4,7 @@
 
 use crate::target::VmTarget;
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
+use inspect::command::Command;
 use std::fmt::Write;
 use std::time::Duration;
 use vmm::machine::commands::Session;
@@ -52,13 +53,23 @@ impl VmTarget<'_> {
         // gdb spells the program counter $pc; the command language knows $rip too.
         let line = line.replace("$pc", "$rip");
         match inspect::command::parse(&line) {
+            // Running and breakpoints are gdb's business: a stop or a breakpoint it did not
+            // ask for would confuse it.
             Ok(
-                cmd @ (inspect::command::Command::Step(_)
-                | inspect::command::Command::Next
-                | inspect::command::Command::Cont
-                | inspect::command::Command::Quit),
+                Command::Step(_)
+                | Command::Next
+                | Command::Cont
+                | Command::Quit
+                | Command::Break(_)
+                | Command::Hbreak(_)
+                | Command::Watch { .. }
+                | Command::Delete(_),
             ) => {
-                let _ = writeln!(out, "use gdb's own commands for {cmd:?}");
+                let word = line.split_whitespace().next().unwrap_or_default();
+                let _ = writeln!(
+                    out,
+                    "use gdb's own commands for `{word}` (stepi, continue, break, watch, delete)"
+                );
             }
             Ok(cmd) => {
                 let session = Session::new(self.machine, self.symbols, Duration::from_secs(10));

@@ -22,7 +22,7 @@ pub fn serve(
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "GUEST.elf".into()),
     };
-    eprintln!("vmscope: gdb can attach: gdb {image} -ex 'target remote {}'", listener.local_addr());
+    eprintln!("vmscope: gdb can attach: gdb {image} -ex 'target remote {}'", listener.gdb_target());
     Ok(match gdb::serve(machine, &listener, symbols, held)? {
         gdb::ServeEnd::Guest(outcome) => Some(outcome),
         gdb::ServeEnd::Killed => {
