@@ -1,10 +1,14 @@
-//! Devices: the legacy PC ports (16550 serial, the exit port) and vmscope's hypercall
-//! ports. Each device model is a plain state machine; [`PortIoBus`] routes a vCPU's port
-//! I/O exit to it.
+//! Devices: the legacy PC ports (16550 serial, the exit port), vmscope's hypercall ports,
+//! and virtio devices on MMIO. Each device model is a plain state machine; [`PortIoBus`]
+//! routes a vCPU's port I/O exit to it and [`MmioBus`] its MMIO exits.
 
 pub mod console;
 pub mod hypercall;
 pub mod legacy;
+pub mod mmio_bus;
+pub mod virtio;
+
+pub use mmio_bus::{MmioBus, MmioDeviceInfo, MMIO_BASE};
 
 use console::Console;
 use hypercall::{HypercallOutcome, Hypercalls};
@@ -23,17 +27,28 @@ pub enum PioOutcome {
     Exit(u32),
 }
 
-/// Routes port I/O to devices. Shared by all vCPUs of a VM.
+/// Routes port I/O to devices, and carries the VM's [`MmioBus`]. Shared by all vCPUs.
 #[derive(Clone)]
 pub struct PortIoBus {
     serial: Arc<Mutex<SerialPort>>,
     hypercalls: Hypercalls,
+    mmio: MmioBus,
 }
 
 impl PortIoBus {
     /// A bus with COM1 at 0x3f8 and the hypercall ports.
     pub fn new(serial: Arc<Mutex<SerialPort>>, hypercalls: Hypercalls) -> Self {
-        Self { serial, hypercalls }
+        Self { serial, hypercalls, mmio: MmioBus::default() }
+    }
+
+    /// The same ports, with `mmio` for MMIO exits.
+    pub fn with_mmio(self, mmio: MmioBus) -> Self {
+        Self { mmio, ..self }
+    }
+
+    /// The MMIO devices.
+    pub fn mmio(&self) -> &MmioBus {
+        &self.mmio
     }
 
     /// The console both the serial port and the console hypercall write to.

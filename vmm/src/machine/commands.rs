@@ -49,8 +49,19 @@ pub enum CommandError {
         limit: Duration,
     },
     /// No virtio device with that index.
-    #[error("this guest has no virtio device {0}")]
+    #[error("this guest has no virtio device {0} (`devices` lists them)")]
     NoDevice(u64),
+    /// The device has no such queue, or the driver has not set it up.
+    #[error("virtio device {device} has no queue {queue} set up by its driver")]
+    NoQueue {
+        /// The device.
+        device: u64,
+        /// The queue.
+        queue: u64,
+    },
+    /// The queue's rings cannot be read.
+    #[error(transparent)]
+    Queue(#[from] inspect::virtqueue::QueueError),
     /// The machine.
     #[error(transparent)]
     Machine(#[from] MachineError),
@@ -335,7 +346,56 @@ impl Session<'_> {
                     json!({ "host": h, "description": h.describe() }),
                 ))
             }
-            Command::Vq { device, .. } => Err(CommandError::NoDevice(*device)),
+            Command::Devices => {
+                let devices = self.machine.bus().mmio().devices();
+                let mut text = String::new();
+                if devices.is_empty() {
+                    text.push_str("no virtio devices (vmscope run linux --disk FILE attaches one)\n");
+                }
+                for d in &devices {
+                    let _ = writeln!(
+                        text,
+                        "{}: virtio-{} (id {}) at {:#x} irq {}  status {:#x}  features {:#x}  interrupts {}  refused accesses {}",
+                        d.index, d.name, d.device_id, d.base, d.irq, d.status, d.features, d.interrupts, d.bad_accesses
+                    );
+                    for (q, layout) in d.queues.iter().enumerate() {
+                        let notes = d.notifications.get(q).copied().unwrap_or(0);
+                        match layout {
+                            Some(l) => {
+                                let _ = writeln!(
+                                    text,
+                                    "   queue {q}: size {} desc {} avail {} used {}  notifications {notes}",
+                                    l.size, l.desc_table, l.avail_ring, l.used_ring
+                                );
+                            }
+                            None => {
+                                let _ = writeln!(text, "   queue {q}: not set up");
+                            }
+                        }
+                    }
+                    let counters: Vec<String> = d.counters.iter().map(|(n, v)| format!("{n} {v}")).collect();
+                    if !counters.is_empty() {
+                        let _ = writeln!(text, "   {}", counters.join(", "));
+                    }
+                }
+                Ok(Output::new(text, json!({ "devices": devices })))
+            }
+            Command::Vq { device, queue } => {
+                let devices = self.machine.bus().mmio().devices();
+                let d = devices.get(*device as usize).ok_or(CommandError::NoDevice(*device))?;
+                let layout = d
+                    .queues
+                    .get(*queue as usize)
+                    .copied()
+                    .flatten()
+                    .ok_or(CommandError::NoQueue { device: *device, queue: *queue })?;
+                let snapshot = inspect::virtqueue::decode(&PhysView(self.machine.memory()), &layout)?;
+                let text = format!("virtio-{} queue {queue}: {snapshot}", d.name);
+                Ok(Output::new(
+                    text,
+                    json!({ "device": d, "queue": queue, "layout": layout, "snapshot": snapshot }),
+                ))
+            }
             Command::Help => {
                 let text: String = HELP.iter().map(|(c, d)| format!("  {c:<18} {d}\n")).collect();
                 Ok(Output::new(

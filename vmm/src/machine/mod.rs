@@ -15,7 +15,9 @@ use crate::debug::Breakpoints;
 use crate::devices::console::Console;
 use crate::devices::hypercall::Hypercalls;
 use crate::devices::legacy::serial::{SerialPort, COM1_IRQ};
-use crate::devices::PortIoBus;
+use crate::devices::virtio::block::{Block, BlockError};
+use crate::devices::virtio::mmio::MmioTransport;
+use crate::devices::{MmioBus, PortIoBus};
 use crate::vstate::kvm::{KvmError, KvmSystem};
 use crate::vstate::memory::{create_guest_memory, GuestMemory, MemoryError};
 use crate::vstate::stats_fd::StatsFd;
@@ -61,6 +63,18 @@ pub enum MachineError {
     /// A debug operation failed.
     #[error(transparent)]
     Debug(#[from] debug::DebugError),
+    /// A disk image.
+    #[error(transparent)]
+    Disk(#[from] BlockError),
+    /// Too many virtio devices.
+    #[error("--disk {path}: {source}")]
+    TooManyDevices {
+        /// The disk that did not fit.
+        path: std::path::PathBuf,
+        /// Why.
+        #[source]
+        source: crate::devices::mmio_bus::MmioBusError,
+    },
 }
 
 /// What to boot and how.
@@ -146,6 +160,17 @@ pub struct LinuxGuestConfig {
     pub start_paused: bool,
     /// Emulation failures the VMM answers itself (the PVM profile turns these on).
     pub fixups: EmulationFixups,
+    /// Disk images, each a virtio-blk device on virtio-mmio (`/dev/vda`, `/dev/vdb`, …).
+    pub disks: Vec<DiskConfig>,
+}
+
+/// A disk image to attach.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DiskConfig {
+    /// The image file.
+    pub path: std::path::PathBuf,
+    /// Refuse guest writes.
+    pub read_only: bool,
 }
 
 /// How the guest was put into memory.
@@ -210,17 +235,13 @@ impl Machine {
         let kvm = KvmSystem::open()?;
         let mem = create_guest_memory(cfg.mem_mib.saturating_mul(1 << 20))?;
         let vm = Vm::new(&kvm, &mem, true)?;
+        let mmio = Self::virtio_devices(&vm, &mem, &cfg.disks)?;
+        let cmdline = with_device_args(&cfg.cmdline, &mmio.kernel_cmdline());
         let initrd = cfg.initrd.as_ref().map(|(n, b)| (n.as_str(), &b[..]));
-        let layout = linux::setup(&mem, &cfg.kernel_name, &cfg.kernel, initrd, &cfg.cmdline)?;
-        let irq = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Ioctl {
-            op: "eventfd",
-            source: kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EIO)),
-        })?;
-        vm.fd()
-            .register_irqfd(&irq, COM1_IRQ)
-            .map_err(|source| VmError::Ioctl { op: "KVM_IRQFD", source })?;
+        let layout = linux::setup(&mem, &cfg.kernel_name, &cfg.kernel, initrd, &cmdline)?;
+        let irq = irqfd(&vm, COM1_IRQ)?;
         let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), Some(irq))));
-        let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console));
+        let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console)).with_mmio(mmio);
         let parts = Parts {
             kvm,
             vm,
@@ -254,6 +275,22 @@ impl Machine {
             }
             Ok(())
         })
+    }
+
+    /// One virtio-blk device per disk, each on its own window and interrupt line.
+    fn virtio_devices(vm: &Vm, mem: &GuestMemory, disks: &[DiskConfig]) -> Result<MmioBus, MachineError> {
+        let mut bus = MmioBus::default();
+        for disk in disks {
+            let (_, line) = bus
+                .next_slot()
+                .map_err(|source| MachineError::TooManyDevices { path: disk.path.clone(), source })?;
+            let block = Block::open(&disk.path, disk.read_only)?;
+            let irq = irqfd(vm, line)?;
+            let transport = MmioTransport::new(Box::new(block), mem.clone(), Some(irq));
+            bus.add(transport)
+                .map_err(|source| MachineError::TooManyDevices { path: disk.path.clone(), source })?;
+        }
+        Ok(bus)
     }
 
     /// Creates the vCPUs (configured by `setup`) and their threads.
@@ -456,8 +493,47 @@ impl Machine {
     }
 }
 
+/// An eventfd bound to interrupt line `gsi` of the in-kernel irqchip.
+fn irqfd(vm: &Vm, gsi: u32) -> Result<EventFd, VmError> {
+    let fd = EventFd::new(libc::EFD_NONBLOCK).map_err(|e| VmError::Ioctl {
+        op: "eventfd",
+        source: kvm_ioctls::Error::new(e.raw_os_error().unwrap_or(libc::EIO)),
+    })?;
+    vm.fd().register_irqfd(&fd, gsi).map_err(|source| VmError::Ioctl { op: "KVM_IRQFD", source })?;
+    Ok(fd)
+}
+
+/// `cmdline` with the device declarations added before any `--` (which starts init's
+/// arguments).
+fn with_device_args(cmdline: &str, devices: &str) -> String {
+    if devices.is_empty() {
+        return cmdline.to_string();
+    }
+    match cmdline.find(" -- ") {
+        Some(i) => format!("{} {devices}{}", &cmdline[..i], &cmdline[i..]),
+        None if cmdline.is_empty() => devices.to_string(),
+        None => format!("{cmdline} {devices}"),
+    }
+}
+
 impl Drop for Machine {
     fn drop(&mut self) {
         self.shutdown();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::with_device_args;
+
+    #[test]
+    fn device_args_go_before_init_args() {
+        assert_eq!(with_device_args("console=ttyS0", ""), "console=ttyS0");
+        assert_eq!(
+            with_device_args("console=ttyS0", "virtio_mmio.device=x"),
+            "console=ttyS0 virtio_mmio.device=x"
+        );
+        assert_eq!(with_device_args("a -- b", "d"), "a d -- b");
+        assert_eq!(with_device_args("", "d"), "d");
     }
 }

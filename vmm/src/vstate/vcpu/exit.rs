@@ -161,11 +161,17 @@ impl Vcpu {
                 (ExitKey::io_in(port), if stepping { Next::CompleteIo } else { Next::Continue })
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                // No MMIO devices yet: reads of unbacked addresses return all ones.
-                data.fill(0xff);
-                (ExitKey::mmio_read(addr), Next::Continue)
+                if !self.bus.mmio().read(addr, data) {
+                    // Nothing there: reads of unbacked addresses return all ones.
+                    data.fill(0xff);
+                }
+                (ExitKey::mmio_read(addr), if stepping { Next::CompleteIo } else { Next::Continue })
             }
-            Ok(VcpuExit::MmioWrite(addr, _)) => (ExitKey::mmio_write(addr), Next::Continue),
+            Ok(VcpuExit::MmioWrite(addr, data)) => {
+                // Writes to unbacked addresses are dropped.
+                self.bus.mmio().write(addr, data);
+                (ExitKey::mmio_write(addr), if stepping { Next::CompleteIo } else { Next::Continue })
+            }
             Ok(VcpuExit::Hlt) => (ExitKey::hlt(), Next::Stop(StopReason::Halted)),
             Ok(VcpuExit::Shutdown) => (ExitKey::shutdown(), Next::Stop(StopReason::Shutdown)),
             Ok(VcpuExit::Debug(arch)) => {

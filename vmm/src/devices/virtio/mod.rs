@@ -1,0 +1,83 @@
+//! Virtio devices (virtio 1.2) on the MMIO transport: [`mmio::MmioTransport`] holds the
+//! registers of section 4.2.2 and the queues (virtio-queue's split `Queue`); a device model
+//! ([`VirtioDevice`], e.g. [`block::Block`]) only sees its queues when the driver notifies.
+//!
+//! Queues are processed on the vCPU thread that wrote `QueueNotify`: a teaching VMM wants
+//! every step of a request on one thread that a debugger can follow. The driver is
+//! hostile: everything it writes (ring addresses, descriptor chains, request headers) is
+//! checked, and a broken queue marks the device `DEVICE_NEEDS_RESET` instead of stopping
+//! the VMM.
+
+pub mod block;
+pub mod mmio;
+#[cfg(test)]
+mod test_driver;
+
+use crate::vstate::memory::GuestMemory;
+use virtio_queue::Queue;
+
+/// Device ID of a network card (virtio 1.2, 5).
+pub const VIRTIO_ID_NET: u32 = 1;
+/// Device ID of a block device.
+pub const VIRTIO_ID_BLOCK: u32 = 2;
+/// Device ID of a console.
+pub const VIRTIO_ID_CONSOLE: u32 = 3;
+
+/// Feature bit: the device conforms to virtio 1.0 or later (no legacy interface).
+pub const VIRTIO_F_VERSION_1: u32 = 32;
+
+/// Device status bits (virtio 1.2, 2.1).
+pub mod status {
+    /// The guest has noticed the device.
+    pub const ACKNOWLEDGE: u32 = 1;
+    /// The guest knows how to drive the device.
+    pub const DRIVER: u32 = 2;
+    /// The driver is set up and ready to drive the device.
+    pub const DRIVER_OK: u32 = 4;
+    /// The driver has acknowledged the features it understands.
+    pub const FEATURES_OK: u32 = 8;
+    /// The device has hit an error it cannot recover from without a reset.
+    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
+    /// The guest gave up on the device.
+    pub const FAILED: u32 = 0x80;
+}
+
+/// `InterruptStatus` bit: the device used a buffer.
+pub const VIRTIO_MMIO_INT_VRING: u32 = 1;
+/// `InterruptStatus` bit: the configuration changed.
+pub const VIRTIO_MMIO_INT_CONFIG: u32 = 2;
+
+/// What a device did with a notification.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub struct QueueOutcome {
+    /// Chains the device consumed.
+    pub used: u32,
+    /// The driver wants an interrupt for them.
+    pub notify: bool,
+    /// The queue is unusable (bad addresses or chains); the device needs a reset.
+    pub broken: bool,
+}
+
+/// A virtio device model behind a transport.
+pub trait VirtioDevice: Send {
+    /// The virtio device ID.
+    fn device_type(&self) -> u32;
+    /// Short name for messages and the `vq` command ("blk").
+    fn name(&self) -> &str;
+    /// Maximum size of each queue; the length is the number of queues.
+    fn queue_max_sizes(&self) -> &[u16];
+    /// The device's feature bits (including VIRTIO_F_VERSION_1).
+    fn features(&self) -> u64;
+    /// Reads the device-specific configuration space at `offset` into `data`.
+    fn read_config(&self, offset: u64, data: &mut [u8]);
+    /// A driver write to the configuration space (ignored by read-only configurations).
+    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// The driver notified queue `index`: consume what it made available.
+    fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemory) -> QueueOutcome;
+    /// The driver reset the device.
+    fn reset(&mut self) {}
+    /// Counters for `vq` and the TUI: name and value.
+    fn counters(&self) -> Vec<(&'static str, u64)> {
+        vec![]
+    }
+}
