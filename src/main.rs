@@ -17,7 +17,7 @@ struct Cli {
 #[derive(Subcommand, Debug)]
 enum Command {
     /// Boot a guest and stream its console; exits with the guest's exit code.
-    Run(cli::run::RunArgs),
+    Run(Box<cli::run::RunArgs>),
     /// Show what kind of KVM host this is and what it offers.
     Host(cli::host::HostArgs),
     /// Run measurement suites (boot, exits) and write JSON + SVG.
@@ -35,7 +35,7 @@ fn main() -> ExitCode {
         .init();
     let cli = Cli::parse();
     let result = match cli.command {
-        Command::Run(args) => cli::run::run(args),
+        Command::Run(args) => cli::run::run(*args),
         Command::Host(args) => cli::host::run(args),
         Command::Measure(args) => cli::measure::run(args),
         Command::Guests(args) => cli::guests::run(args),

@@ -1,6 +1,7 @@
 //! `monitor …` (qRcmd): the inspect engine inside gdb. Everything but `phys` is the same
 //! command language as `vmscope run --script` (`monitor pt $pc`, `monitor mappings`,
-//! `monitor xp 0x9000 64`, `monitor exits`, `monitor host`, `monitor sym NAME`).
+//! `monitor xp 0x9000 64`, `monitor exits`, `monitor host`, `monitor sym NAME`,
+//! `monitor devices`, `monitor vq 0 0`).
 
 use crate::target::VmTarget;
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
@@ -20,6 +21,8 @@ const HELP: &str = "vmscope monitor commands:
   regs | sregs        registers as vmscope decodes them
   sym NAME|ADDR       symbol lookup both ways
   dis [ADDR] [N]      disassembly with symbols
+  devices             virtio devices: MMIO window, IRQ, status, queues, counters
+  vq DEVICE QUEUE     a virtqueue decoded: rings and the chains in flight
 ";
 
 impl MonitorCmd for VmTarget<'_> {

@@ -74,6 +74,8 @@ pub enum Command {
     },
     /// Remove a breakpoint or watchpoint.
     Delete(Addr),
+    /// The virtio devices: window, interrupt line, status, queues, counters.
+    Devices,
     /// Decode a virtqueue of a device.
     Vq {
         /// Device index.
@@ -113,7 +115,8 @@ pub const HELP: &[(&str, &str)] = &[
     ("hbreak ADDR", "hardware breakpoint (DR0-DR3)"),
     ("watch ADDR [LEN]", "hardware write watchpoint"),
     ("delete ADDR", "remove a breakpoint or watchpoint"),
-    ("vq DEVICE QUEUE", "decode a virtqueue"),
+    ("devices", "virtio devices: MMIO window, IRQ, status, queues, counters"),
+    ("vq DEVICE QUEUE", "decode a virtqueue: rings, chains in flight"),
     ("exits", "exit statistics: the VMM's and KVM's"),
     ("host", "the host kind"),
     ("quit", "end the session"),
@@ -187,6 +190,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "hbreak" => Command::Hbreak(addr(0)?),
         "watch" => Command::Watch { addr: addr(0)?, len: num(1, 8)? },
         "delete" | "d" => Command::Delete(addr(0)?),
+        "devices" => Command::Devices,
         "vq" => Command::Vq { device: num(0, 0)?, queue: num(1, 0)? },
         "exits" => Command::Exits,
         "host" => Command::Host,
@@ -223,6 +227,7 @@ mod tests {
             Command::Watch { addr: Addr::Symbol("WORKLOAD_PROGRESS".into(), 0), len: 8 }
         );
         assert_eq!(parse("vq 0 1").unwrap(), Command::Vq { device: 0, queue: 1 });
+        assert_eq!(parse("devices").unwrap(), Command::Devices);
         assert!(parse("frobnicate").unwrap_err().to_string().contains("unknown command"));
         assert!(parse("x/zz 0x10").is_err());
         assert!(parse("pt").unwrap_err().to_string().contains("needs an address"));

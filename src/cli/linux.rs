@@ -16,6 +16,7 @@ use vmm::vstate::vcpu::EmulationFixups;
 pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
     let host = vmm::host_kind();
     let pvm = host == inspect::HostKind::Pvm;
+    let session = !args.breaks.is_empty() || args.script.is_some();
     // The image with symbols (for the gdb stub's monitor commands and the hint it prints).
     let mut debug_image = args.kernel.clone();
     let (kernel_name, kernel): (String, Arc<[u8]>) = match &args.kernel {
@@ -65,10 +66,12 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
         cmdline: cmdline.clone(),
         mem_mib: args.mem.max(128),
         vcpus: args.vcpus,
-        start_paused: args.gdb_wait,
+        // A debug session starts with the vCPUs held, as for the unikernel.
+        start_paused: args.gdb_wait || (session && args.gdb.is_none()),
         // On PVM the kernel's own int3 (its self-test, text patching) and fwait reach the
         // VMM as emulation failures; answer them as the CPU would.
         fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
+        disks: args.disks.clone(),
     };
     if args.verbose {
         eprintln!(
@@ -79,7 +82,7 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
             eprintln!("vmscope: PVM profile applied: the kernel runs in KVM's instruction emulator, so booting takes minutes (see guests/linux/README.md)");
         }
     }
-    let console = Console::stdout();
+    let console = if args.json { Console::writer(std::io::stderr()) } else { Console::stdout() };
     let mut machine =
         Machine::boot_linux(&cfg, console.clone()).with_context(|| format!("cannot boot {kernel_name}"))?;
     if args.shell {
@@ -94,6 +97,18 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
             match super::gdb::serve(&machine, addr, &symbols, debug_image.as_deref(), args.gdb_wait)? {
                 Some(outcome) => outcome,
                 None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
+            }
+        }
+        None if session => {
+            let symbols = debug_image
+                .as_deref()
+                .and_then(|p| inspect::symbols::SymbolTable::from_elf_file(p).ok())
+                .unwrap_or_default();
+            // Booting to a breakpoint in emulated kernel code takes minutes on PVM.
+            let wait = Duration::from_secs(if pvm { 900 } else { 120 });
+            match super::session::run_for(&machine, &symbols, args, wait)? {
+                Ok(outcome) => outcome,
+                Err(status) => return Ok(status),
             }
         }
         None => machine.wait(args.timeout.map(Duration::from_secs_f64)),

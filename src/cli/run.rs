@@ -48,7 +48,8 @@ pub struct RunArgs {
     /// Number of vCPUs.
     #[arg(long, default_value_t = 1)]
     pub(super) vcpus: usize,
-    /// Stop the guest after this many seconds (fractions allowed).
+    /// Stop the guest after this many seconds (fractions allowed); in a --break/--script
+    /// session, how long `cont` and `step` wait for the next stop.
     #[arg(long)]
     pub(super) timeout: Option<f64>,
     /// Print the host kind, the guest's layout, timings and exit statistics to stderr.
@@ -70,6 +71,11 @@ pub struct RunArgs {
     /// Linux: an interactive busybox shell on the console instead of the workload.
     #[arg(long)]
     pub(super) shell: bool,
+    /// Linux: attach this disk image as a virtio-blk device (/dev/vda, /dev/vdb, …; up to
+    /// 3); `PATH,ro` attaches it read-only. /init mounts /dev/vda at /mnt when it holds a
+    /// file system.
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
+    pub(super) disks: Vec<vmm::machine::DiskConfig>,
     /// Stop at this symbol or address and take debug commands (repeatable). On PVM the
     /// guest then runs at CPL0 unless --ring says otherwise: only CPL0 code can be stepped.
     #[arg(long = "break", value_name = "SYMBOL|ADDR")]
@@ -94,6 +100,17 @@ pub struct RunArgs {
     pub(super) gdb_wait: bool,
 }
 
+fn parse_disk(s: &str) -> Result<vmm::machine::DiskConfig, String> {
+    let (path, read_only) = match s.strip_suffix(",ro") {
+        Some(p) if !std::path::Path::new(s).exists() => (p, true),
+        _ => (s, false),
+    };
+    if path.is_empty() {
+        return Err("a disk needs a path".into());
+    }
+    Ok(vmm::machine::DiskConfig { path: path.into(), read_only })
+}
+
 fn parse_ring(s: &str) -> Result<Ring, String> {
     s.parse::<u8>().ok().and_then(Ring::from_cpl).ok_or_else(|| format!("ring must be 0 or 3, not {s:?}"))
 }
@@ -114,6 +131,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         anyhow::bail!(
             "--break needs --ring 0 on this PVM host: PVM delivers a CPL3 int3 to the guest, not to vmscope"
         );
+    }
+    if !args.disks.is_empty() && args.guest != Some(GuestKind::Linux) {
+        anyhow::bail!("--disk attaches a virtio-blk device, which only the Linux guest has a driver for");
     }
     match args.guest {
         Some(GuestKind::Linux) => return super::linux::run(&args, process_start),
@@ -160,16 +180,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         }
     } else if debugging {
         let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
-        match super::session::run(
-            &machine,
-            &symbols,
-            &args.breaks,
-            args.script.as_deref(),
-            args.json,
-            args.decoder,
-        )? {
-            Some(outcome) => outcome,
-            None => return Ok(super::session::quit_status()),
+        match super::session::run_for(&machine, &symbols, &args, super::session::STOP_TIMEOUT)? {
+            Ok(outcome) => outcome,
+            Err(status) => return Ok(status),
         }
     } else {
         machine.wait(args.timeout.map(Duration::from_secs_f64))

@@ -11,8 +11,22 @@ use std::time::Duration;
 use vmm::machine::commands::{Output, Session};
 use vmm::machine::{Machine, Outcome};
 
-/// How long `step`/`cont` wait for a stop (CPL0 code on PVM is slow).
-const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+/// How long `step`/`cont` wait for a stop unless `--timeout` says otherwise (CPL0 code on
+/// PVM is slow).
+pub const STOP_TIMEOUT: Duration = Duration::from_secs(120);
+
+/// Runs the session `args` asks for (`--break`, `--script`, `--json`, `--decoder`; `cont`
+/// waits `--timeout` or `default_wait`) and turns a `quit` into the exit status.
+pub fn run_for(
+    machine: &Machine,
+    symbols: &inspect::symbols::SymbolTable,
+    args: &super::run::RunArgs,
+    default_wait: Duration,
+) -> anyhow::Result<Result<Outcome, ExitCode>> {
+    let wait = args.timeout.map_or(default_wait, Duration::from_secs_f64);
+    Ok(run(machine, symbols, &args.breaks, args.script.as_deref(), args.json, args.decoder, wait)?
+        .ok_or_else(quit_status))
+}
 
 /// Runs the session; returns the outcome if the guest ended during it.
 pub fn run(
@@ -22,8 +36,9 @@ pub fn run(
     script: Option<&Path>,
     json: bool,
     decoder: inspect::disasm::Decoder,
+    stop_timeout: Duration,
 ) -> anyhow::Result<Option<Outcome>> {
-    let mut session = Session::new(machine, symbols, STOP_TIMEOUT);
+    let mut session = Session::new(machine, symbols, stop_timeout);
     session.decoder = decoder;
     let emit = |line: &str, out: &Output| {
         if json {
@@ -39,14 +54,29 @@ pub fn run(
             println!("error: {e}");
         }
     };
+    let exec = |session: &mut Session, line: &str| {
+        inspect::command::parse(line).map_err(anyhow::Error::from).and_then(|c| Ok(session.execute(&c)?))
+    };
     for b in breaks {
         let line = format!("break {b}");
-        match inspect::command::parse(&line)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| Ok(session.execute(&c)?))
-        {
+        match exec(&mut session, &line) {
             Ok(out) => emit(&line, &out),
-            Err(e) => anyhow::bail!("cannot set the breakpoint {b}: {}", super::chain(&e)),
+            Err(e) => {
+                // Before the guest enables paging (Linux entered through PVH), a kernel
+                // address cannot be translated to write an int3 there; a hardware
+                // breakpoint matches the linear address instead, as with QEMU's gdbstub.
+                let hline = format!("hbreak {b}");
+                match exec(&mut session, &hline) {
+                    Ok(out) => {
+                        eprintln!(
+                            "vmscope: {b} is not mapped yet ({}); using a hardware breakpoint",
+                            super::chain(&e)
+                        );
+                        emit(&hline, &out)
+                    }
+                    Err(_) => anyhow::bail!("cannot set the breakpoint {b}: {}", super::chain(&e)),
+                }
+            }
         }
     }
     // With breakpoints, run to the first stop before taking commands; without, commands

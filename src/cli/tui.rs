@@ -79,6 +79,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
                     guests::workload::ELF,
                 )?;
                 let cfg = LinuxGuestConfig {
+                    disks: vec![],
                     kernel_name: "linux".into(),
                     kernel: kernel.into(),
                     initrd: Some(("initramfs".into(), initrd.into())),

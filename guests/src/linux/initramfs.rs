@@ -15,7 +15,7 @@ pub const READY_MARKER: &str = "vmscope: ready";
 const APPLETS: &[&str] = &[
     "sh", "mount", "umount", "mkdir", "cat", "echo", "ls", "ps", "sleep", "uname", "dmesg", "grep", "sed",
     "cut", "tr", "head", "tail", "wc", "true", "false", "poweroff", "reboot", "mknod", "env", "id",
-    "hostname", "uptime", "free", "df",
+    "hostname", "uptime", "free", "df", "sync",
 ];
 
 /// The `/init` script.
@@ -26,6 +26,15 @@ pub const INIT: &str = r#"#!/bin/sh
 /bin/busybox mount -t sysfs sysfs /sys
 /bin/busybox mount -t devtmpfs devtmpfs /dev 2>/dev/null
 /bin/busybox mount -t tmpfs tmpfs /tmp
+# The first virtio-blk disk (vmscope run linux --disk FILE) is mounted at /mnt.
+if [ -b /dev/vda ]; then
+  sectors=$(cat /sys/block/vda/size)
+  if mount /dev/vda /mnt 2>/dev/null || mount -o ro /dev/vda /mnt 2>/dev/null; then
+    echo "vmscope: disk /dev/vda ($sectors sectors) mounted at /mnt"
+  else
+    echo "vmscope: disk /dev/vda ($sectors sectors) holds no file system this kernel can mount"
+  fi
+fi
 workload=hello
 shell=0
 for arg in $(cat /proc/cmdline); do
@@ -51,6 +60,7 @@ else
     [ $rc -ne 0 ] && status=$rc
   done
 fi
+grep -q ' /mnt ' /proc/mounts && umount /mnt
 echo "vmscope: done with status $status (uptime $(cut -d' ' -f1 /proc/uptime) s)"
 /bin/workload exit-port $status
 echo "vmscope: the exit port did not stop the VM"

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! workload hello | compute N | syscalls N | io BYTES [--batch B] | exit-port CODE
+//! workload cat PATH    (Linux only: print a file, e.g. from the disk mounted at /mnt)
 //! ```
 
 use std::io::Write;
@@ -31,6 +32,13 @@ fn main() -> ExitCode {
                 None => usage(),
             }
         }
+        "cat" => match args.get(1) {
+            Some(path) => cat(path),
+            None => {
+                eprintln!("workload: cat needs a file path");
+                ExitCode::from(2)
+            }
+        },
         "exit-port" => match num(1) {
             Some(code) => exit_port(code as u32),
             None => usage(),
@@ -38,6 +46,22 @@ fn main() -> ExitCode {
         other => {
             eprintln!("workload: unknown workload '{other}' (try hello, compute N, syscalls N, io BYTES --batch B)");
             ExitCode::from(2)
+        }
+    }
+}
+
+/// Prints the file at `path`.
+fn cat(path: &str) -> ExitCode {
+    match std::fs::read(path) {
+        Ok(bytes) => {
+            let mut out = std::io::stdout().lock();
+            let _ = out.write_all(&bytes);
+            let _ = out.flush();
+            ExitCode::SUCCESS
+        }
+        Err(e) => {
+            eprintln!("workload: cannot read {path}: {e}");
+            ExitCode::from(1)
         }
     }
 }
