@@ -14,8 +14,8 @@ pub const READY_MARKER: &str = "vmscope: ready";
 /// The busybox applets linked in /bin.
 const APPLETS: &[&str] = &[
     "sh", "mount", "umount", "mkdir", "cat", "echo", "ls", "ps", "sleep", "uname", "dmesg", "grep", "sed",
-    "cut", "tr", "head", "tail", "wc", "true", "false", "poweroff", "reboot", "mknod", "env", "id",
-    "hostname", "uptime", "free", "df", "sync",
+    "cut", "tr", "head", "tail", "wc", "true", "false", "mknod", "env", "id", "hostname", "uptime", "free",
+    "df", "sync",
 ];
 
 /// The `/init` script.
@@ -67,6 +67,15 @@ echo "vmscope: the exit port did not stop the VM"
 poweroff -f
 "#;
 
+/// `poweroff`: a PC without ACPI cannot be powered off by Linux (it would halt forever), so
+/// it ends the VM through vmscope's exit port. `reboot` reaches the i8042 reset, which ends
+/// the VM too.
+pub const POWEROFF: &str = "#!/bin/sh\n# No ACPI here: end the VM through vmscope's exit port (I/O port 0x502).\nsync\nexec /bin/workload exit-port 0\n";
+
+/// `reboot`: straight to the kernel (busybox's own `reboot` signals PID 1, which is a shell
+/// script here and ignores it); the kernel pulses the i8042 reset line and the VM ends.
+pub const REBOOT: &str = "#!/bin/sh\nsync\nexec /bin/busybox reboot -f\n";
+
 /// Builds the initramfs (uncompressed newc cpio) from busybox at `busybox` and the static
 /// `workload` binary.
 pub fn build(busybox: &Path, workload: &[u8]) -> Result<Vec<u8>, LinuxError> {
@@ -83,6 +92,8 @@ pub fn build(busybox: &Path, workload: &[u8]) -> Result<Vec<u8>, LinuxError> {
     }
     w.symlink("bin/setsid", "busybox");
     w.file("bin/workload", 0o755, workload);
+    w.file("bin/poweroff", 0o755, POWEROFF.as_bytes());
+    w.file("bin/reboot", 0o755, REBOOT.as_bytes());
     w.file("init", 0o755, INIT.as_bytes());
     w.file("etc/hostname", 0o644, b"vmscope-linux\n");
     Ok(w.finish())
@@ -105,6 +116,7 @@ mod tests {
         assert_eq!(get("init").mode & 0o777, 0o755);
         assert_eq!(get("bin/sh").data, b"busybox");
         assert_eq!(get("bin/workload").data, b"\x7fELF workload");
+        assert!(get("bin/poweroff").data.ends_with(b"exec /bin/workload exit-port 0\n"));
         assert!(INIT.contains(READY_MARKER));
         assert!(matches!(build(Path::new("/nonexistent/busybox"), b""), Err(LinuxError::NoBusybox(_))));
     }

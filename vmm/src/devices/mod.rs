@@ -25,6 +25,8 @@ pub enum PioOutcome {
     Unhandled,
     /// The guest asked to stop the VM with this exit code.
     Exit(u32),
+    /// The guest pulsed the reset line (i8042 command 0xfe): the VM ends.
+    Reset,
 }
 
 /// Routes port I/O to devices, and carries the VM's [`MmioBus`]. Shared by all vCPUs.
@@ -71,6 +73,13 @@ impl PortIoBus {
             }
             return PioOutcome::Handled;
         }
+        if legacy::i8042::owns(port) {
+            data.fill(0);
+            if let Some(b) = data.first_mut() {
+                *b = legacy::i8042::read(port);
+            }
+            return PioOutcome::Handled;
+        }
         data.fill(0xff);
         PioOutcome::Unhandled
     }
@@ -83,6 +92,10 @@ impl PortIoBus {
                 serial.write(offset, *b);
             }
             return PioOutcome::Handled;
+        }
+        if legacy::i8042::owns(port) {
+            let reset = data.first().is_some_and(|b| legacy::i8042::write(port, *b));
+            return if reset { PioOutcome::Reset } else { PioOutcome::Handled };
         }
         let value = le_value(data);
         match port {
@@ -130,6 +143,8 @@ mod tests {
         assert_eq!(bus.read(0x1234, &mut d), PioOutcome::Unhandled);
         assert_eq!(d, [0xff, 0xff]);
         assert_eq!(bus.write(0x80, &[1]), PioOutcome::Unhandled);
+        assert_eq!(bus.write(0x64, &[0xfe]), PioOutcome::Reset);
+        assert_eq!(bus.write(0x64, &[0xd1]), PioOutcome::Handled);
         // LSR: transmitter empty.
         let mut lsr = [0u8];
         bus.read(0x3fd, &mut lsr);

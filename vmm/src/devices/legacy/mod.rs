@@ -1,3 +1,4 @@
 //! Legacy PC devices.
 
+pub mod i8042;
 pub mod serial;

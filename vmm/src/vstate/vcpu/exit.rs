@@ -151,6 +151,9 @@ impl Vcpu {
             Ok(VcpuExit::IoOut(port, data)) => {
                 let next = match self.bus.write(port, data) {
                     PioOutcome::Exit(code) => Next::Stop(StopReason::GuestExit { code }),
+                    // A reboot request ends the VM as a clean exit (Firecracker does the same);
+                    // the guest's console has already said "Restarting system".
+                    PioOutcome::Reset => Next::Stop(StopReason::GuestExit { code: 0 }),
                     _ if stepping => Next::CompleteIo,
                     _ => Next::Continue,
                 };
