@@ -3,6 +3,7 @@
 //! I/O exit to it.
 
 pub mod console;
+pub mod doorbell;
 pub mod hypercall;
 pub mod legacy;
 
