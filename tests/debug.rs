@@ -72,10 +72,15 @@ fn break_step_read_and_walk() {
     assert_eq!(t["page_size"].as_u64(), Some(2 << 20));
     assert_eq!(t["user"], false);
     let maps = result(&lines, "mappings")["mappings"]["mappings"].as_array().unwrap().clone();
-    assert_eq!(maps.len(), 1, "{maps:?}");
+    // Guest memory, and the uncached MMIO probe page that no memory backs.
+    assert_eq!(maps.len(), 2, "{maps:?}");
     assert_eq!(
         (maps[0]["gva"].as_u64(), maps[0]["gpa"].as_u64(), maps[0]["size"].as_u64()),
         (Some(0), Some(0), Some(64 << 20))
+    );
+    assert_eq!(
+        (maps[1]["gva"].as_u64(), maps[1]["gpa"].as_u64(), maps[1]["size"].as_u64()),
+        (Some(0xfe00_0000), Some(0xfe00_0000), Some(2 << 20))
     );
     assert_eq!(result(&lines, "sregs")["sregs"]["cr3"].as_u64(), Some(0x9000));
     assert_eq!(result(&lines, "sregs")["cpl"].as_u64(), Some(0));

@@ -163,3 +163,50 @@ fn io_batches_make_one_exit_per_batch() {
     let o = vmscope(&["run", "unikernel", "--workload", "io 100 --batch 0"]);
     assert_eq!(o.status.code(), Some(2));
 }
+
+/// Runs the unikernel with `--stats-json` and returns its output and the statistics.
+fn run_with_stats(args: &[&str]) -> (String, serde_json::Value) {
+    let dir = tempfile::tempdir().unwrap();
+    let json = dir.path().join("stats.json");
+    let mut all = vec!["run", "unikernel", "--timeout", "120", "--stats-json", json.to_str().unwrap()];
+    all.extend_from_slice(args);
+    let o = vmscope(&all);
+    assert_eq!(o.status.code(), Some(0), "{args:?}: {}", stderr(&o));
+    (stdout(&o), serde_json::from_slice(&std::fs::read(json).unwrap()).unwrap())
+}
+
+/// Exits the VMM counted for one exit kind at one address (a port or an MMIO page).
+fn vmm_exits(stats: &serde_json::Value, kind: &str, addr: u64) -> u64 {
+    stats["exits"]["per_key"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["kind"] == kind && k["addr"].as_u64() == Some(addr))
+        .map(|k| k["count"].as_u64().unwrap())
+        .sum()
+}
+
+#[test]
+fn doorbell_writes_stay_in_the_kernel() {
+    for ring in ["3", "0"] {
+        let (out, stats) = run_with_stats(&["--ring", ring, "--workload", "doorbell", "300"]);
+        assert!(out.contains("doorbell: 300 doorbell writes in "), "{out}");
+        assert_eq!(stats["doorbell_rings"].as_u64(), Some(300), "ring {ring}: {stats}");
+        assert_eq!(vmm_exits(&stats, "io-out", 0x503), 0, "ring {ring}: {stats}");
+    }
+}
+
+#[test]
+fn mmio_stores_exit_to_the_vmm_and_cpuid_does_not() {
+    let (out, stats) = run_with_stats(&["--workload", "mmio", "250"]);
+    assert!(out.contains("mmio: 250 stores to the MMIO probe in "), "{out}");
+    assert_eq!(vmm_exits(&stats, "mmio-write", 0xfe00_0000), 250, "{stats}");
+    assert!(stats["kvm_stats"]["mmio_exits"].as_u64().unwrap_or(250) >= 250, "{stats}");
+    let (out, stats) = run_with_stats(&["--workload", "cpuid", "1000"]);
+    assert!(out.contains("cpuid: 1000 cpuid instructions in "), "{out}");
+    let to_vmm: u64 =
+        stats["exits"]["per_key"].as_array().unwrap().iter().map(|k| k["count"].as_u64().unwrap()).sum();
+    assert!(to_vmm < 10, "only the console and clock hypercalls and the exit reach the VMM: {stats}");
+    let bad = vmscope(&["run", "unikernel", "--workload", "mmio", "x"]);
+    assert_eq!(bad.status.code(), Some(2), "a bad number is refused");
+}

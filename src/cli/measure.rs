@@ -8,7 +8,7 @@ use std::process::ExitCode;
 /// Arguments of `vmscope measure`.
 #[derive(Args, Debug)]
 pub struct MeasureArgs {
-    /// Suites to run (boot, exits, compute, io-batching).
+    /// Suites to run (boot, exits, compute, io-batching, memory, surface).
     #[arg(required_unless_present = "compare")]
     suites: Vec<String>,
     /// Runs per configuration (default: per suite).
@@ -17,6 +17,10 @@ pub struct MeasureArgs {
     /// A reduced run (CI).
     #[arg(long)]
     quick: bool,
+    /// Leave out the Linux guest's rows even when its kernel is cached (each boot takes
+    /// about a minute on PVM).
+    #[arg(long)]
+    no_linux: bool,
     /// Where to write SUITE.json and SUITE.svg.
     #[arg(long, default_value = "vmscope-measure")]
     out: PathBuf,
@@ -36,11 +40,16 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<ExitCode> {
         print!("{}", labs::measure::Report::compare(&load(&files[0])?, &load(&files[1])?));
         return Ok(ExitCode::SUCCESS);
     }
+    if let Some(bad) = args.suites.iter().find(|s| !labs::measure::SUITES.contains(&s.as_str())) {
+        return Err(labs::measure::MeasureError::UnknownSuite(bad.clone()).into());
+    }
+    anyhow::ensure!(args.runs != Some(0), "--runs must be at least 1");
     let opts = labs::measure::Options {
         bin: std::env::current_exe().context("cannot find the vmscope binary")?,
         runs: args.runs,
         quick: args.quick,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
+        linux: !args.no_linux,
     };
     for suite in &args.suites {
         let report = labs::measure::run_suite(suite, &opts)?;

@@ -37,6 +37,15 @@ pub const PORT_CONSOLE_WRITE: u16 = 0x500;
 pub const PORT_WALL_TIME: u16 = 0x501;
 /// Exit port: stop the VM; the 32-bit value written is the exit code.
 pub const PORT_EXIT: u16 = 0x502;
+/// Doorbell: a write to this port (any value, any size) signals a KVM ioeventfd inside the
+/// host kernel and the guest resumes at once, with no exit to the VMM; a VMM thread counts
+/// the rings. Without the ioeventfd (another VMM) it is an ordinary, ignored port write.
+pub const PORT_DOORBELL: u16 = 0x503;
+
+/// A guest-physical address in the hole below 4 GiB that no memory backs: the VMM maps its
+/// 2 MiB page in the boot page tables (uncached), so a load or store there is an MMIO exit
+/// to the VMM, which ignores writes and answers reads with all ones.
+pub const MMIO_PROBE_GPA: u64 = 0xfe00_0000;
 
 /// Fixed guest-physical addresses of the structures the VMM lays out below
 /// [`KERNEL_MIN_GPA`].

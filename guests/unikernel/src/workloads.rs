@@ -40,6 +40,9 @@ pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
                 }
             }
         }
+        b"cpuid" => with_number(arg, workload_cpuid),
+        b"mmio" => with_number(arg, |n| workload_mmio(boot, n)),
+        b"doorbell" => with_number(arg, workload_doorbell),
         b"exit" => with_number(arg, |n| n as u32),
         b"triple-fault" => workload_triple_fault(),
         b"spin" => workload_spin(),
@@ -49,7 +52,7 @@ pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
             Line::new()
                 .str(b"unikernel: unknown workload '")
                 .str(name)
-                .str(b"' (try hello, compute N, hypercalls N, uart N, exit N)\n")
+                .str(b"' (try hello, compute N, hypercalls N, uart N, io BYTES, cpuid N, mmio N, doorbell N, exit N)\n")
                 .send();
             2
         }
@@ -192,6 +195,76 @@ pub fn workload_io(boot: &BootInfo, bytes: u64, batch: u64) -> u32 {
         .dec(batch)
         .str(b"\n")
         .send();
+    0
+}
+
+/// Ends a timed loop's line: `<name>: N <what> in T ns`, timed with the wall-clock
+/// hypercall (one exit before and one after the loop).
+fn report_timed(name: &[u8], n: u64, what: &[u8], start_ns: u64) {
+    let ns = hypercall::wall_time().saturating_sub(start_ns);
+    Line::new().str(name).str(b": ").dec(n).str(b" ").str(what).str(b" in ").dec(ns).str(b" ns\n").send();
+}
+
+/// `cpuid N`: N `cpuid` instructions (leaf 0). KVM answers `cpuid` inside the kernel, so
+/// none of them should reach the VMM; prints the hypervisor's signature (leaf 0x40000000)
+/// and the loop's time.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_cpuid(n: u64) -> u32 {
+    // SAFETY (both): `cpuid` exists on every x86_64 CPU and only writes registers.
+    let sig = unsafe { core::arch::x86_64::__cpuid(0x4000_0000) };
+    let mut name = [0u8; 12];
+    // Byte by byte: `copy_from_slice` could panic, which would link core::fmt (SSE).
+    for (dst, src) in name.iter_mut().zip([sig.ebx, sig.ecx, sig.edx].iter().flat_map(|r| r.to_le_bytes())) {
+        *dst = src;
+    }
+    let printable = name.iter().all(|b| b.is_ascii_graphic() || *b == 0);
+    Line::new()
+        .str(b"cpuid: hypervisor signature '")
+        .str(if printable { name.split(|b| *b == 0).next().unwrap_or(&[]) } else { b"?" })
+        .str(b"'\n")
+        .send();
+    let start = hypercall::wall_time();
+    let mut acc = 0u32;
+    for _ in 0..n {
+        // SAFETY: as above.
+        let r = unsafe { core::arch::x86_64::__cpuid(0) };
+        acc = acc.wrapping_add(r.eax);
+    }
+    core::hint::black_box(acc);
+    report_timed(b"cpuid", n, b"cpuid instructions", start);
+    0
+}
+
+/// `mmio N`: N 32-bit stores to [`vmscope_abi::MMIO_PROBE_GPA`], a page no memory backs:
+/// each one is an MMIO exit to the VMM.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_mmio(boot: &BootInfo, n: u64) -> u32 {
+    if boot.mem_size > vmscope_abi::MMIO_PROBE_GPA {
+        console::write(b"mmio: guest memory covers the MMIO probe address\n");
+        return 3;
+    }
+    let reg = vmscope_abi::MMIO_PROBE_GPA as *mut u32;
+    let start = hypercall::wall_time();
+    for i in 0..n {
+        // SAFETY: the VMM maps the probe page (uncached) and answers each store as MMIO.
+        unsafe { core::ptr::write_volatile(reg, i as u32) };
+    }
+    report_timed(b"mmio", n, b"stores to the MMIO probe", start);
+    0
+}
+
+/// `doorbell N`: N writes to [`vmscope_abi::PORT_DOORBELL`], which the VMM registers as a
+/// KVM ioeventfd: the host kernel signals an eventfd and resumes the guest, no VMM exit.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_doorbell(n: u64) -> u32 {
+    let start = hypercall::wall_time();
+    for i in 0..n {
+        hypercall::outl(vmscope_abi::PORT_DOORBELL, i as u32);
+    }
+    report_timed(b"doorbell", n, b"doorbell writes", start);
     0
 }
 

@@ -10,6 +10,19 @@ use std::io::Write;
 use std::process::ExitCode;
 
 fn main() -> ExitCode {
+    let code = run();
+    // For `vmscope measure memory`: the process's own peak RSS, which a parent cannot
+    // isolate (its fork's pages before exec count in ru_maxrss too).
+    if std::env::var_os("VMSCOPE_REPORT_PEAK_RSS").is_some() {
+        let status = std::fs::read_to_string("/proc/self/status").unwrap_or_default();
+        if let Some(line) = status.lines().find(|l| l.starts_with("VmHWM:")) {
+            eprintln!("workload: {line}");
+        }
+    }
+    code
+}
+
+fn run() -> ExitCode {
     let args: Vec<String> = std::env::args().skip(1).collect();
     let num = |i: usize| args.get(i).and_then(|s| s.parse::<u64>().ok());
     match args.first().map(String::as_str).unwrap_or("hello") {

@@ -5,8 +5,10 @@ mod boot;
 mod compute;
 mod exits;
 mod io_batching;
+mod memory;
 mod plot;
 mod run;
+mod surface;
 
 pub use run::{run_guest, GuestRun};
 
@@ -50,13 +52,21 @@ pub enum MeasureError {
         /// Why.
         reason: String,
     },
+    /// A tool a suite needs is not installed.
+    #[error("{tool} is not installed: {hint}")]
+    MissingTool {
+        /// The tool.
+        tool: String,
+        /// How to get it.
+        hint: String,
+    },
     /// No such suite.
     #[error("unknown suite {0:?}: choose from {SUITES:?}")]
     UnknownSuite(String),
 }
 
 /// The suites there are.
-pub const SUITES: &[&str] = &["boot", "exits", "compute", "io-batching"];
+pub const SUITES: &[&str] = &["boot", "exits", "compute", "io-batching", "memory", "surface"];
 
 /// min/median/max of one metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -215,6 +225,9 @@ pub struct Options {
     pub quick: bool,
     /// Show a progress bar.
     pub progress: bool,
+    /// Include the Linux guest where a suite has a row for it and its kernel is cached
+    /// (it boots in about a minute on PVM).
+    pub linux: bool,
 }
 
 /// Runs one suite.
@@ -224,6 +237,8 @@ pub fn run_suite(name: &str, opts: &Options) -> Result<Report, MeasureError> {
         "exits" => exits::run(opts),
         "compute" => compute::run(opts),
         "io-batching" => io_batching::run(opts),
+        "memory" => memory::run(opts),
+        "surface" => surface::run(opts),
         other => Err(MeasureError::UnknownSuite(other.into())),
     }
 }

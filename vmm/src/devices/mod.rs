@@ -3,6 +3,7 @@
 //! routes a vCPU's port I/O exit to it and [`MmioBus`] its MMIO exits.
 
 pub mod console;
+pub mod doorbell;
 pub mod hypercall;
 pub mod legacy;
 pub mod mmio_bus;

@@ -13,6 +13,7 @@ use crate::boot::elf_guest::{self, ElfBootError, ElfGuestLayout};
 use crate::boot::linux::{self, LinuxBootError, LinuxLayout};
 use crate::debug::Breakpoints;
 use crate::devices::console::Console;
+use crate::devices::doorbell::Doorbell;
 use crate::devices::hypercall::Hypercalls;
 use crate::devices::legacy::serial::{SerialPort, COM1_IRQ};
 use crate::devices::virtio::block::{Block, BlockError};
@@ -139,6 +140,8 @@ pub struct Machine {
     started: Instant,
     host: HostKind,
     name: String,
+    /// The ioeventfd doorbell of an ELF guest (`vmscope_abi::PORT_DOORBELL`).
+    doorbell: Option<Doorbell>,
 }
 
 /// A Linux guest to boot.
@@ -214,16 +217,27 @@ impl Machine {
         let parts =
             Parts { kvm, vm, mem, bus, layout: GuestLayout::Elf(layout), started, name: cfg.name.clone() };
         let entry = layout.entry;
-        Self::assemble(parts, cfg.vcpus, 1, cfg.start_paused, EmulationFixups::default(), |index, fd| {
-            let op = vcpu_op(index);
-            let base = fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
-            // RFLAGS first: PVM filters RFLAGS.IOPL by the CPL in force when it is set, so
-            // it must be written while the vCPU is still at its reset CPL0.
-            fd.set_regs(&long_mode_regs(&entry)).map_err(op("KVM_SET_REGS"))?;
-            fd.set_sregs(&long_mode_sregs(base, &entry)).map_err(op("KVM_SET_SREGS"))?;
-            fd.set_fpu(&initial_fpu()).map_err(op("KVM_SET_FPU"))?;
-            Ok(())
-        })
+        // Best effort: without it, doorbell writes are ordinary (ignored) port exits.
+        let doorbell = Doorbell::register(parts.vm.fd(), vmscope_abi::PORT_DOORBELL).ok();
+        let mut machine = Self::assemble(
+            parts,
+            cfg.vcpus,
+            1,
+            cfg.start_paused,
+            EmulationFixups::default(),
+            |index, fd| {
+                let op = vcpu_op(index);
+                let base = fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
+                // RFLAGS first: PVM filters RFLAGS.IOPL by the CPL in force when it is set, so
+                // it must be written while the vCPU is still at its reset CPL0.
+                fd.set_regs(&long_mode_regs(&entry)).map_err(op("KVM_SET_REGS"))?;
+                fd.set_sregs(&long_mode_sregs(base, &entry)).map_err(op("KVM_SET_SREGS"))?;
+                fd.set_fpu(&initial_fpu()).map_err(op("KVM_SET_FPU"))?;
+                Ok(())
+            },
+        )?;
+        machine.doorbell = doorbell;
+        Ok(machine)
     }
 
     /// Boots a Linux kernel through PVH with an in-kernel irqchip, PIT and COM1 on IRQ 4.
@@ -336,6 +350,7 @@ impl Machine {
             started,
             host: crate::host::host_kind(),
             name,
+            doorbell: None,
         })
     }
 
@@ -416,6 +431,11 @@ impl Machine {
         let vm = self.vm_stats.as_ref().and_then(|s| s.read_all().ok());
         let vcpus = self.vcpu_stats.iter().map(|s| s.as_ref().and_then(|s| s.read_all().ok())).collect();
         (vm, vcpus)
+    }
+
+    /// Guest writes to the doorbell port so far; `None` without a doorbell.
+    pub fn doorbell_rings(&self) -> Option<u64> {
+        self.doorbell.as_ref().map(Doorbell::rings)
     }
 
     /// The next vCPU event, waiting at most `timeout`.

@@ -1,0 +1,212 @@
+//! `surface`: how much of the host kernel each form uses for the same workload — the
+//! system calls (distinct names and total calls, counted by `strace -f -c`) of a native
+//! process, of the runc container (runc, runc init and the workload), and of the vmscope
+//! VMM process running the unikernel — and, on the guest side, the distinct exits (ports,
+//! MMIO pages) through which the unikernel reaches its VMM.
+
+use super::{progress, Environment, MeasureError, Options, Report, Summary};
+use std::collections::BTreeSet;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Stdio};
+
+/// One `strace -c` summary.
+#[derive(Clone, Debug, Default, PartialEq)]
+pub(super) struct SyscallCounts {
+    /// (name, calls), in the table's order.
+    pub per_name: Vec<(String, u64)>,
+    /// The `total` row's calls.
+    pub total: u64,
+}
+
+/// Parses the table `strace -c` writes:
+/// `% time  seconds  usecs/call  calls  [errors]  syscall`, dashes, rows, dashes, `total`.
+pub(super) fn parse_strace_c(text: &str) -> Option<SyscallCounts> {
+    let mut counts = SyscallCounts::default();
+    let mut saw_total = false;
+    for line in text.lines() {
+        let cols: Vec<&str> = line.split_whitespace().collect();
+        // Rows start with the time percentage; the header and the dashes do not parse.
+        if cols.len() < 5 || cols[0].parse::<f64>().is_err() {
+            continue;
+        }
+        let name = *cols.last()?;
+        let calls: u64 = cols[3].parse().ok()?;
+        if name == "total" {
+            counts.total = calls;
+            saw_total = true;
+        } else {
+            counts.per_name.push((name.to_string(), calls));
+        }
+    }
+    saw_total.then_some(counts)
+}
+
+/// Runs `cmd` under `strace -f -c` and returns its counts.
+fn strace(cmd: &[&std::ffi::OsStr], what: &str, out: &Path) -> Result<SyscallCounts, MeasureError> {
+    let status = Command::new("strace")
+        .args(["-f", "-c", "-o"])
+        .arg(out)
+        .args(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| match source.kind() {
+            std::io::ErrorKind::NotFound => {
+                MeasureError::MissingTool { tool: "strace".into(), hint: "apt-get install strace".into() }
+            }
+            _ => MeasureError::Spawn { bin: "strace".into(), source },
+        })?;
+    if !status.status.success() {
+        return Err(MeasureError::GuestFailed {
+            args: format!("strace -f -c {what}"),
+            detail: String::from_utf8_lossy(&status.stderr).trim().to_string(),
+        });
+    }
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let _ = std::fs::remove_file(out);
+    parse_strace_c(&text).ok_or_else(|| MeasureError::GuestFailed {
+        args: format!("strace -f -c {what}"),
+        detail: format!("no summary table in its output: {text}"),
+    })
+}
+
+/// Samples for one form.
+#[derive(Default)]
+struct Form {
+    distinct: Vec<f64>,
+    total: Vec<f64>,
+    names: BTreeSet<String>,
+}
+
+impl Form {
+    fn add(&mut self, c: &SyscallCounts) {
+        self.distinct.push(c.per_name.len() as f64);
+        self.total.push(c.total as f64);
+        self.names.extend(c.per_name.iter().map(|(n, _)| n.clone()));
+    }
+}
+
+pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
+    let runs = opts.runs.unwrap_or(if opts.quick { 3 } else { 5 });
+    let workload = ["compute", "100000"];
+    let env = Environment::here();
+    let tmp = std::env::temp_dir();
+    let trace = |form: &str| tmp.join(format!("vmscope-surface-{}-{form}.txt", std::process::id()));
+    let native_bin = super::compute::write_native_workload()?;
+    let runc = guests::container::runtime_path("runc");
+    let bar = progress(opts, (runs * 3) as u64, "surface");
+    let (mut native, mut container, mut vmm) = (Form::default(), Form::default(), Form::default());
+    let (mut exit_keys, mut exits_total, mut exit_names) = (vec![], vec![], BTreeSet::new());
+    let ring = env.host_kind.native_ring().to_string();
+    for _ in 0..runs {
+        let mut cmd: Vec<&std::ffi::OsStr> = vec![native_bin.as_os_str()];
+        cmd.extend(workload.iter().map(std::ffi::OsStr::new));
+        native.add(&strace(&cmd, "native workload", &trace("native"))?);
+        bar.inc(1);
+        if let Some(runc) = &runc {
+            let words: Vec<String> = workload.iter().map(|s| s.to_string()).collect();
+            let bundle = guests::container::prepare_bundle(&words, Some(256 << 20)).map_err(|e| {
+                MeasureError::GuestFailed { args: "container bundle".into(), detail: e.to_string() }
+            })?;
+            let id = bundle.dir.file_name().unwrap_or_default().to_os_string();
+            let cmd = [runc.as_os_str(), "run".as_ref(), "--bundle".as_ref(), bundle.dir.as_os_str(), &id];
+            container.add(&strace(&cmd, "runc run", &trace("container"))?);
+        }
+        bar.inc(1);
+        let stats: PathBuf = trace("stats");
+        let cmd: Vec<&std::ffi::OsStr> = [
+            opts.bin.as_os_str(),
+            "run".as_ref(),
+            "unikernel".as_ref(),
+            "--ring".as_ref(),
+            ring.as_ref(),
+            "--workload".as_ref(),
+            workload[0].as_ref(),
+            workload[1].as_ref(),
+            "--stats-json".as_ref(),
+            stats.as_os_str(),
+        ]
+        .to_vec();
+        vmm.add(&strace(&cmd, "vmscope run unikernel", &trace("vmm"))?);
+        let json: serde_json::Value = std::fs::read(&stats)
+            .ok()
+            .and_then(|b| serde_json::from_slice(&b).ok())
+            .ok_or_else(|| MeasureError::GuestFailed {
+                args: "vmscope run unikernel under strace".into(),
+                detail: "no statistics were written".into(),
+            })?;
+        let _ = std::fs::remove_file(&stats);
+        let per_key: inspect::exits::ExitStats =
+            serde_json::from_value(json["exits"].clone()).unwrap_or_default();
+        exit_keys.push(per_key.per_key.len() as f64);
+        exits_total.push(per_key.total() as f64);
+        exit_names.extend(per_key.per_key.keys().map(|k| k.to_string()));
+        bar.inc(1);
+    }
+    bar.finish_and_clear();
+    let _ = std::fs::remove_file(&native_bin);
+    let w = workload.join(" ");
+    let mut metrics = vec![];
+    for (form, f) in
+        [("native process", &native), ("container (runc)", &container), ("VMM + unikernel", &vmm)]
+    {
+        metrics.extend(Summary::of(&format!("distinct host syscalls, {form}"), "syscalls", &f.distinct));
+        metrics.extend(Summary::of(&format!("host syscalls made, {form}"), "calls", &f.total));
+    }
+    metrics.extend(Summary::of(
+        "distinct exits to the VMM (kind + port), unikernel",
+        "exit keys",
+        &exit_keys,
+    ));
+    metrics.extend(Summary::of("exits to the VMM, unikernel", "exits", &exits_total));
+    let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(" ");
+    let mut notes = vec![
+        format!("workload: {w}; system calls counted with strace -f -c (every thread and child process, start-up included)"),
+        format!("native process uses: {}", list(&native.names)),
+    ];
+    if runc.is_some() {
+        notes.push("container = runc run (runc, runc init and the workload, all traced)".into());
+        notes.push(format!("container uses: {}", list(&container.names)));
+    } else {
+        notes.push("runc is not installed: no container figures".into());
+    }
+    notes.push(format!("VMM uses: {}", list(&vmm.names)));
+    let only_vmm: Vec<_> = vmm.names.difference(&native.names).cloned().collect();
+    notes.push(format!("VMM uses and the native process does not: {}", only_vmm.join(" ")));
+    notes.push(format!("the unikernel reaches its VMM through: {} (every other guest instruction stays on the CPU or in KVM)", list(&exit_names)));
+    Ok(Report { suite: "surface".into(), environment: env, quick: opts.quick, metrics, notes })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    const SAMPLE: &str = "\
+% time     seconds  usecs/call     calls    errors syscall
+------ ----------- ----------- --------- --------- ----------------
+ 40.00    0.000040          20         2           mmap
+ 30.00    0.000030          10         3         1 openat
+ 30.00    0.000030          30         1           ioctl
+------ ----------- ----------- --------- --------- ----------------
+100.00    0.000100          16         6         1 total
+";
+
+    #[test]
+    fn parses_the_summary_table() {
+        let c = parse_strace_c(SAMPLE).unwrap();
+        assert_eq!(c.total, 6);
+        assert_eq!(
+            c.per_name,
+            vec![("mmap".to_string(), 2), ("openat".to_string(), 3), ("ioctl".to_string(), 1)]
+        );
+    }
+
+    #[test]
+    fn refuses_what_is_not_a_summary() {
+        assert_eq!(parse_strace_c(""), None);
+        assert_eq!(parse_strace_c("strace: exec: No such file or directory\n"), None);
+        // Rows without a total row: a truncated file.
+        assert_eq!(parse_strace_c(&SAMPLE.lines().take(4).collect::<Vec<_>>().join("\n")), None);
+    }
+}
