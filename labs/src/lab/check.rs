@@ -51,7 +51,10 @@ struct WorkDir<'a> {
 
 fn load_answers(dir: &Path) -> Result<toml::Table, String> {
     let path = dir.join(ANSWERS);
-    let text = std::fs::read_to_string(&path).map_err(|e| format!("cannot read {}: {e}", path.display()))?;
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{} is missing", path.display()),
+        _ => format!("cannot read {}: {e}", path.display()),
+    })?;
     toml::from_str(&text).map_err(|e| format!("{} is not valid TOML: {}", path.display(), e.message().trim()))
 }
 
@@ -399,7 +402,7 @@ mod tests {
         let d = TempDir::new("choice");
         d.put_report("exits.json", &exits());
         let r = one(CHOICE, &d);
-        assert!(!r.passed && r.detail.contains("answers.toml"), "{r:?}");
+        assert!(!r.passed && r.detail.ends_with("answers.toml is missing"), "{r:?}");
         assert!(r.hint.unwrap().contains("`vmscope lab run t`"));
         d.put(ANSWERS, "cheapest = \"\"");
         assert_eq!(one(CHOICE, &d).detail, "no answer yet");

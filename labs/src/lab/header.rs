@@ -218,6 +218,24 @@ impl CheckSpec {
         }
     }
 
+    /// One line on what the check looks for, for `vmscope lab show`.
+    pub fn summary(&self) -> String {
+        match self {
+            CheckSpec::Report(c) => {
+                let full = if c.full { ", a full run (not --quick)" } else { "" };
+                format!("{}: a `{}` report from `vmscope measure`{full}", c.file, c.suite)
+            }
+            CheckSpec::Json(c) => format!("{}: {}", c.file, c.what),
+            CheckSpec::Log(c) => format!("{}: {}", c.file, c.what),
+            CheckSpec::Choice(c) => {
+                let names: Vec<&str> = c.choices.keys().map(String::as_str).collect();
+                format!("answers.toml `{}` ({}): {}", c.key, names.join(" | "), c.question)
+            }
+            CheckSpec::Number(c) => format!("answers.toml `{}` (a number): {}", c.key, c.question),
+            CheckSpec::Text(c) => format!("answers.toml `{}` (in words): {}", c.key, c.question),
+        }
+    }
+
     /// Whatever a header can get wrong that the types do not rule out: `(field, message)`,
     /// the field relative to this check.
     pub(super) fn validate(&self) -> Result<(), (String, String)> {

@@ -76,6 +76,11 @@ impl Section {
     }
 }
 
+/// The Markdown source of a built-in lab, header included.
+pub fn source(lab: &Lab) -> &'static str {
+    super::TEXTS.iter().find(|(file, _)| *file == lab.file).map_or("", |(_, text)| text)
+}
+
 impl Lab {
     /// Parses a lab text; `file` names it in errors.
     pub fn parse(file: &str, text: &str) -> Result<Self, LabError> {
@@ -182,7 +187,10 @@ fn sections(body: &str) -> Vec<Section> {
     let mut fence: Option<(String, String)> = None;
     let flush = |prose: &mut String, out: &mut Vec<Section>| {
         if !prose.trim().is_empty() {
-            out.last_mut().expect("one section").blocks.push(Block::Prose(prose.trim_end().to_string()));
+            out.last_mut()
+                .expect("one section")
+                .blocks
+                .push(Block::Prose(prose.trim_matches('\n').trim_end().to_string()));
         }
         prose.clear();
     };
