@@ -80,23 +80,30 @@ impl WorkDir<'_> {
         }
     }
 
-    fn report(&self, file: &str) -> Result<Report, String> {
+    /// The bytes of `file` in the work directory, or a sentence about why not.
+    fn read(&self, file: &str) -> Result<Vec<u8>, String> {
         let path = self.dir.join(file);
-        let bytes = std::fs::read(&path).map_err(|e| match e.kind() {
+        std::fs::read(&path).map_err(|e| match e.kind() {
             std::io::ErrorKind::NotFound => format!("{} is missing", path.display()),
             _ => format!("cannot read {}: {e}", path.display()),
-        })?;
+        })
+    }
+
+    fn report(&self, file: &str) -> Result<Report, String> {
+        let path = self.dir.join(file);
+        let bytes = self.read(file)?;
         serde_json::from_slice(&bytes)
             .map_err(|e| format!("{} is not a vmscope measure report: {e}", path.display()))
     }
 
     fn report_check(&self, c: &ReportCheck) -> CheckResult {
-        let mut label = format!("{} is a `{}` report", c.file, c.suite);
+        let mut label = format!("{} is a report of the `{}` suite", c.file, c.suite);
         if c.full {
             label += " from a full run (not --quick)";
         }
         if !c.keywords.is_empty() {
-            label += &format!(" with figures for {}", c.keywords.join(", "));
+            let words: Vec<String> = c.keywords.iter().map(|k| format!("{k:?}")).collect();
+            label += &format!(" with figures for {}", words.join(", "));
         }
         let out = format!("--out {}", self.dir.display());
         let rerun = format!("run `vmscope measure {} {out}`", c.suite);
@@ -136,8 +143,8 @@ impl WorkDir<'_> {
     fn json_check(&self, c: &JsonCheck) -> CheckResult {
         let label = format!("{}: {}", c.file, c.what);
         let path = self.dir.join(&c.file);
-        let found = std::fs::read(&path)
-            .map_err(|e| format!("cannot read {}: {e}", path.display()))
+        let found = self
+            .read(&c.file)
             .and_then(|b| {
                 serde_json::from_slice::<serde_json::Value>(&b)
                     .map_err(|e| format!("{} is not JSON: {e}", path.display()))
@@ -155,17 +162,14 @@ impl WorkDir<'_> {
 
     fn log_check(&self, c: &LogCheck) -> CheckResult {
         let label = format!("{}: {}", c.file, c.what);
-        let path = self.dir.join(&c.file);
-        match std::fs::read(&path) {
+        match self.read(&c.file) {
             Ok(b) if String::from_utf8_lossy(&b).contains(&c.contains) => {
                 CheckResult::pass(label, format!("it contains {:?}", c.contains))
             }
             Ok(_) => {
                 CheckResult::fail(label, format!("it does not contain {:?}", c.contains), c.hint.clone())
             }
-            Err(e) => {
-                CheckResult::fail(label, format!("cannot read {}: {e}", path.display()), c.hint.clone())
-            }
+            Err(e) => CheckResult::fail(label, e, c.hint.clone()),
         }
     }
 
@@ -516,7 +520,7 @@ mod tests {
     fn json_and_log_checks() {
         let d = TempDir::new("json");
         let j = "[[checks]]\nkind = \"json\"\nfile = \"ring0.json\"\npointer = \"/outcome/exited\"\nequals = 0\nwhat = \"the CPL0 run exited cleanly\"";
-        assert!(one(j, &d).detail.contains("cannot read"));
+        assert!(one(j, &d).detail.ends_with("ring0.json is missing"));
         d.put("ring0.json", "{\"ring\": 0, \"outcome\": {\"exited\": 0}}");
         assert!(one(j, &d).passed);
         d.put("ring0.json", "{\"ring\": 0, \"outcome\": {\"exited\": 2}}");
