@@ -26,6 +26,8 @@ enum Command {
     Guests(cli::guests::GuestsArgs),
     /// Explore running guests side by side in the terminal.
     Tui(cli::tui::TuiArgs),
+    /// Guided labs: list, show, run a lab, and check your work.
+    Lab(cli::lab::LabArgs),
 }
 
 fn main() -> ExitCode {
@@ -40,6 +42,7 @@ fn main() -> ExitCode {
         Command::Measure(args) => cli::measure::run(args),
         Command::Guests(args) => cli::guests::run(args),
         Command::Tui(args) => cli::tui::run(args),
+        Command::Lab(args) => cli::lab::run(args),
     };
     match result {
         Ok(code) => code,

@@ -4,6 +4,7 @@ pub mod container;
 pub mod gdb;
 pub mod guests;
 pub mod host;
+pub mod lab;
 pub mod linux;
 pub mod measure;
 pub mod run;

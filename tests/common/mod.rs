@@ -31,3 +31,8 @@ pub fn stderr(o: &Output) -> String {
 pub fn host_is_pvm() -> bool {
     std::path::Path::new("/sys/module/kvm_pvm").exists()
 }
+
+/// Runs `vmscope ARGS…` for commands that boot no guest (`lab`, `--help`): no KVM needed.
+pub fn vmscope_offline(args: &[&str]) -> Output {
+    Command::new(env!("CARGO_BIN_EXE_vmscope")).args(args).output().expect("cannot start the vmscope binary")
+}

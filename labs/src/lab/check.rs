@@ -1,0 +1,547 @@
+//! `vmscope lab check`: each check of a lab's header against the learner's work
+//! directory — the reports they measured and what they wrote in `answers.toml` — gives a
+//! pass or a failure with a hint. Answers are judged against the learner's *own* data, so
+//! a lab works the same on PVM and on hardware KVM, where the right answer may differ.
+
+use super::header::{Best, CheckSpec, ChoiceCheck, JsonCheck, LogCheck, NumberCheck, ReportCheck, TextCheck};
+use super::select::{convert, in_base_unit, Figure, Selector};
+use super::Lab;
+use crate::measure::Report;
+use inspect::HostKind;
+use std::path::Path;
+
+/// The file in the work directory that holds the learner's answers.
+pub const ANSWERS: &str = "answers.toml";
+
+/// The verdict of one check.
+#[derive(Clone, Debug, PartialEq)]
+pub struct CheckResult {
+    /// Whether it passed.
+    pub passed: bool,
+    /// What was checked.
+    pub label: String,
+    /// What was found.
+    pub detail: String,
+    /// What to do about a failure.
+    pub hint: Option<String>,
+}
+
+impl CheckResult {
+    fn pass(label: String, detail: String) -> Self {
+        Self { passed: true, label, detail, hint: None }
+    }
+
+    fn fail(label: String, detail: String, hint: Option<String>) -> Self {
+        Self { passed: false, label, detail, hint }
+    }
+}
+
+/// Runs every check of `lab` against the work directory `dir`.
+pub fn run_checks(lab: &Lab, dir: &Path) -> Vec<CheckResult> {
+    let wd = WorkDir { dir, answers: load_answers(dir), lab: &lab.header.name };
+    lab.header.checks.iter().map(|c| wd.check(c)).collect()
+}
+
+/// What the checks read: the directory and its `answers.toml`, loaded once.
+struct WorkDir<'a> {
+    dir: &'a Path,
+    answers: Result<toml::Table, String>,
+    lab: &'a str,
+}
+
+fn load_answers(dir: &Path) -> Result<toml::Table, String> {
+    let path = dir.join(ANSWERS);
+    let text = std::fs::read_to_string(&path).map_err(|e| match e.kind() {
+        std::io::ErrorKind::NotFound => format!("{} is missing", path.display()),
+        _ => format!("cannot read {}: {e}", path.display()),
+    })?;
+    toml::from_str(&text).map_err(|e| format!("{} is not valid TOML: {}", path.display(), e.message().trim()))
+}
+
+/// A number with three significant digits, for messages.
+fn num(v: f64) -> String {
+    if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-2) {
+        format!("{v:.3e}")
+    } else {
+        let s = format!("{v:.3}");
+        s.trim_end_matches('0').trim_end_matches('.').to_string()
+    }
+}
+
+impl WorkDir<'_> {
+    fn check(&self, spec: &CheckSpec) -> CheckResult {
+        match spec {
+            CheckSpec::Report(c) => self.report_check(c),
+            CheckSpec::Json(c) => self.json_check(c),
+            CheckSpec::Log(c) => self.log_check(c),
+            CheckSpec::Choice(c) => self.choice_check(c),
+            CheckSpec::Number(c) => self.number_check(c),
+            CheckSpec::Text(c) => self.text_check(c),
+        }
+    }
+
+    /// The bytes of `file` in the work directory, or a sentence about why not.
+    fn read(&self, file: &str) -> Result<Vec<u8>, String> {
+        let path = self.dir.join(file);
+        std::fs::read(&path).map_err(|e| match e.kind() {
+            std::io::ErrorKind::NotFound => format!("{} is missing", path.display()),
+            _ => format!("cannot read {}: {e}", path.display()),
+        })
+    }
+
+    fn report(&self, file: &str) -> Result<Report, String> {
+        let path = self.dir.join(file);
+        let bytes = self.read(file)?;
+        serde_json::from_slice(&bytes)
+            .map_err(|e| format!("{} is not a vmscope measure report: {e}", path.display()))
+    }
+
+    fn report_check(&self, c: &ReportCheck) -> CheckResult {
+        let mut label = format!("{} is a report of the `{}` suite", c.file, c.suite);
+        if c.full {
+            label += " from a full run (not --quick)";
+        }
+        if !c.keywords.is_empty() {
+            let words: Vec<String> = c.keywords.iter().map(|k| format!("{k:?}")).collect();
+            label += &format!(" with figures for {}", words.join(", "));
+        }
+        let out = format!("--out {}", self.dir.display());
+        let rerun = format!("run `vmscope measure {} {out}`", c.suite);
+        let r = match self.report(&c.file) {
+            Ok(r) => r,
+            Err(e) => return CheckResult::fail(label, e, Some(c.hint.clone().unwrap_or(rerun))),
+        };
+        if r.suite != c.suite {
+            let detail = format!("it comes from the `{}` suite", r.suite);
+            return CheckResult::fail(label, detail, Some(rerun));
+        }
+        if r.environment.host_kind == HostKind::Unknown {
+            let detail = "it was measured on a host whose kind vmscope could not tell".to_string();
+            let hint = "figures mean little without the host kind: measure on a host where `vmscope host` names it (pvm, intel-vtx, amd-v)";
+            return CheckResult::fail(label, detail, Some(hint.into()));
+        }
+        if c.full && r.quick {
+            let detail = "it is a --quick run: too few or too small runs for this lab's question".to_string();
+            return CheckResult::fail(label, detail, Some(format!("{rerun} without --quick")));
+        }
+        let missing: Vec<&String> = c
+            .keywords
+            .iter()
+            .filter(|k| !r.metrics.iter().any(|m| m.metric.to_lowercase().contains(&k.to_lowercase())))
+            .collect();
+        if !missing.is_empty() {
+            let detail = format!(
+                "no metric mentions {}",
+                missing.iter().map(|k| format!("{k:?}")).collect::<Vec<_>>().join(", ")
+            );
+            return CheckResult::fail(label, detail, Some(c.hint.clone().unwrap_or(rerun)));
+        }
+        let detail = format!("{} metrics measured on {}", r.metrics.len(), r.environment.host_kind);
+        CheckResult::pass(label, detail)
+    }
+
+    fn json_check(&self, c: &JsonCheck) -> CheckResult {
+        let label = format!("{}: {}", c.file, c.what);
+        let path = self.dir.join(&c.file);
+        let found = self
+            .read(&c.file)
+            .and_then(|b| {
+                serde_json::from_slice::<serde_json::Value>(&b)
+                    .map_err(|e| format!("{} is not JSON: {e}", path.display()))
+            })
+            .and_then(|v| {
+                v.pointer(&c.pointer).cloned().ok_or_else(|| format!("{} has no {}", c.file, c.pointer))
+            });
+        let want = serde_json::to_value(&c.equals).unwrap_or(serde_json::Value::Null);
+        match found {
+            Ok(v) if v == want => CheckResult::pass(label, format!("{} = {v}", c.pointer)),
+            Ok(v) => CheckResult::fail(label, format!("{} is {v}, not {want}", c.pointer), c.hint.clone()),
+            Err(e) => CheckResult::fail(label, e, c.hint.clone()),
+        }
+    }
+
+    fn log_check(&self, c: &LogCheck) -> CheckResult {
+        let label = format!("{}: {}", c.file, c.what);
+        match self.read(&c.file) {
+            Ok(b) if String::from_utf8_lossy(&b).contains(&c.contains) => {
+                CheckResult::pass(label, format!("it contains {:?}", c.contains))
+            }
+            Ok(_) => {
+                CheckResult::fail(label, format!("it does not contain {:?}", c.contains), c.hint.clone())
+            }
+            Err(e) => CheckResult::fail(label, e, c.hint.clone()),
+        }
+    }
+
+    /// The learner's answer to `key`, or a failure to report.
+    fn answer(&self, key: &str, label: &str, example: &str) -> Result<&toml::Value, CheckResult> {
+        let template = format!("`vmscope lab run {}` writes a template; or create it", self.lab);
+        let answers = self.answers.as_ref().map_err(|e| {
+            CheckResult::fail(label.into(), e.clone(), Some(format!("{template} with `{key} = {example}`")))
+        })?;
+        match answers.get(key) {
+            Some(toml::Value::String(s)) if s.trim().is_empty() => Err(CheckResult::fail(
+                label.into(),
+                "no answer yet".into(),
+                Some(format!("write `{key} = {example}` in {}", self.dir.join(ANSWERS).display())),
+            )),
+            Some(v) => Ok(v),
+            None => Err(CheckResult::fail(
+                label.into(),
+                format!("{ANSWERS} has no `{key}`"),
+                Some(format!("write `{key} = {example}` in {}", self.dir.join(ANSWERS).display())),
+            )),
+        }
+    }
+
+    fn figure(&self, s: &Selector) -> Result<Figure, String> {
+        s.pick(&self.report(&s.file)?)
+    }
+
+    fn choice_check(&self, c: &ChoiceCheck) -> CheckResult {
+        let label = format!("{}: {}", c.key, c.question);
+        let names: Vec<&str> = c.choices.keys().map(String::as_str).collect();
+        let example = format!("\"{}\"", names.join("\" or \""));
+        let given = match self.answer(&c.key, &label, &example) {
+            Ok(toml::Value::String(s)) => s.trim().to_lowercase(),
+            Ok(v) => return CheckResult::fail(label, format!("{v} is not one of {example}"), None),
+            Err(r) => return r,
+        };
+        let Some(chosen) = names.iter().find(|n| n.to_lowercase() == given) else {
+            return CheckResult::fail(label, format!("{given:?} is not one of {example}"), None);
+        };
+        let mut known = vec![];
+        let mut gaps = vec![];
+        for (name, sel) in &c.choices {
+            match self.figure(sel) {
+                Ok(f) => known.push((name.as_str(), f)),
+                Err(e) => gaps.push((name.as_str(), e)),
+            }
+        }
+        let hint = c.hint.clone();
+        if let Some((_, e)) = gaps.iter().find(|(n, _)| n == chosen) {
+            return CheckResult::fail(label, format!("your data has no figure for {chosen}: {e}"), hint);
+        }
+        if known.len() < 2 {
+            let why = gaps.iter().map(|(n, e)| format!("{n}: {e}")).collect::<Vec<_>>().join("; ");
+            return CheckResult::fail(label, format!("your data cannot decide it yet ({why})"), hint);
+        }
+        let base = |f: &Figure| in_base_unit(f.value, &f.unit);
+        let best = known
+            .iter()
+            .map(|(_, f)| base(f))
+            .fold(None, |acc: Option<f64>, v| {
+                Some(acc.map_or(v, |a| if c.best == Best::Lowest { a.min(v) } else { a.max(v) }))
+            })
+            .expect("two figures");
+        let summary = known
+            .iter()
+            .map(|(n, f)| format!("{n} {} {}", num(f.value), f.unit))
+            .collect::<Vec<_>>()
+            .join(", ");
+        let mine = known.iter().find(|(n, _)| n == chosen).map(|(_, f)| base(f)).expect("has data");
+        if mine == best {
+            CheckResult::pass(label, format!("{chosen}, as your data says ({summary})"))
+        } else {
+            let which = if c.best == Best::Lowest { "lowest" } else { "highest" };
+            let metrics =
+                known.iter().map(|(n, f)| format!("{n}: {:?}", f.metric)).collect::<Vec<_>>().join("; ");
+            CheckResult::fail(
+                label,
+                format!("your own data does not agree with {chosen:?}"),
+                Some(
+                    c.hint
+                        .clone()
+                        .unwrap_or_else(|| format!("compare the medians ({which} wins) of {metrics}")),
+                ),
+            )
+        }
+    }
+
+    fn number_check(&self, c: &NumberCheck) -> CheckResult {
+        let label = format!("{}: {}", c.key, c.question);
+        let unit = if c.unit.is_empty() { String::new() } else { format!(" {}", c.unit) };
+        let given = match self.answer(&c.key, &label, "a number") {
+            Ok(toml::Value::Integer(i)) => *i as f64,
+            Ok(toml::Value::Float(f)) => *f,
+            Ok(toml::Value::String(s)) => {
+                match s.trim().trim_end_matches(c.unit.as_str()).trim().parse::<f64>() {
+                    Ok(v) => v,
+                    Err(_) => return CheckResult::fail(label, format!("{s:?} is not a number"), None),
+                }
+            }
+            Ok(v) => return CheckResult::fail(label, format!("{v} is not a number"), None),
+            Err(r) => return r,
+        };
+        let expected = match self.expected(c) {
+            Ok(v) => v,
+            Err(e) => return CheckResult::fail(label, e, c.hint.clone()),
+        };
+        let where_from = match &c.over {
+            Some(o) => format!("{} over {}", c.value.describe(), o.describe()),
+            None => c.value.describe(),
+        };
+        if !(expected > 0.0 && given > 0.0) {
+            let detail = format!("cannot compare {}{unit} with what your data gives", num(given));
+            return CheckResult::fail(label, detail, Some(format!("look at {where_from}")));
+        }
+        let factor = (given / expected).max(expected / given);
+        if factor <= c.within_factor {
+            CheckResult::pass(label, format!("{}{unit}; your data says {}{unit}", num(given), num(expected)))
+        } else {
+            CheckResult::fail(
+                label,
+                format!(
+                    "{}{unit} is more than {}× away from what your data says",
+                    num(given),
+                    c.within_factor
+                ),
+                Some(c.hint.clone().unwrap_or_else(|| format!("look at {where_from}"))),
+            )
+        }
+    }
+
+    /// The value a number answer should be near, in the answer's unit.
+    fn expected(&self, c: &NumberCheck) -> Result<f64, String> {
+        let v = self.figure(&c.value)?;
+        match &c.over {
+            Some(o) => {
+                let o = self.figure(o)?;
+                let (a, b) = (in_base_unit(v.value, &v.unit), in_base_unit(o.value, &o.unit));
+                if b == 0.0 {
+                    return Err(format!("the metric {:?} is zero", o.metric));
+                }
+                Ok(a / b)
+            }
+            None if c.unit.is_empty() => Ok(v.value),
+            None => convert(v.value, &v.unit, &c.unit).ok_or_else(|| {
+                format!("the metric {:?} is in {}, which does not convert to {}", v.metric, v.unit, c.unit)
+            }),
+        }
+    }
+
+    fn text_check(&self, c: &TextCheck) -> CheckResult {
+        let label = format!("{}: {}", c.key, c.question);
+        let text = match self.answer(&c.key, &label, "\"…in your words…\"") {
+            Ok(toml::Value::String(s)) => s.to_lowercase(),
+            Ok(v) => return CheckResult::fail(label, format!("{v} is not text"), None),
+            Err(r) => return r,
+        };
+        if c.mentions.is_empty() || c.mentions.iter().any(|m| text.contains(&m.to_lowercase())) {
+            CheckResult::pass(label, "answered".into())
+        } else {
+            CheckResult::fail(label, "the answer misses the key idea".into(), c.hint.clone())
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::super::test_utils::{report, TempDir};
+    use super::*;
+
+    fn lab(checks: &str) -> Lab {
+        let text = format!(
+            "+++\nname = \"t\"\nnumber = 1\ntitle = \"t\"\nseed = \"s\"\nduration = \"1\"\n{checks}\n+++\nbody\n"
+        );
+        Lab::parse("t.md", &text).unwrap()
+    }
+
+    fn one(checks: &str, dir: &TempDir) -> CheckResult {
+        let r = run_checks(&lab(checks), dir.path());
+        assert_eq!(r.len(), 1);
+        r.into_iter().next().unwrap()
+    }
+
+    const REPORT: &str = "[[checks]]\nkind = \"report\"\nfile = \"exits.json\"\nsuite = \"exits\"\nfull = true\nkeywords = [\"uart\", \"cpuid\"]";
+
+    fn exits() -> Report {
+        report(
+            "exits",
+            "pvm",
+            &[
+                ("UART byte exit, CPL3 (round trip)", "us", 36.0),
+                ("UART byte exit, CPL0 (round trip)", "us", 19.0),
+                ("cpuid exit, CPL3 (round trip)", "us", 3.0),
+            ],
+        )
+    }
+
+    #[test]
+    fn report_check_passes_and_fails_for_each_reason() {
+        let d = TempDir::new("report");
+        let r = one(REPORT, &d);
+        assert!(!r.passed && r.detail.contains("missing"), "{r:?}");
+        assert!(r.hint.unwrap().contains("vmscope measure exits --out"));
+        d.put("exits.json", "{\"suite\": 1}");
+        assert!(one(REPORT, &d).detail.contains("not a vmscope measure report"));
+        d.put_report("exits.json", &exits());
+        let r = one(REPORT, &d);
+        assert!(r.passed, "{r:?}");
+        assert!(r.detail.contains("pvm"));
+        let mut wrong = exits();
+        wrong.suite = "boot".into();
+        d.put_report("exits.json", &wrong);
+        assert!(one(REPORT, &d).detail.contains("`boot` suite"));
+        let mut quick = exits();
+        quick.quick = true;
+        d.put_report("exits.json", &quick);
+        let r = one(REPORT, &d);
+        assert!(!r.passed && r.detail.contains("--quick") && r.hint.unwrap().contains("without --quick"));
+        let mut unknown = exits();
+        unknown.environment.host_kind = HostKind::Unknown;
+        d.put_report("exits.json", &unknown);
+        assert!(one(REPORT, &d).detail.contains("could not tell"));
+        let mut old = exits();
+        old.metrics.pop();
+        d.put_report("exits.json", &old);
+        let r = one(REPORT, &d);
+        assert!(!r.passed && r.detail.contains("\"cpuid\"") && !r.detail.contains("uart"), "{r:?}");
+    }
+
+    const CHOICE: &str = "[[checks]]\nkind = \"choice\"\nkey = \"cheapest\"\nquestion = \"Which exit is cheapest?\"\nbest = \"lowest\"\n[checks.choices]\nuart = { file = \"exits.json\", all = [\"uart\"], native_cpl = true }\ncpuid = { file = \"exits.json\", all = [\"cpuid\"] }\nmmio = { file = \"exits.json\", all = [\"mmio\"] }";
+
+    #[test]
+    fn choice_check_agrees_with_the_learners_data() {
+        let d = TempDir::new("choice");
+        d.put_report("exits.json", &exits());
+        let r = one(CHOICE, &d);
+        assert!(!r.passed && r.detail.ends_with("answers.toml is missing"), "{r:?}");
+        assert!(r.hint.unwrap().contains("`vmscope lab run t`"));
+        d.put(ANSWERS, "cheapest = \"\"");
+        assert_eq!(one(CHOICE, &d).detail, "no answer yet");
+        d.put(ANSWERS, "cheapest = \"CPUID\"");
+        let r = one(CHOICE, &d);
+        assert!(r.passed && r.detail.contains("uart 36 us"), "{r:?}");
+        d.put(ANSWERS, "cheapest = \"uart\"");
+        let r = one(CHOICE, &d);
+        assert!(!r.passed && r.detail.contains("does not agree"), "{r:?}");
+        assert!(r.hint.unwrap().contains("lowest"));
+        d.put(ANSWERS, "cheapest = \"mmio\"");
+        assert!(one(CHOICE, &d).detail.contains("no figure for mmio"));
+        d.put(ANSWERS, "cheapest = \"hypercall\"");
+        assert!(one(CHOICE, &d).detail.contains("is not one of"));
+        d.put(ANSWERS, "cheapest = 3");
+        assert!(!one(CHOICE, &d).passed);
+        d.put(ANSWERS, "cheapest = [");
+        assert!(one(CHOICE, &d).detail.contains("not valid TOML"));
+        // With only one figure there is nothing to compare.
+        let mut only = exits();
+        only.metrics.truncate(2);
+        d.put_report("exits.json", &only);
+        d.put(ANSWERS, "cheapest = \"uart\"");
+        assert!(one(CHOICE, &d).detail.contains("cannot decide"));
+    }
+
+    #[test]
+    fn choice_compares_across_units() {
+        let d = TempDir::new("units");
+        d.put_report(
+            "m.json",
+            &report("memory", "amd-v", &[("unikernel", "KiB", 900.0), ("container", "MiB", 2.0)]),
+        );
+        let c = "[[checks]]\nkind = \"choice\"\nkey = \"lighter\"\nquestion = \"q\"\nbest = \"lowest\"\n[checks.choices]\nunikernel = { file = \"m.json\", all = [\"unikernel\"] }\ncontainer = { file = \"m.json\", all = [\"container\"] }";
+        d.put(ANSWERS, "lighter = \"unikernel\"");
+        assert!(one(c, &d).passed);
+        let c = c.replace("lowest", "highest");
+        d.put(ANSWERS, "lighter = \"container\"");
+        assert!(one(&c, &d).passed);
+    }
+
+    const NUMBER: &str = "[[checks]]\nkind = \"number\"\nkey = \"uart_us\"\nquestion = \"What does a UART exit cost?\"\nunit = \"ns\"\nwithin_factor = 1.5\nvalue = { file = \"exits.json\", all = [\"uart\"], native_cpl = true }";
+
+    #[test]
+    fn number_check_accepts_answers_within_the_factor() {
+        let d = TempDir::new("number");
+        d.put_report("exits.json", &exits());
+        for (answer, ok) in
+            [("36000", true), ("30000.0", true), ("\"25000 ns\"", true), ("19000", false), ("0", false)]
+        {
+            d.put(ANSWERS, &format!("uart_us = {answer}"));
+            let r = one(NUMBER, &d);
+            assert_eq!(r.passed, ok, "{answer}: {r:?}");
+        }
+        d.put(ANSWERS, "uart_us = \"lots\"");
+        assert!(one(NUMBER, &d).detail.contains("not a number"));
+        d.put(ANSWERS, "uart_us = 19000");
+        assert!(one(NUMBER, &d).hint.unwrap().contains("exits.json"));
+        // Units that do not convert are an error, not a silent pass.
+        let bytes = NUMBER.replace("\"ns\"", "\"MiB\"");
+        assert!(one(&bytes, &d).detail.contains("does not convert"));
+    }
+
+    #[test]
+    fn number_check_ratio_over_another_figure() {
+        let d = TempDir::new("ratio");
+        d.put_report(
+            "compute.json",
+            &report(
+                "compute",
+                "pvm",
+                &[
+                    ("unikernel CPL3, compute 20000000", "ms", 65.0),
+                    ("unikernel CPL0, compute 200000", "s", 6.0),
+                ],
+            ),
+        );
+        let c = "[[checks]]\nkind = \"number\"\nkey = \"slowdown\"\nquestion = \"q\"\nvalue = { file = \"compute.json\", all = [\"CPL0\"], per_number_after = \"compute \" }\nover = { file = \"compute.json\", all = [\"CPL3\"], per_number_after = \"compute \" }";
+        // (6 s / 2e5) / (65 ms / 2e7) = 9231.
+        d.put(ANSWERS, "slowdown = 9000");
+        let r = one(c, &d);
+        assert!(r.passed && r.detail.contains("9230.769"), "{r:?}");
+        d.put(ANSWERS, "slowdown = 100");
+        assert!(!one(c, &d).passed);
+        d.put_report(
+            "compute.json",
+            &report("compute", "pvm", &[("unikernel CPL3, compute 20000000", "ms", 65.0)]),
+        );
+        assert!(one(c, &d).detail.contains("no metric in compute.json"));
+    }
+
+    #[test]
+    fn text_check_wants_a_key_idea() {
+        let d = TempDir::new("text");
+        let c = "[[checks]]\nkind = \"text\"\nkey = \"why\"\nquestion = \"Why is CPL0 slow?\"\nmentions = [\"emulat\"]\nhint = \"who runs CPL0 code on PVM?\"";
+        d.put(ANSWERS, "why = \"KVM's instruction Emulator runs it\"");
+        assert!(one(c, &d).passed);
+        d.put(ANSWERS, "why = \"because\"");
+        let r = one(c, &d);
+        assert!(!r.passed && r.hint.as_deref() == Some("who runs CPL0 code on PVM?"));
+        d.put(ANSWERS, "why = \"  \"");
+        assert_eq!(one(c, &d).detail, "no answer yet");
+        let any = "[[checks]]\nkind = \"text\"\nkey = \"why\"\nquestion = \"q\"";
+        d.put(ANSWERS, "why = \"because\"");
+        assert!(one(any, &d).passed);
+        d.put(ANSWERS, "why = 1");
+        assert!(one(any, &d).detail.contains("not text"));
+    }
+
+    #[test]
+    fn json_and_log_checks() {
+        let d = TempDir::new("json");
+        let j = "[[checks]]\nkind = \"json\"\nfile = \"ring0.json\"\npointer = \"/outcome/exited\"\nequals = 0\nwhat = \"the CPL0 run exited cleanly\"";
+        assert!(one(j, &d).detail.ends_with("ring0.json is missing"));
+        d.put("ring0.json", "{\"ring\": 0, \"outcome\": {\"exited\": 0}}");
+        assert!(one(j, &d).passed);
+        d.put("ring0.json", "{\"ring\": 0, \"outcome\": {\"exited\": 2}}");
+        assert!(one(j, &d).detail.contains("is 2, not 0"));
+        d.put("ring0.json", "{\"ring\": 0, \"outcome\": \"timed-out\"}");
+        assert!(one(j, &d).detail.contains("has no /outcome/exited"));
+        d.put("ring0.json", "not json");
+        assert!(one(j, &d).detail.contains("is not JSON"));
+        let l = "[[checks]]\nkind = \"log\"\nfile = \"linux.log\"\ncontains = \"vmscope: ready\"\nwhat = \"Linux reached /init\"";
+        assert!(!one(l, &d).passed);
+        d.put("linux.log", "...\nvmscope: ready (uptime 52 s)\n");
+        assert!(one(l, &d).passed);
+        d.put("linux.log", "Kernel panic\n");
+        assert!(one(l, &d).detail.contains("does not contain"));
+    }
+
+    #[test]
+    fn numbers_read_well() {
+        assert_eq!(num(36.0), "36");
+        assert_eq!(num(0.5), "0.5");
+        assert_eq!(num(9230.769), "9230.769");
+        assert_eq!(num(2e7), "2.000e7");
+    }
+}

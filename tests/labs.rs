@@ -1,0 +1,366 @@
+//! `vmscope lab list | show | check` for every lab, against prepared learner directories
+//! that pass and that fail. Nothing here boots a guest: the learner's reports are made with
+//! the `labs::measure` types, so they have exactly the shape `vmscope measure` writes.
+
+mod common;
+use common::{stdout, vmscope_offline};
+use labs::measure::{Environment, Report, Summary};
+use std::path::Path;
+
+const LABS: [&str; 5] = ["boot-memory", "exits", "io-batching", "rings", "surface"];
+
+fn report(suite: &str, quick: bool, metrics: &[(&str, &str, f64)]) -> Report {
+    Report {
+        suite: suite.into(),
+        environment: Environment {
+            host_kind: inspect::HostKind::Pvm,
+            cpu_model: "AMD EPYC".into(),
+            vmscope_version: "0.1.0".into(),
+            cpus: 2,
+        },
+        quick,
+        metrics: metrics
+            .iter()
+            .map(|(m, u, v)| Summary::of(m, u, &[v * 0.9, *v, v * 1.2]).unwrap())
+            .collect(),
+        notes: vec![],
+    }
+}
+
+fn put_report(dir: &Path, file: &str, r: &Report) {
+    std::fs::write(dir.join(file), serde_json::to_vec_pretty(r).unwrap()).unwrap();
+}
+
+fn put(dir: &Path, file: &str, text: &str) {
+    std::fs::write(dir.join(file), text).unwrap();
+}
+
+fn exits_report(with_in_kernel_kinds: bool) -> Report {
+    let mut m = vec![
+        ("console hypercall exit, CPL3 (round trip)", "us", 36.0),
+        ("console hypercall exit, CPL3 (in the VMM)", "ns", 5000.0),
+        ("UART byte exit, CPL3 (round trip)", "us", 35.8),
+        ("UART byte exit, CPL3 (in the VMM)", "ns", 3000.0),
+        ("console hypercall exit, CPL0 (round trip)", "us", 27.6),
+        ("UART byte exit, CPL0 (round trip)", "us", 19.1),
+        ("UART byte exit, CPL0 (in the VMM)", "ns", 2500.0),
+    ];
+    if with_in_kernel_kinds {
+        m.push(("cpuid exit, CPL3 (round trip)", "us", 2.0));
+        m.push(("ioeventfd doorbell exit, CPL3 (round trip)", "us", 5.0));
+    }
+    report("exits", false, &m)
+}
+
+fn compute_report(quick: bool) -> Report {
+    report(
+        "compute",
+        quick,
+        &[
+            ("native process, compute 20000000", "ms", 50.0),
+            ("container (runc), compute 20000000", "ms", 103.0),
+            ("unikernel CPL3, compute 20000000", "ms", 65.0),
+            ("unikernel CPL0, compute 200000", "ms", 6000.0),
+        ],
+    )
+}
+
+/// A learner who did everything the lab asked, with answers their data agrees with.
+fn passing_state(lab: &str, dir: &Path) {
+    match lab {
+        "boot-memory" => {
+            put_report(
+                dir,
+                "boot.json",
+                &report(
+                    "boot",
+                    false,
+                    &[
+                        ("start -> first output, unikernel CPL3 (native here)", "ms", 3.9),
+                        ("start -> guest exit, unikernel CPL3 (native here)", "ms", 5.6),
+                        ("start -> first output, unikernel CPL0", "ms", 6.1),
+                    ],
+                ),
+            );
+            put_report(
+                dir,
+                "compute.json",
+                &report(
+                    "compute",
+                    true,
+                    &[
+                        ("native process, compute 1000000", "ms", 4.0),
+                        ("container (runc), compute 1000000", "ms", 45.0),
+                        ("unikernel CPL3, compute 1000000", "ms", 8.0),
+                        ("unikernel CPL0, compute 10000", "ms", 300.0),
+                    ],
+                ),
+            );
+            put_report(
+                dir,
+                "memory.json",
+                &report(
+                    "memory",
+                    false,
+                    &[
+                        ("unikernel CPL3, VMM private memory", "MiB", 2.4),
+                        ("container (runc), private memory", "KiB", 6144.0),
+                    ],
+                ),
+            );
+            put(dir, "linux-boot.log", "...\nvmscope: ready (uptime 52 s)\n");
+            put(
+                dir,
+                "answers.toml",
+                "unikernel_first_output_ms = 4\ndone_sooner = \"unikernel\"\nlighter = \"Unikernel\"\n\
+                 verdict = \"\"\"Lighter to start (4 ms against 45 ms) and in memory (2.4 MiB against 6); Linux takes a minute here.\"\"\"\n",
+            );
+        }
+        "exits" => {
+            put_report(dir, "exits.json", &exits_report(true));
+            put(
+                dir,
+                "answers.toml",
+                "port_io_exit_us = 35\nvmm_share = 0.08\ncheapest_exit = \"cpuid\"\n\
+                 where_time_goes = \"leaving the guest, KVM, and the return to user space from KVM_RUN\"\n",
+            );
+        }
+        "io-batching" => {
+            let mut m = vec![("unikernel UART, 1 byte per exit (65536 B), per exit".to_string(), "us", 35.0)];
+            for (batch, uk, ct) in
+                [(1, 2300.0, 48.0), (4, 580.0, 40.0), (16, 150.0, 37.0), (64, 40.0, 36.0), (256, 16.0, 35.0)]
+            {
+                let exits = 65536 / batch + 1;
+                m.push((format!("unikernel, batch {batch} ({exits} exits), whole run"), "ms", uk));
+                m.push((
+                    format!("container, batch {batch} ({} write syscalls), whole run", 65536 / batch),
+                    "ms",
+                    ct,
+                ));
+            }
+            let m: Vec<(&str, &str, f64)> = m.iter().map(|(a, b, c)| (a.as_str(), *b, *c)).collect();
+            put_report(dir, "io-batching.json", &report("io-batching", false, &m));
+            put(
+                dir,
+                "answers.toml",
+                "faster_unikernel = \"batch-256\"\nunikernel_speedup = 140\ncontainer_speedup = 1.4\n\
+                 cheaper_per_packet = \"container\"\nclaim = \"No: it makes one hypercall, one exit, per batch.\"\n",
+            );
+        }
+        "rings" => {
+            put(dir, "ring3.json", "{\"ring\": 3, \"outcome\": {\"exited\": 0}}");
+            put(dir, "ring0.json", "{\"ring\": 0, \"outcome\": {\"exited\": 0}}");
+            put_report(dir, "compute.json", &compute_report(false));
+            put(
+                dir,
+                "answers.toml",
+                "cpl0_slowdown = 9000\nclosest_to_native = \"unikernel\"\n\
+                 why_cpl0_is_slow = \"KVM's instruction emulator runs every CPL0 instruction\"\n\
+                 on_hardware = \"With VT-x both levels run natively; the CPL0 figure drops most.\"\n",
+            );
+        }
+        "surface" => {
+            put_report(
+                dir,
+                "surface.json",
+                &report(
+                    "surface",
+                    false,
+                    &[
+                        ("linux guest: system calls in its syscall table", "syscalls", 277.0),
+                        ("container: host syscalls reachable (no seccomp)", "syscalls", 472.0),
+                        ("unikernel: hypercall ports", "ports", 3.0),
+                    ],
+                ),
+            );
+            put(
+                dir,
+                "answers.toml",
+                "most_exposed = \"container\"\nlinux_guest_syscalls = 280\n\
+                 what_it_means = \"The container shares the host kernel; the VM adds a wall of a few exits.\"\n",
+            );
+        }
+        other => panic!("no fixture for lab {other}"),
+    }
+}
+
+fn check(lab: &str, dir: &Path) -> (Option<i32>, String) {
+    let o = vmscope_offline(&["lab", "check", lab, "--dir", dir.to_str().unwrap()]);
+    (o.status.code(), stdout(&o))
+}
+
+#[test]
+fn list_names_every_lab_with_its_seed_question() {
+    let o = vmscope_offline(&["lab", "list"]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let text = stdout(&o);
+    for lab in LABS {
+        assert!(text.contains(lab), "{lab} missing from:\n{text}");
+    }
+    assert!(text.contains("Are unikernels lighter than containers?"), "{text}");
+    assert!(text.contains("needs: container, linux"), "{text}");
+}
+
+#[test]
+fn show_prints_steps_and_what_the_check_wants() {
+    for (i, lab) in LABS.iter().enumerate() {
+        let o = vmscope_offline(&["lab", "show", lab]);
+        assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+        let text = stdout(&o);
+        assert!(text.starts_with(&format!("Lab {}: ", i + 1)), "{text}");
+        assert!(text.contains("Seed question: ") && text.contains("$ vmscope "), "{text}");
+        assert!(text.contains(&format!("What `vmscope lab check {lab}` looks for:")), "{text}");
+        assert!(text.contains("answers.toml `"), "{text}");
+        let raw = stdout(&vmscope_offline(&["lab", "show", lab, "--raw"]));
+        assert!(raw.starts_with("+++\n") && raw.contains("[[checks]]"), "{raw}");
+    }
+    let by_number = stdout(&vmscope_offline(&["lab", "show", "4"]));
+    assert!(by_number.contains("Ring 0 vs ring 3"), "{by_number}");
+    let o = vmscope_offline(&["lab", "show", "nope"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(common::stderr(&o).contains("no lab named \"nope\""), "{}", common::stderr(&o));
+}
+
+#[test]
+fn every_lab_passes_for_a_learner_who_did_it() {
+    for lab in LABS {
+        let dir = tempfile::tempdir().unwrap();
+        passing_state(lab, dir.path());
+        let (code, out) = check(lab, dir.path());
+        assert_eq!(code, Some(0), "{lab}:\n{out}");
+        assert!(!out.contains('✘') && out.contains('✔'), "{lab}:\n{out}");
+    }
+}
+
+#[test]
+fn an_empty_lab_directory_fails_every_check_with_hints() {
+    for lab in LABS {
+        let dir = tempfile::tempdir().unwrap();
+        let (code, out) = check(lab, dir.path());
+        assert_eq!(code, Some(1), "{lab}:\n{out}");
+        assert!(!out.contains('✔') && out.contains("hint: ") && out.contains("\n0 of "), "{lab}:\n{out}");
+    }
+    let o = vmscope_offline(&["lab", "check", "exits", "--dir", "/nonexistent/vmscope-lab"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(common::stderr(&o).contains("does not exist"), "{}", common::stderr(&o));
+}
+
+/// Prepares the passing state, spoils it with `spoil`, and expects exactly the failures
+/// whose lines contain each of `expect`.
+fn fails_with(lab: &str, spoil: impl FnOnce(&Path), expect: &[&str]) {
+    let dir = tempfile::tempdir().unwrap();
+    passing_state(lab, dir.path());
+    spoil(dir.path());
+    let (code, out) = check(lab, dir.path());
+    assert_eq!(code, Some(1), "{lab}:\n{out}");
+    let failed: Vec<&str> = out.lines().filter(|l| l.contains('✘')).collect();
+    assert_eq!(failed.len(), expect.len(), "{lab}: expected {expect:?}, got:\n{out}");
+    for e in expect {
+        assert!(failed.iter().any(|l| l.contains(e)), "{lab}: no failure mentions {e:?}:\n{out}");
+    }
+}
+
+#[test]
+fn boot_memory_failures() {
+    fails_with(
+        "boot-memory",
+        |d| {
+            put(
+                d,
+                "answers.toml",
+                &std::fs::read_to_string(d.join("answers.toml"))
+                    .unwrap()
+                    .replace("done_sooner = \"unikernel\"", "done_sooner = \"container\""),
+            )
+        },
+        &["does not agree"],
+    );
+    fails_with(
+        "boot-memory",
+        |d| {
+            let mut r: Report = serde_json::from_slice(&std::fs::read(d.join("boot.json")).unwrap()).unwrap();
+            r.quick = true;
+            put_report(d, "boot.json", &r);
+        },
+        &["--quick"],
+    );
+    // Before `measure memory` exists: the report and the answer that needs it fail.
+    fails_with(
+        "boot-memory",
+        |d| std::fs::remove_file(d.join("memory.json")).unwrap(),
+        &["memory.json is missing", "memory.json is missing"],
+    );
+    fails_with("boot-memory", |d| put(d, "linux-boot.log", "Kernel panic\n"), &["does not contain"]);
+}
+
+#[test]
+fn exits_failures() {
+    // Today's `measure exits` (no cpuid, no ioeventfd) cannot answer the lab's question.
+    fails_with(
+        "exits",
+        |d| put_report(d, "exits.json", &exits_report(false)),
+        &["\"cpuid\", \"ioeventfd\"", "no figure for cpuid"],
+    );
+    fails_with(
+        "exits",
+        |d| {
+            put(d, "answers.toml", "port_io_exit_us = 350\nvmm_share = 0.08\ncheapest_exit = \"port-io\"\nwhere_time_goes = \"somewhere\"\n")
+        },
+        &["more than 2× away", "does not agree", "misses the key idea"],
+    );
+}
+
+#[test]
+fn io_batching_failures() {
+    fails_with(
+        "io-batching",
+        |d| {
+            let text = std::fs::read_to_string(d.join("answers.toml")).unwrap();
+            put(d, "answers.toml", &text.replace("unikernel_speedup = 140", "unikernel_speedup = 10"));
+        },
+        &["unikernel_speedup"],
+    );
+    fails_with("io-batching", |d| put(d, "io-batching.json", "{}"), &["not a vmscope measure report"; 5]);
+}
+
+#[test]
+fn rings_failures() {
+    fails_with(
+        "rings",
+        |d| put(d, "ring0.json", "{\"ring\": 0, \"outcome\": \"timed-out\"}"),
+        &["has no /outcome/exited"],
+    );
+    fails_with(
+        "rings",
+        |d| {
+            let text = std::fs::read_to_string(d.join("answers.toml")).unwrap();
+            put(
+                d,
+                "answers.toml",
+                &text.replace("closest_to_native = \"unikernel\"", "closest_to_native = \"container\""),
+            );
+        },
+        &["closest_to_native"],
+    );
+    fails_with("rings", |d| put_report(d, "compute.json", &compute_report(true)), &["--quick"]);
+}
+
+#[test]
+fn surface_failures() {
+    fails_with(
+        "surface",
+        |d| std::fs::remove_file(d.join("surface.json")).unwrap(),
+        &["surface.json is missing"; 3],
+    );
+    fails_with(
+        "surface",
+        |d| {
+            put(
+                d,
+                "answers.toml",
+                "most_exposed = \"linux\"\nlinux_guest_syscalls = 400\nwhat_it_means = \"\"\n",
+            )
+        },
+        &["does not agree", "more than 1.25× away", "no answer yet"],
+    );
+}
