@@ -227,6 +227,11 @@ pub(super) fn finish(
             }
             ExitCode::from((code & 0xff) as u8)
         }
+        // A reboot the guest asked for (not a panic) ends the run cleanly.
+        Outcome::Fault { reason: vmm::vstate::vcpu::StopReason::Reset, .. } if console_tail.is_none() => {
+            eprintln!("vmscope: guest {name} reset the machine (a reboot); vmscope ends the VM there");
+            ExitCode::SUCCESS
+        }
         Outcome::Fault { reason, snapshot } => {
             if let Some(tail) = console_tail {
                 eprintln!("vmscope: the guest's last words:\n{tail}");

@@ -19,6 +19,7 @@ pub fn describe(reason: &StopReason) -> String {
         StopReason::Shutdown => {
             "triple fault (KVM_EXIT_SHUTDOWN): the guest took an exception it could not handle".into()
         }
+        StopReason::Reset => "the guest reset the machine (i8042 command 0xfe to port 0x64)".into(),
         StopReason::SystemEvent { kind } => format!("system event {kind} (KVM_EXIT_SYSTEM_EVENT)"),
         StopReason::Halted => "the guest halted with no interrupt to wake it (KVM_EXIT_HLT)".into(),
         StopReason::InternalError(f) if f.is_emulation() => {

@@ -14,8 +14,8 @@ pub const READY_MARKER: &str = "vmscope: ready";
 /// The busybox applets linked in /bin.
 const APPLETS: &[&str] = &[
     "sh", "mount", "umount", "mkdir", "cat", "echo", "ls", "ps", "sleep", "uname", "dmesg", "grep", "sed",
-    "cut", "tr", "head", "tail", "wc", "true", "false", "mknod", "env", "id", "hostname", "uptime", "free",
-    "df", "sync",
+    "cut", "tr", "head", "tail", "wc", "true", "false", "poweroff", "reboot", "mknod", "env", "id",
+    "hostname", "uptime", "free", "df", "sync",
 ];
 
 /// The `/init` script.
@@ -35,6 +35,11 @@ if [ -b /dev/vda ]; then
     echo "vmscope: disk /dev/vda ($sectors sectors) holds no file system this kernel can mount"
   fi
 fi
+# busybox's reboot and poweroff signal PID 1 (TERM, USR2; USR1 for halt). A PC without
+# ACPI cannot be powered off, so power-off and halt end the VM through the exit port;
+# reboot goes to the kernel (reboot=k), whose i8042 reset vmscope answers by ending the VM.
+trap 'echo "vmscope: reboot requested"; sync; /bin/busybox reboot -f' TERM
+trap 'echo "vmscope: power-off requested"; sync; /bin/workload exit-port 0' USR1 USR2
 workload=hello
 shell=0
 for arg in $(cat /proc/cmdline); do
@@ -45,7 +50,9 @@ for arg in $(cat /proc/cmdline); do
 done
 echo "vmscope: ready (uptime $(cut -d' ' -f1 /proc/uptime) s)"
 if [ "$shell" = 1 ]; then
-  setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1'
+  # In the background so that the traps above run as soon as a signal arrives.
+  setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' &
+  wait $!
   status=$?
 else
   # Several workloads run in one boot when separated by ';'.
@@ -64,17 +71,8 @@ grep -q ' /mnt ' /proc/mounts && umount /mnt
 echo "vmscope: done with status $status (uptime $(cut -d' ' -f1 /proc/uptime) s)"
 /bin/workload exit-port $status
 echo "vmscope: the exit port did not stop the VM"
-poweroff -f
+/bin/busybox reboot -f
 "#;
-
-/// `poweroff`: a PC without ACPI cannot be powered off by Linux (it would halt forever), so
-/// it ends the VM through vmscope's exit port. `reboot` reaches the i8042 reset, which ends
-/// the VM too.
-pub const POWEROFF: &str = "#!/bin/sh\n# No ACPI here: end the VM through vmscope's exit port (I/O port 0x502).\nsync\nexec /bin/workload exit-port 0\n";
-
-/// `reboot`: straight to the kernel (busybox's own `reboot` signals PID 1, which is a shell
-/// script here and ignores it); the kernel pulses the i8042 reset line and the VM ends.
-pub const REBOOT: &str = "#!/bin/sh\nsync\nexec /bin/busybox reboot -f\n";
 
 /// Builds the initramfs (uncompressed newc cpio) from busybox at `busybox` and the static
 /// `workload` binary.
@@ -92,8 +90,6 @@ pub fn build(busybox: &Path, workload: &[u8]) -> Result<Vec<u8>, LinuxError> {
     }
     w.symlink("bin/setsid", "busybox");
     w.file("bin/workload", 0o755, workload);
-    w.file("bin/poweroff", 0o755, POWEROFF.as_bytes());
-    w.file("bin/reboot", 0o755, REBOOT.as_bytes());
     w.file("init", 0o755, INIT.as_bytes());
     w.file("etc/hostname", 0o644, b"vmscope-linux\n");
     Ok(w.finish())
@@ -116,7 +112,7 @@ mod tests {
         assert_eq!(get("init").mode & 0o777, 0o755);
         assert_eq!(get("bin/sh").data, b"busybox");
         assert_eq!(get("bin/workload").data, b"\x7fELF workload");
-        assert!(get("bin/poweroff").data.ends_with(b"exec /bin/workload exit-port 0\n"));
+        assert!(INIT.contains("trap") && INIT.contains("reboot -f"));
         assert!(INIT.contains(READY_MARKER));
         assert!(matches!(build(Path::new("/nonexistent/busybox"), b""), Err(LinuxError::NoBusybox(_))));
     }

@@ -3,7 +3,7 @@
 //! Each item is explained in guests/linux/README.md.
 
 /// Always: the console, no reboot on the way out, no KASLR.
-pub const BASE: &[&str] = &["console=ttyS0", "reboot=t", "panic=-1", "nokaslr", "quiet"];
+pub const BASE: &[&str] = &["console=ttyS0", "reboot=k", "panic=-1", "nokaslr", "quiet"];
 
 /// On PVM hosts only.
 pub const PVM: &[&str] = &[

@@ -40,7 +40,7 @@ pub(super) fn uptime_at(console: &str, marker: &str) -> Option<f64> {
 }
 
 /// The cached minimal-Linux kernel for the current build inputs, if it is built.
-fn cached_linux_kernel() -> Option<std::path::PathBuf> {
+pub(super) fn cached_linux_kernel() -> Option<std::path::PathBuf> {
     let key = guests::linux::build_key();
     guests::linux::list_cached()
         .into_iter()

@@ -160,11 +160,50 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
         &exit_keys,
     ));
     metrics.extend(Summary::of("exits to the VMM, unikernel", "exits", &exits_total));
+    let mut notes = vec![];
+    // What each layer's workload could reach, not only what this workload used.
+    match std::fs::read_to_string("/proc/kallsyms") {
+        Ok(text) => {
+            // "address type name [module]"; type W/w is a weak symbol.
+            let n = syscall_entry_points(text.lines().filter_map(|l| {
+                let mut w = l.split_whitespace().skip(1);
+                let weak = matches!(w.next()?, "W" | "w");
+                Some((w.next()?, weak))
+            }));
+            metrics.extend(Summary::of(
+                "system calls offered, host kernel (container)",
+                "syscalls",
+                &[n as f64],
+            ));
+        }
+        Err(e) => notes.push(format!("cannot read /proc/kallsyms for the host kernel's system calls: {e}")),
+    }
+    match super::compute::cached_linux_kernel().map(|p| linux_syscalls(&p)) {
+        Some(Ok(n)) => {
+            metrics.extend(Summary::of("system calls offered, Linux guest kernel", "syscalls", &[n as f64]));
+        }
+        Some(Err(e)) => notes.push(format!("cannot read the Linux guest kernel's symbols: {e}")),
+        None => notes.push("Linux guest: its kernel is not built, so its system calls are not counted (`vmscope guests build linux`)".into()),
+    }
+    // The unikernel's whole interface to its VMM: the hypercall ports of vmscope-abi and
+    // COM1's eight registers; everything else is refused or counted as unknown.
+    let ports = [
+        vmscope_abi::PORT_CONSOLE_WRITE,
+        vmscope_abi::PORT_WALL_TIME,
+        vmscope_abi::PORT_EXIT,
+        vmscope_abi::PORT_DOORBELL,
+    ];
+    metrics.extend(Summary::of(
+        "hypercall ports + UART registers offered, unikernel",
+        "ports",
+        &[(ports.len() + 8) as f64],
+    ));
     let list = |s: &BTreeSet<String>| s.iter().cloned().collect::<Vec<_>>().join(" ");
-    let mut notes = vec![
+    notes.extend([
         format!("workload: {w}; system calls counted with strace -f -c (every thread and child process, start-up included)"),
         format!("native process uses: {}", list(&native.names)),
-    ];
+        "offered = distinct __x64_sys_* entry points in the kernel's symbols (/proc/kallsyms for the host, the vmlinux for the guest), sys_ni_syscall left out".into(),
+    ]);
     if runc.is_some() {
         notes.push("container = runc run (runc, runc init and the workload, all traced)".into());
         notes.push(format!("container uses: {}", list(&container.names)));
@@ -178,9 +217,44 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
     Ok(Report { suite: "surface".into(), environment: env, quick: opts.quick, metrics, notes })
 }
 
+/// System calls a kernel implements: its distinct `__x64_sys_*` entry points (the targets
+/// of its system-call table) from (name, is weak) pairs, without `sys_ni_syscall`, the
+/// "not implemented" stub, and without the weak stand-ins `COND_SYSCALL` defines for the
+/// calls of features the kernel was configured without.
+pub(super) fn syscall_entry_points<'a>(symbols: impl Iterator<Item = (&'a str, bool)>) -> usize {
+    symbols
+        .filter(|(n, weak)| n.starts_with("__x64_sys_") && *n != "__x64_sys_ni_syscall" && !weak)
+        .map(|(n, _)| n)
+        .collect::<BTreeSet<_>>()
+        .len()
+}
+
+/// The system calls of the vmlinux at `path`.
+fn linux_syscalls(path: &Path) -> Result<usize, String> {
+    use object::{Object, ObjectSymbol};
+    let bytes = std::fs::read(path).map_err(|e| format!("{}: {e}", path.display()))?;
+    let file = object::File::parse(&*bytes).map_err(|e| format!("{}: {e}", path.display()))?;
+    let names: Vec<(String, bool)> =
+        file.symbols().filter_map(|s| Some((s.name().ok()?.to_string(), s.is_weak()))).collect();
+    Ok(syscall_entry_points(names.iter().map(|(n, w)| (n.as_str(), *w))))
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn counts_syscall_entry_points() {
+        let names = [
+            "__x64_sys_read",
+            "__x64_sys_write",
+            "__x64_sys_read",
+            "__x64_sys_ni_syscall",
+            "__ia32_sys_read",
+            "sys_read",
+        ];
+        assert_eq!(syscall_entry_points(names.into_iter()), 2);
+    }
 
     const SAMPLE: &str = "\
 % time     seconds  usecs/call     calls    errors syscall

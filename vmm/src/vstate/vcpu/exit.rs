@@ -46,6 +46,9 @@ pub enum StopReason {
     },
     /// `KVM_EXIT_SHUTDOWN`: a triple fault (or a shutdown the guest asked for).
     Shutdown,
+    /// The guest pulsed the reset line through the i8042 (a reboot): vmscope ends the VM
+    /// there rather than rebooting it, as Firecracker does.
+    Reset,
     /// `KVM_EXIT_SYSTEM_EVENT` (reset or power-off through PSCI-like paths).
     SystemEvent {
         /// The event type.
@@ -151,9 +154,7 @@ impl Vcpu {
             Ok(VcpuExit::IoOut(port, data)) => {
                 let next = match self.bus.write(port, data) {
                     PioOutcome::Exit(code) => Next::Stop(StopReason::GuestExit { code }),
-                    // A reboot request ends the VM as a clean exit (Firecracker does the same);
-                    // the guest's console has already said "Restarting system".
-                    PioOutcome::Reset => Next::Stop(StopReason::GuestExit { code: 0 }),
+                    PioOutcome::Reset => Next::Stop(StopReason::Reset),
                     _ if stepping => Next::CompleteIo,
                     _ => Next::Continue,
                 };
