@@ -171,12 +171,14 @@ fn bad_disks_get_clear_errors() {
     assert!(stderr(&o).contains("at most 3 virtio devices"), "{}", stderr(&o));
 }
 
+/// One boot for two paths: the 64-bit boot protocol (zero page, long-mode entry) instead of
+/// PVH, and `reboot` in the interactive shell ending the VM through the i8042 reset.
 #[test]
-fn reboot_in_the_shell_ends_the_vm_cleanly() {
+fn linux64_boot_and_reboot_in_the_shell_end_the_vm_cleanly() {
     use std::io::{BufRead, Write};
     common::require_kvm();
     let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vmscope"))
-        .args(["run", "linux", "--shell", "--timeout", "900"])
+        .args(["run", "linux", "--boot", "linux64", "--shell", "--timeout", "900", "-v"])
         .stdin(std::process::Stdio::piped())
         .stdout(std::process::Stdio::piped())
         .stderr(std::process::Stdio::piped())
@@ -200,4 +202,5 @@ fn reboot_in_the_shell_ends_the_vm_cleanly() {
     assert_eq!(o.status.code(), Some(0), "{seen}\n{err}");
     assert!(seen.contains("vmscope: reboot requested"), "{seen}");
     assert!(err.contains("reset the machine (a reboot)"), "{err}");
+    assert!(err.contains("entered through Linux64 at 0x1000000"), "{err}");
 }

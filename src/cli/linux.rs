@@ -72,7 +72,13 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
         // VMM as emulation failures; answer them as the CPU would.
         fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
         disks: args.disks.clone(),
+        boot: args.boot.into(),
     };
+    if pvm && vmm::boot::linux::is_bzimage(&cfg.kernel) {
+        eprintln!(
+            "vmscope: {kernel_name} is a bzImage: it decompresses itself before it starts, and on this PVM host that runs in KVM's instruction emulator and takes minutes; boot the vmlinux to skip it"
+        );
+    }
     if args.verbose {
         eprintln!(
             "vmscope: host {host} ({}); kernel {kernel_name}; command line: {cmdline}",
@@ -85,6 +91,17 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
     let console = if args.json { Console::writer(std::io::stderr()) } else { Console::stdout() };
     let mut machine =
         Machine::boot_linux(&cfg, console.clone()).with_context(|| format!("cannot boot {kernel_name}"))?;
+    if args.verbose {
+        if let vmm::machine::GuestLayout::Linux(l) = machine.layout() {
+            eprintln!(
+                "vmscope: entered through {:?} at {:#x}{}; initramfs {:?}",
+                l.protocol,
+                l.entry,
+                if l.bzimage { " (bzImage: decompresses itself first)" } else { "" },
+                l.initrd
+            );
+        }
+    }
     if args.shell {
         forward_stdin(&machine);
     }

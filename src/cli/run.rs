@@ -15,6 +15,27 @@ pub const EXIT_GUEST_FAULT: u8 = 125;
 /// Process exit status when the time limit passed.
 pub const EXIT_TIMEOUT: u8 = 124;
 
+/// `--boot`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum BootArg {
+    /// PVH if the kernel has the note, else the 64-bit boot protocol.
+    Auto,
+    /// PVH: 32-bit entry, paging off, `hvm_start_info`.
+    Pvh,
+    /// The 64-bit boot protocol: long mode, `boot_params` (the zero page).
+    Linux64,
+}
+
+impl From<BootArg> for vmm::boot::linux::BootChoice {
+    fn from(b: BootArg) -> Self {
+        match b {
+            BootArg::Auto => Self::Auto,
+            BootArg::Pvh => Self::Pvh,
+            BootArg::Linux64 => Self::Linux64,
+        }
+    }
+}
+
 /// Which guest to boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GuestKind {
@@ -62,6 +83,10 @@ pub struct RunArgs {
     /// one vmscope builds.
     #[arg(long, value_name = "PATH")]
     pub(super) kernel: Option<PathBuf>,
+    /// Linux: the boot protocol. `auto`: PVH when the kernel has a PVH note, else the 64-bit
+    /// boot protocol (zero page); a bzImage always takes the 64-bit protocol.
+    #[arg(long, value_enum, default_value = "auto")]
+    pub(super) boot: BootArg,
     /// Linux: use this initramfs (newc cpio, plain or gzip) instead of vmscope's.
     #[arg(long, value_name = "PATH")]
     pub(super) initrd: Option<PathBuf>,

@@ -80,6 +80,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
                 )?;
                 let cfg = LinuxGuestConfig {
                     disks: vec![],
+                    boot: Default::default(),
                     kernel_name: "linux".into(),
                     kernel: kernel.into(),
                     initrd: Some(("initramfs".into(), initrd.into())),

@@ -1,9 +1,13 @@
-//! Booting a Linux kernel: an uncompressed `vmlinux` entered through its PVH note
-//! (32-bit protected mode, paging off, `EBX` = `hvm_start_info`), with an initramfs as the
-//! PVH module, a memory map, and the command line.
+//! Booting a Linux kernel. The default: an uncompressed `vmlinux` entered through its PVH
+//! note (32-bit protected mode, paging off, `EBX` = `hvm_start_info`), with an initramfs as
+//! the PVH module, a memory map, and the command line. The other paths use the 64-bit boot
+//! protocol ([`super::zero_page`]): a `vmlinux` without a PVH note, and a bzImage, which
+//! decompresses itself first (slow where the kernel runs in an instruction emulator).
 
 use super::pvh::{self, Module};
-use crate::arch::x86_64::gdt::Descriptor;
+use super::zero_page;
+use crate::arch::x86_64::gdt::{self, Descriptor};
+use crate::arch::x86_64::paging::{identity_map, PagingError};
 use crate::vstate::memory::{mem_size, write_phys, GuestMemory, MemoryError};
 use inspect::regs::{cr0, rflags};
 use inspect::Gpa;
@@ -11,6 +15,7 @@ use kvm_bindings::{kvm_regs, kvm_sregs};
 use linux_loader::loader::elf::PvhBootCapability;
 use linux_loader::loader::KernelLoader;
 use std::io::Cursor;
+use vm_memory::ByteValued;
 use vm_memory::GuestAddress;
 use vmscope_abi::layout as abi_layout;
 
@@ -25,12 +30,17 @@ pub enum LinuxBootError {
         /// What it looks like instead.
         hint: &'static str,
     },
-    /// No PVH entry.
-    #[error("{name} has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY); build it with CONFIG_PVH=y")]
+    /// No PVH entry, and nothing else that says it is Linux.
+    #[error("{name} has no PVH entry note (XEN_ELFNOTE_PHYS32_ENTRY){why}")]
     NoPvhNote {
         /// The file.
         name: String,
+        /// Why the other protocol is not used either.
+        why: &'static str,
     },
+    /// The page tables for the 64-bit entry.
+    #[error("cannot build the boot page tables")]
+    Paging(#[from] PagingError),
     /// linux-loader refused it.
     #[error("cannot load the kernel {name}")]
     Load {
@@ -67,6 +77,28 @@ pub enum LinuxBootError {
     Memory(#[from] MemoryError),
 }
 
+/// How the kernel is entered.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "kebab-case")]
+pub enum BootProtocol {
+    /// PVH: 32-bit protected mode, paging off, `EBX` = `hvm_start_info`.
+    Pvh,
+    /// The 64-bit boot protocol: long mode, identity-mapped, `RSI` = the zero page.
+    Linux64,
+}
+
+/// Which protocol to use.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum BootChoice {
+    /// PVH when the kernel has the note, else the 64-bit protocol (a bzImage always).
+    #[default]
+    Auto,
+    /// PVH only.
+    Pvh,
+    /// The 64-bit protocol even when the kernel has a PVH note.
+    Linux64,
+}
+
 /// What was loaded where.
 #[derive(Clone, Copy, Debug)]
 pub struct LinuxLayout {
@@ -76,6 +108,10 @@ pub struct LinuxLayout {
     pub kernel_end: u64,
     /// The initramfs, if any.
     pub initrd: Option<Module>,
+    /// How the kernel is entered.
+    pub protocol: BootProtocol,
+    /// The kernel is a bzImage (it decompresses itself before `startup_64`).
+    pub bzimage: bool,
 }
 
 /// Checks that `bytes` look like an initramfs.
@@ -88,47 +124,121 @@ pub fn check_initrd(name: &str, bytes: &[u8]) -> Result<(), LinuxBootError> {
 }
 
 fn not_vmlinux_hint(bytes: &[u8]) -> &'static str {
-    if bytes.len() > 0x206 && &bytes[0x202..0x206] == b"HdrS" {
-        " (it is a bzImage; vmscope boots the uncompressed vmlinux, which on PVM also avoids minutes of emulated decompression)"
+    if bytes.starts_with(&[0x1f, 0x8b]) {
+        " (it is gzip data: decompress it first)"
+    } else if bytes.starts_with(b"070701") {
+        " (it is a cpio archive: pass it with --initrd)"
     } else {
-        ""
+        ": give vmscope a vmlinux (ELF) or a bzImage"
     }
 }
 
-/// Loads `kernel` and `initrd` into `mem` and writes the PVH structures.
+/// Whether `bytes` is a bzImage ("HdrS" at 0x202).
+pub fn is_bzimage(bytes: &[u8]) -> bool {
+    bytes.len() > 0x206 && &bytes[0x202..0x206] == b"HdrS"
+}
+
+/// Whether an ELF without a PVH note is an x86-64 Linux `vmlinux`: it has the sections every
+/// one has (`.init.text`, freed after boot, and `.altinstructions`, the alternatives table).
+fn looks_like_vmlinux(bytes: &[u8]) -> bool {
+    use object::{Object, ObjectSection};
+    object::File::parse(bytes).is_ok_and(|f| {
+        let has = |name: &str| f.sections().any(|s| s.name() == Ok(name));
+        has(".init.text") && has(".altinstructions")
+    })
+}
+
+/// The kernel as loaded: entry, end, protocol, setup header.
+struct Loaded {
+    entry: u64,
+    kernel_end: u64,
+    protocol: BootProtocol,
+    hdr: Option<linux_loader::loader::bootparam::setup_header>,
+}
+
+fn load_kernel(
+    mem: &GuestMemory,
+    name: &str,
+    kernel: &[u8],
+    choice: BootChoice,
+) -> Result<Loaded, LinuxBootError> {
+    let load_err = |source| LinuxBootError::Load { name: name.into(), source };
+    let high = Some(GuestAddress(pvh::layout::HIGH_RAM_START));
+    if is_bzimage(kernel) {
+        if choice == BootChoice::Pvh {
+            return Err(LinuxBootError::NoPvhNote {
+                name: name.into(),
+                why: ": it is a bzImage, which only the 64-bit boot protocol enters",
+            });
+        }
+        let r = linux_loader::loader::bzimage::BzImage::load(mem, None, &mut Cursor::new(kernel), high)
+            .map_err(load_err)?;
+        return Ok(Loaded {
+            entry: r.kernel_load.0 + zero_page::BZIMAGE_64BIT_ENTRY_OFFSET,
+            kernel_end: r.kernel_end,
+            protocol: BootProtocol::Linux64,
+            hdr: r.setup_header,
+        });
+    }
+    if !kernel.starts_with(b"\x7fELF") {
+        return Err(LinuxBootError::NotVmlinux { name: name.into(), hint: not_vmlinux_hint(kernel) });
+    }
+    let r =
+        linux_loader::loader::elf::Elf::load(mem, None, &mut Cursor::new(kernel), high).map_err(load_err)?;
+    let protocol = match (r.pvh_boot_cap, choice) {
+        (PvhBootCapability::PvhEntryPresent(entry), BootChoice::Auto | BootChoice::Pvh) => {
+            return Ok(Loaded {
+                entry: entry.0,
+                kernel_end: r.kernel_end,
+                protocol: BootProtocol::Pvh,
+                hdr: None,
+            })
+        }
+        (_, BootChoice::Pvh) => {
+            return Err(LinuxBootError::NoPvhNote { name: name.into(), why: "; build it with CONFIG_PVH=y" })
+        }
+        _ if looks_like_vmlinux(kernel) => BootProtocol::Linux64,
+        _ => {
+            return Err(LinuxBootError::NoPvhNote {
+                name: name.into(),
+                why: " and no .init.text or .altinstructions section: it does not look like a Linux kernel",
+            })
+        }
+    };
+    Ok(Loaded { entry: r.kernel_load.0, kernel_end: r.kernel_end, protocol, hdr: None })
+}
+
+/// Loads `kernel` and `initrd` into `mem` and writes the boot structures of the protocol
+/// `choice` leads to.
 pub fn setup(
     mem: &GuestMemory,
     kernel_name: &str,
     kernel: &[u8],
     initrd: Option<(&str, &[u8])>,
     cmdline: &str,
+    choice: BootChoice,
 ) -> Result<LinuxLayout, LinuxBootError> {
-    if !kernel.starts_with(b"\x7fELF") {
-        return Err(LinuxBootError::NotVmlinux { name: kernel_name.into(), hint: not_vmlinux_hint(kernel) });
-    }
     if cmdline.len() >= pvh::layout::CMDLINE_MAX {
         return Err(LinuxBootError::CmdlineTooLong { len: cmdline.len() });
     }
     if let Some((name, bytes)) = initrd {
         check_initrd(name, bytes)?;
     }
-    let loaded = linux_loader::loader::elf::Elf::load(
-        mem,
-        None,
-        &mut Cursor::new(kernel),
-        Some(GuestAddress(pvh::layout::HIGH_RAM_START)),
-    )
-    .map_err(|source| LinuxBootError::Load { name: kernel_name.into(), source })?;
-    let PvhBootCapability::PvhEntryPresent(entry) = loaded.pvh_boot_cap else {
-        return Err(LinuxBootError::NoPvhNote { name: kernel_name.into() });
-    };
+    if !is_bzimage(kernel) && !kernel.starts_with(b"\x7fELF") {
+        return Err(LinuxBootError::NotVmlinux { name: kernel_name.into(), hint: not_vmlinux_hint(kernel) });
+    }
+    let loaded = load_kernel(mem, kernel_name, kernel, choice)?;
     let size = mem_size(mem);
     let kernel_end = loaded.kernel_end;
+    let limit = match loaded.protocol {
+        BootProtocol::Pvh => size,
+        BootProtocol::Linux64 => size.min(zero_page::initrd_limit(loaded.hdr.as_ref())),
+    };
     let module = match initrd {
         None => None,
         Some((name, bytes)) => {
             // As high as possible, page aligned, like a bootloader would.
-            let addr = size.checked_sub(bytes.len() as u64).map(|a| a & !0xfff);
+            let addr = limit.checked_sub(bytes.len() as u64).map(|a| a & !0xfff);
             let addr = addr
                 .filter(|a| *a >= kernel_end.next_multiple_of(0x1000))
                 .ok_or(LinuxBootError::InitrdTooLarge { name: name.into(), size: bytes.len(), kernel_end })?;
@@ -136,12 +246,36 @@ pub fn setup(
             Some(Module { paddr: addr, size: bytes.len() as u64 })
         }
     };
-    for (gpa, bytes) in pvh::boot_structures(size, cmdline, module) {
-        write_phys(mem, gpa, &bytes)?;
+    match loaded.protocol {
+        BootProtocol::Pvh => {
+            for (gpa, bytes) in pvh::boot_structures(size, cmdline, module) {
+                write_phys(mem, gpa, &bytes)?;
+            }
+            let gdt: Vec<u8> = pvh_gdt().iter().flat_map(|e| e.to_le_bytes()).collect();
+            write_phys(mem, Gpa(abi_layout::GDT_GPA), &gdt)?;
+        }
+        BootProtocol::Linux64 => {
+            let mut cmd = cmdline.as_bytes().to_vec();
+            cmd.push(0);
+            write_phys(mem, Gpa(pvh::layout::CMDLINE_GPA), &cmd)?;
+            let params =
+                zero_page::boot_params(loaded.hdr, size, pvh::layout::CMDLINE_GPA, cmdline.len(), module);
+            write_phys(mem, Gpa(zero_page::ZERO_PAGE_GPA), params.as_slice())?;
+            let gdt_bytes: Vec<u8> = gdt::gdt_entries().iter().flat_map(|e| e.to_le_bytes()).collect();
+            write_phys(mem, Gpa(abi_layout::GDT_GPA), &gdt_bytes)?;
+            write_phys(mem, Gpa(abi_layout::TSS_GPA), &gdt::tss_image())?;
+            for (gpa, bytes) in identity_map(size, false)?.bytes() {
+                write_phys(mem, gpa, &bytes)?;
+            }
+        }
     }
-    let gdt: Vec<u8> = pvh_gdt().iter().flat_map(|e| e.to_le_bytes()).collect();
-    write_phys(mem, Gpa(abi_layout::GDT_GPA), &gdt)?;
-    Ok(LinuxLayout { entry: entry.0, kernel_end, initrd: module })
+    Ok(LinuxLayout {
+        entry: loaded.entry,
+        kernel_end,
+        initrd: module,
+        protocol: loaded.protocol,
+        bzimage: loaded.hdr.is_some(),
+    })
 }
 
 /// The boot GDT for PVH entry: null, flat 32-bit code, flat data, a TSS.
@@ -191,17 +325,28 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_kernel_or_initrd() {
         let mem = create_guest_memory(64 << 20).unwrap();
-        let e = setup(&mem, "notes.txt", b"hello", None, "").unwrap_err();
-        assert_eq!(e.to_string(), "notes.txt is not a vmlinux ELF kernel");
+        let e = setup(&mem, "notes.txt", b"hello", None, "", BootChoice::Auto).unwrap_err();
+        assert_eq!(
+            e.to_string(),
+            "notes.txt is not a vmlinux ELF kernel: give vmscope a vmlinux (ELF) or a bzImage"
+        );
         let mut bz = vec![0u8; 0x300];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
-        assert!(setup(&mem, "bzImage", &bz, None, "").unwrap_err().to_string().contains("it is a bzImage"));
+        assert!(is_bzimage(&bz));
+        let e = setup(&mem, "bzImage", &bz, None, "", BootChoice::Pvh).unwrap_err();
+        assert!(e.to_string().contains("only the 64-bit boot protocol"), "{e}");
+        // A truncated bzImage: linux-loader's checks.
+        assert!(matches!(
+            setup(&mem, "bzImage", &bz, None, "", BootChoice::Auto),
+            Err(LinuxBootError::Load { .. })
+        ));
         assert!(check_initrd("x.cpio", b"070701000").is_ok());
         assert!(check_initrd("x.gz", &[0x1f, 0x8b, 8]).is_ok());
         assert!(matches!(check_initrd("notes.txt", b"hello"), Err(LinuxBootError::NotCpio { .. })));
         // An ELF without a PVH note (a unikernel-style image).
         let elf = crate::test_utils::tiny_elf(0x20_0000, &[0xf4], 62);
-        assert!(matches!(setup(&mem, "tiny", &elf, None, ""), Err(LinuxBootError::NoPvhNote { .. })));
+        let e = setup(&mem, "tiny", &elf, None, "", BootChoice::Auto).unwrap_err();
+        assert!(e.to_string().contains("does not look like a Linux kernel"), "{e}");
     }
 
     #[test]

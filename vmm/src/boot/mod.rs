@@ -3,3 +3,4 @@
 pub mod elf_guest;
 pub mod linux;
 pub mod pvh;
+pub mod zero_page;

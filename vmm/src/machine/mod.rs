@@ -7,10 +7,11 @@ mod debug;
 
 pub use debug::{DebugError, HwBreakpoint, HwKind, HwSlots};
 
-use crate::arch::x86_64::regs::{initial_fpu, long_mode_regs, long_mode_sregs};
+use crate::arch::x86_64::regs::{initial_fpu, long_mode_regs, long_mode_sregs, LongModeEntry};
 use crate::arch::x86_64::{msr, Ring};
 use crate::boot::elf_guest::{self, ElfBootError, ElfGuestLayout};
-use crate::boot::linux::{self, LinuxBootError, LinuxLayout};
+use crate::boot::linux::{self, BootChoice, BootProtocol, LinuxBootError, LinuxLayout};
+use crate::boot::zero_page;
 use crate::debug::Breakpoints;
 use crate::devices::console::Console;
 use crate::devices::doorbell::Doorbell;
@@ -165,6 +166,8 @@ pub struct LinuxGuestConfig {
     pub fixups: EmulationFixups,
     /// Disk images, each a virtio-blk device on virtio-mmio (`/dev/vda`, `/dev/vdb`, …).
     pub disks: Vec<DiskConfig>,
+    /// The boot protocol (PVH when the kernel has the note, by default).
+    pub boot: BootChoice,
 }
 
 /// A disk image to attach.
@@ -240,7 +243,8 @@ impl Machine {
         Ok(machine)
     }
 
-    /// Boots a Linux kernel through PVH with an in-kernel irqchip, PIT and COM1 on IRQ 4.
+    /// Boots a Linux kernel (through PVH, or the 64-bit boot protocol) with an in-kernel
+    /// irqchip, PIT and COM1 on IRQ 4.
     pub fn boot_linux(cfg: &LinuxGuestConfig, console: Console) -> Result<Self, MachineError> {
         let started = Instant::now();
         if !(1..=32).contains(&cfg.vcpus) {
@@ -252,7 +256,7 @@ impl Machine {
         let mmio = Self::virtio_devices(&vm, &mem, &cfg.disks)?;
         let cmdline = with_device_args(&cfg.cmdline, &mmio.kernel_cmdline());
         let initrd = cfg.initrd.as_ref().map(|(n, b)| (n.as_str(), &b[..]));
-        let layout = linux::setup(&mem, &cfg.kernel_name, &cfg.kernel, initrd, &cmdline)?;
+        let layout = linux::setup(&mem, &cfg.kernel_name, &cfg.kernel, initrd, &cmdline, cfg.boot)?;
         let irq = irqfd(&vm, COM1_IRQ)?;
         let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), Some(irq))));
         let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console)).with_mmio(mmio);
@@ -283,8 +287,23 @@ impl Machine {
             fd.set_lapic(&lapic).map_err(op("KVM_SET_LAPIC"))?;
             if index == 0 {
                 let base = fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
-                fd.set_sregs(&linux::pvh_sregs(base)).map_err(op("KVM_SET_SREGS"))?;
-                fd.set_regs(&linux::pvh_regs(layout.entry)).map_err(op("KVM_SET_REGS"))?;
+                let (sregs, regs) = match layout.protocol {
+                    BootProtocol::Pvh => (linux::pvh_sregs(base), linux::pvh_regs(layout.entry)),
+                    BootProtocol::Linux64 => {
+                        let entry = LongModeEntry {
+                            entry: layout.entry,
+                            stack: zero_page::BOOT_STACK,
+                            arg: 0,
+                            cr3: vmscope_abi::layout::PML4_GPA,
+                            ring: Ring::Ring0,
+                        };
+                        let mut regs = long_mode_regs(&entry);
+                        regs.rsi = zero_page::ZERO_PAGE_GPA;
+                        (long_mode_sregs(base, &entry), regs)
+                    }
+                };
+                fd.set_sregs(&sregs).map_err(op("KVM_SET_SREGS"))?;
+                fd.set_regs(&regs).map_err(op("KVM_SET_REGS"))?;
                 fd.set_fpu(&initial_fpu()).map_err(op("KVM_SET_FPU"))?;
             }
             Ok(())
