@@ -125,7 +125,7 @@ pub struct RunArgs {
     pub(super) gdb_wait: bool,
 }
 
-fn parse_disk(s: &str) -> Result<vmm::machine::DiskConfig, String> {
+pub(super) fn parse_disk(s: &str) -> Result<vmm::machine::DiskConfig, String> {
     let (path, read_only) = match s.strip_suffix(",ro") {
         Some(p) if !std::path::Path::new(s).exists() => (p, true),
         _ => (s, false),

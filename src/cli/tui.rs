@@ -28,6 +28,10 @@ pub struct TuiArgs {
     /// The unikernel's workload.
     #[arg(long, num_args = 1.., default_value = "compute 20000000")]
     workload: Vec<String>,
+    /// Linux: attach this disk image as virtio-blk (`PATH,ro` read-only); the exits pane
+    /// shows its queue activity and `:vq 0 0` decodes its request queue.
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = super::run::parse_disk)]
+    disks: Vec<vmm::machine::DiskConfig>,
 }
 
 /// Runs `vmscope tui`.
@@ -79,7 +83,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
                     guests::workload::ELF,
                 )?;
                 let cfg = LinuxGuestConfig {
-                    disks: vec![],
+                    disks: args.disks.clone(),
                     boot: Default::default(),
                     kernel_name: "linux".into(),
                     kernel: kernel.into(),

@@ -48,6 +48,8 @@ pub struct GuestView {
     pub insn_emulation: Option<u64>,
     /// For a container: what the host kernel accounts to it (no vCPUs, no page tables).
     pub container: Option<ContainerInfo>,
+    /// Virtio devices, one line each: queue notifications, interrupts, requests.
+    pub virtio: Vec<String>,
 }
 
 /// What is shown for a container instead of vCPU state.
@@ -80,6 +82,7 @@ impl GuestView {
             top_exits: vec![],
             insn_emulation: None,
             container: None,
+            virtio: vec![],
         }
     }
 

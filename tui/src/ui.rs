@@ -33,10 +33,12 @@ fn bits(value: u64, names: &[(u64, &'static str)]) -> String {
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
+        // The exits pane grows by a line per virtio device (up to three).
+        let virtio_lines = self.guest().map_or(0, |g| g.virtio.len().min(3)) as u16;
         let [tabs, main, bottom, status] = Layout::vertical([
             Constraint::Length(1),
             Constraint::Min(8),
-            Constraint::Length(3),
+            Constraint::Length(3 + virtio_lines),
             Constraint::Length(1),
         ])
         .areas(area);
@@ -281,7 +283,12 @@ impl App {
             .style(Style::default().fg(Color::Magenta))
             .render(spark, buf);
         let text: Vec<String> = g.top_exits.iter().take(4).map(|(n, c)| format!("{n}: {c}")).collect();
-        Paragraph::new(text.join("  ")).wrap(Wrap { trim: true }).render(top, buf);
+        let mut lines = vec![Line::from(text.join("  "))];
+        // Virtio activity (`:vq DEV Q` decodes a queue).
+        lines.extend(
+            g.virtio.iter().map(|v| Line::from(Span::styled(v.clone(), Style::default().fg(Color::Cyan)))),
+        );
+        Paragraph::new(lines).wrap(Wrap { trim: true }).render(top, buf);
     }
 
     fn render_status(&self, area: Rect, buf: &mut Buffer) {

@@ -72,6 +72,17 @@ fn help_overlay_and_command_prompt() {
 }
 
 #[test]
+fn virtio_activity_shows_under_the_exits() {
+    let mut v = view("linux", GuestState::Running);
+    v.virtio = vec!["virtio-blk@0xd0000000 irq 5: 12 notifies, 12 irqs, reads 10, writes 0".into()];
+    let screen = render(&App::new(vec![v]), 120, 30);
+    let lines: Vec<&str> = screen.lines().collect();
+    let exits = lines.iter().position(|l| l.contains("exits/refresh")).unwrap_or_else(|| panic!("{screen}"));
+    assert!(lines[exits + 1].contains("io-out port 0x500: 12"), "{screen}");
+    assert!(lines[exits + 2].contains("virtio-blk@0xd0000000 irq 5: 12 notifies"), "{screen}");
+}
+
+#[test]
 fn tiny_and_odd_sizes_do_not_panic() {
     let app = App::new(vec![view("unikernel", GuestState::Running), view("linux", GuestState::Running)]);
     for (w, h) in [(1, 1), (10, 5), (80, 24), (81, 25), (200, 60), (30, 100)] {
