@@ -111,7 +111,7 @@ impl LiveContainer {
                 };
             }
         }
-        let stats = guests::container::cgroup_stats(&self.process.id);
+        let stats = self.process.cgroup_stats();
         view.container = Some(crate::app::ContainerInfo {
             runtime: self.runtime.clone(),
             memory_bytes: stats.memory_bytes,
@@ -123,8 +123,7 @@ impl LiveContainer {
 
 impl Drop for LiveContainer {
     fn drop(&mut self) {
-        let _ = self.process.child.kill();
-        let _ = self.process.child.wait();
+        self.process.stop(Duration::from_secs(2));
     }
 }
 
