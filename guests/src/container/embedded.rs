@@ -75,7 +75,6 @@ pub fn run_here(bundle: &Path, id: &str) -> Result<i32, EmbeddedError> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
     use libcontainer::workload::default::DefaultExecutor;
-    use nix::sys::wait::{waitpid, WaitStatus};
 
     let err = |action| {
         let (id, bundle) = (id.to_string(), bundle.to_path_buf());
@@ -95,14 +94,7 @@ pub fn run_here(bundle: &Path, id: &str) -> Result<i32, EmbeddedError> {
     let started = container.start().map_err(err("start"));
     let status = started.and_then(|()| {
         let pid = container.pid().ok_or_else(|| EmbeddedError::NoPid(id.into()))?;
-        loop {
-            match waitpid(pid, None) {
-                Ok(WaitStatus::Exited(_, code)) => break Ok(code),
-                Ok(WaitStatus::Signaled(_, signal, _)) => break Ok(128 + signal as i32),
-                Ok(_) | Err(nix::Error::EINTR) => continue,
-                Err(source) => break Err(EmbeddedError::Wait { id: id.into(), pid: pid.as_raw(), source }),
-            }
-        }
+        wait_for_init(pid).map_err(|source| EmbeddedError::Wait { id: id.into(), pid: pid.as_raw(), source })
     });
     // Remove the state and the cgroups whatever happened; a failed clean-up must not hide
     // the workload's status.
@@ -110,4 +102,35 @@ pub fn run_here(bundle: &Path, id: &str) -> Result<i32, EmbeddedError> {
         tracing::warn!("cannot delete container {id:?}: {e}");
     }
     status
+}
+
+/// Waits for the init process `pid` and returns its status (128 + signal when killed).
+///
+/// SIGINT, SIGTERM and SIGHUP (a Ctrl-C reaches the whole process group) are taken
+/// synchronously and answered with SIGKILL to the init: as pid 1 of its pid namespace the
+/// workload ignores signals it has no handler for, and this process must live on to
+/// delete the container rather than die and leave its state and cgroups behind. The mask
+/// is set after the init was cloned, so the workload does not inherit it.
+fn wait_for_init(pid: nix::unistd::Pid) -> Result<i32, nix::Error> {
+    use nix::sys::signal::{kill, SigSet, Signal};
+    use nix::sys::wait::{waitpid, WaitPidFlag, WaitStatus};
+
+    let mut signals = SigSet::empty();
+    for s in [Signal::SIGCHLD, Signal::SIGINT, Signal::SIGTERM, Signal::SIGHUP] {
+        signals.add(s);
+    }
+    signals.thread_block()?;
+    loop {
+        // Checked before every wait: the init may have exited before SIGCHLD was blocked.
+        match waitpid(pid, Some(WaitPidFlag::WNOHANG)) {
+            Ok(WaitStatus::Exited(_, code)) => return Ok(code),
+            Ok(WaitStatus::Signaled(_, signal, _)) => return Ok(128 + signal as i32),
+            Ok(_) | Err(nix::Error::EINTR) => {}
+            Err(e) => return Err(e),
+        }
+        match signals.wait()? {
+            Signal::SIGCHLD => {}
+            _ => kill(pid, Signal::SIGKILL)?,
+        }
+    }
 }
