@@ -28,6 +28,9 @@ enum Command {
     Tui(cli::tui::TuiArgs),
     /// Guided labs: list, show, run a lab, and check your work.
     Lab(cli::lab::LabArgs),
+    /// The embedded OCI runtime (libcontainer), run by vmscope itself in a fresh process.
+    #[command(hide = true)]
+    OciRuntime(cli::oci_runtime::OciRuntimeArgs),
 }
 
 fn main() -> ExitCode {
@@ -43,6 +46,7 @@ fn main() -> ExitCode {
         Command::Guests(args) => cli::guests::run(args),
         Command::Tui(args) => cli::tui::run(args),
         Command::Lab(args) => cli::lab::run(args),
+        Command::OciRuntime(args) => return cli::oci_runtime::run(args),
     };
     match result {
         Ok(code) => code,

@@ -1,29 +1,73 @@
-//! End to end: the container guest, a real OCI bundle run by runc.
+//! End to end: the container guest, a real OCI bundle run by the embedded runtime (youki's
+//! libcontainer, the default) and by runc when it is installed.
 
 mod common;
 use common::{stderr, stdout, vmscope};
 
+/// The runtimes to test: the embedded one always, runc where it is installed.
+fn runtimes() -> Vec<&'static str> {
+    let mut r = vec!["embedded"];
+    if guests::container::runtime_path("runc").is_some() {
+        r.push("runc");
+    }
+    r
+}
+
 #[test]
 fn every_workload_runs_in_a_container() {
+    for runtime in runtimes() {
+        every_workload_runs_with(runtime);
+    }
+}
+
+fn every_workload_runs_with(runtime: &str) {
     for (workload, expect) in [
         (&["hello"][..], "Hello from the vmscope workload (pid 1"),
         (&["compute", "1000000"][..], "compute: N=1000000 primes=78498 checksum=0x8be2da9e7"),
         (&["syscalls", "1000"][..], "syscalls: 1000 getppid calls"),
         (&["io 65536 --batch 4096"][..], "io: 65536 bytes in 16 writes"),
     ] {
-        let mut args = vec!["run", "container", "--workload"];
+        let mut args = vec!["run", "container", "--runtime", runtime, "--workload"];
         args.extend_from_slice(workload);
         let o = vmscope(&args);
-        assert_eq!(o.status.code(), Some(0), "{workload:?}: {}", stderr(&o));
-        assert!(stdout(&o).contains(expect), "{workload:?}: {}", stdout(&o));
+        assert_eq!(o.status.code(), Some(0), "{runtime} {workload:?}: {}", stderr(&o));
+        assert!(stdout(&o).contains(expect), "{runtime} {workload:?}: {}", stdout(&o));
     }
 }
 
 #[test]
 fn the_memory_limit_is_enforced() {
-    let o = vmscope(&["run", "container", "--mem", "8", "--workload", "compute", "400000000"]);
-    assert_eq!(o.status.code(), Some(137), "{}", stderr(&o));
-    assert!(stderr(&o).contains("memory limit of 8 MiB"), "{}", stderr(&o));
+    for runtime in runtimes() {
+        let o = vmscope(&[
+            "run",
+            "container",
+            "--runtime",
+            runtime,
+            "--mem",
+            "8",
+            "--workload",
+            "compute",
+            "400000000",
+        ]);
+        assert_eq!(o.status.code(), Some(137), "{runtime}: {}", stderr(&o));
+        assert!(stderr(&o).contains("memory limit of 8 MiB"), "{runtime}: {}", stderr(&o));
+    }
+}
+
+#[test]
+fn the_default_runtime_is_the_embedded_one() {
+    let o = vmscope(&["run", "container", "-v", "--workload", "hello"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stderr(&o).contains("run by embedded"), "{}", stderr(&o));
+}
+
+#[test]
+fn an_embedded_runtime_failure_names_the_bundle() {
+    // The hidden subcommand, called the way `--runtime embedded` calls it, on no bundle.
+    let o = vmscope(&["oci-runtime", "run", "--bundle", "/nonexistent-bundle", "vmscope-test"]);
+    assert_eq!(o.status.code(), Some(1));
+    assert!(stderr(&o).contains("vmscope oci-runtime run failed"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("/nonexistent-bundle"), "{}", stderr(&o));
 }
 
 #[test]

@@ -11,7 +11,10 @@ struct Tmux(String);
 impl Tmux {
     fn start(cmd: &str) -> Self {
         common::require_kvm();
-        let name = format!("vmscope-tui-test-{}", std::process::id());
+        // Tests run in parallel in one process: a counter keeps their sessions apart.
+        static SEQ: std::sync::atomic::AtomicU32 = std::sync::atomic::AtomicU32::new(0);
+        let seq = SEQ.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+        let name = format!("vmscope-tui-test-{}-{seq}", std::process::id());
         let ok = Command::new("tmux")
             .args(["new-session", "-d", "-s", &name, "-x", "100", "-y", "30", cmd])
             .status()
@@ -106,4 +109,29 @@ fn pause_step_break_continue_pagetables_quit() {
     assert!(s.contains("VMSCOPE-EXITED 0"), "{s}");
     assert_eq!(t.option("#{alternate_on}"), "0", "the terminal left the alternate screen");
     assert_eq!(t.option("#{cursor_flag}"), "1", "the cursor is visible again");
+}
+
+/// The container pane shows what the kernel accounts to the container's own cgroups (found
+/// from its init process, wherever the runtime nested them), and quitting ends it.
+#[test]
+fn a_container_shows_its_cgroup_memory_cpu_and_processes() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let mut runtimes = vec!["embedded"];
+    if guests::container::runtime_path("runc").is_some() {
+        runtimes.push("runc");
+    }
+    for runtime in runtimes {
+        let t = Tmux::start(&format!(
+            "{bin} tui container --runtime {runtime}; echo VMSCOPE-EXITED $?; sleep 30"
+        ));
+        let s = t.wait_for("the container's cgroup", |s| {
+            s.contains(&format!("runtime {runtime}"))
+                && s.contains(" MiB")
+                && !s.contains("cgroup CPU ?")
+                && s.contains("workload")
+        });
+        assert!(!s.contains("not available"), "{runtime}: {s}");
+        t.keys(&["q"]);
+        t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED 0"));
+    }
 }

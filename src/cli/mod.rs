@@ -7,6 +7,7 @@ pub mod host;
 pub mod lab;
 pub mod linux;
 pub mod measure;
+pub mod oci_runtime;
 pub mod run;
 pub mod session;
 pub mod tui;

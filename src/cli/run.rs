@@ -117,8 +117,9 @@ pub struct RunArgs {
     /// Let gdb attach: PORT or HOST:PORT (loopback unless a host is given), or unix:PATH.
     #[arg(long, value_name = "ADDR")]
     pub(super) gdb: Option<gdb::ListenAddr>,
-    /// Container: the OCI runtime to use.
-    #[arg(long, default_value = "runc")]
+    /// Container: the OCI runtime: `embedded` (youki's libcontainer inside vmscope, nothing to
+    /// install), or `runc` or any runtime on PATH (or a path) with runc's command line.
+    #[arg(long, default_value = guests::container::embedded::NAME)]
     pub(super) runtime: String,
     /// With --gdb: hold the vCPUs before the first instruction until gdb continues.
     #[arg(long, requires = "gdb")]

@@ -15,16 +15,20 @@ enum TuiGuest {
     Unikernel,
     /// The minimal Linux (built first if it is not cached).
     Linux,
-    /// The workload in an OCI container run by runc.
+    /// The workload in an OCI container (run by --runtime).
     Container,
 }
 
 /// Arguments of `vmscope tui`.
 #[derive(Args, Debug)]
 pub struct TuiArgs {
-    /// Guests to start (default: the unikernel, a container when runc is installed, and
-    /// Linux when its kernel is already built).
+    /// Guests to start (default: the unikernel, a container, and Linux when its kernel is
+    /// already built).
     guests: Vec<TuiGuest>,
+    /// The container's OCI runtime: `embedded` (youki's libcontainer inside vmscope), or
+    /// `runc` or any runtime on PATH with runc's command line.
+    #[arg(long, default_value = guests::container::embedded::NAME)]
+    runtime: String,
     /// The unikernel's workload.
     #[arg(long, num_args = 1.., default_value = "compute 20000000")]
     workload: Vec<String>,
@@ -39,7 +43,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
     let mut which = args.guests.clone();
     if which.is_empty() {
         which.push(TuiGuest::Unikernel);
-        if guests::container::runtime_path("runc").is_some() {
+        if guests::container::runtime_path(&args.runtime).is_some() {
             which.push(TuiGuest::Container);
         }
         if guests::linux::list_cached().iter().any(|a| a.key == guests::linux::build_key()) {
@@ -52,9 +56,10 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
         let console = Console::buffer();
         match g {
             TuiGuest::Container => {
+                let runtime = args.runtime.clone();
                 let args: Vec<String> = ["syscalls", "1000000000"].iter().map(|s| s.to_string()).collect();
                 containers.push(
-                    tui::LiveContainer::start("container", "runc", &args)
+                    tui::LiveContainer::start("container", &runtime, &args)
                         .context("cannot start the container")?,
                 );
             }

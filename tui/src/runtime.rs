@@ -14,7 +14,7 @@ use inspect::symbols::SymbolTable;
 use inspect::Gva;
 use ratatui::backend::CrosstermBackend;
 use ratatui::Terminal;
-use std::io::Stdout;
+use std::io::{Read, Stdout};
 use std::time::{Duration, Instant};
 use vmm::devices::console::Console;
 use vmm::machine::commands::Session;
@@ -61,7 +61,7 @@ impl LiveGuest {
     }
 }
 
-/// A container the TUI shows beside the VMs: runc's process, the workload's output, and
+/// A container the TUI shows beside the VMs: the runtime's process, the workload's output, and
 /// its cgroup's accounting. It has no vCPUs, so debugger actions explain that instead.
 pub struct LiveContainer {
     /// Name for the tab bar.
@@ -83,11 +83,15 @@ impl LiveContainer {
         let bundle = guests::container::prepare_bundle(args, Some(256 << 20))?;
         let mut process = guests::container::spawn(&bundle, runtime)?;
         let output = std::sync::Arc::new(std::sync::Mutex::new(Vec::new()));
-        if let Some(mut stdout) = process.child.stdout.take() {
+        // The workload's output and the runtime's own messages (why it failed to start,
+        // say) both go to the console pane.
+        let stdout = process.child.stdout.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        let stderr = process.child.stderr.take().map(|s| Box::new(s) as Box<dyn std::io::Read + Send>);
+        for mut pipe in [stdout, stderr].into_iter().flatten() {
             let sink = output.clone();
             std::thread::spawn(move || {
                 let mut buf = [0u8; 4096];
-                while let Ok(n) = std::io::Read::read(&mut stdout, &mut buf) {
+                while let Ok(n) = pipe.read(&mut buf) {
                     if n == 0 {
                         break;
                     }
@@ -111,7 +115,7 @@ impl LiveContainer {
                 };
             }
         }
-        let stats = guests::container::cgroup_stats(&self.process.id);
+        let stats = self.process.cgroup_stats();
         view.container = Some(crate::app::ContainerInfo {
             runtime: self.runtime.clone(),
             memory_bytes: stats.memory_bytes,
@@ -123,8 +127,7 @@ impl LiveContainer {
 
 impl Drop for LiveContainer {
     fn drop(&mut self) {
-        let _ = self.process.child.kill();
-        let _ = self.process.child.wait();
+        self.process.stop(Duration::from_secs(2));
     }
 }
 

@@ -1,7 +1,12 @@
 //! The container guest: a real OCI bundle (config.json built with the `oci-spec` crate,
 //! a busybox root file system plus the static workload binary) run by a real OCI runtime
-//! (`runc` by default; any runtime on PATH with the same CLI).
+//! (`--runtime`): the embedded one, youki's `libcontainer` linked into vmscope ([`embedded`]),
+//! or `runc` or any runtime on PATH with runc's CLI.
 
+pub mod cgroup;
+pub mod embedded;
+
+pub use cgroup::CgroupStats;
 use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -12,7 +17,9 @@ use std::time::{Duration, Instant};
 #[derive(Debug, thiserror::Error)]
 pub enum ContainerError {
     /// The runtime is not installed.
-    #[error("the OCI runtime {0:?} is not on PATH: install it (apt-get install runc) or pass --runtime")]
+    #[error(
+        "the OCI runtime {0:?} is not on PATH: install it (apt-get install runc) or pass --runtime embedded"
+    )]
     NoRuntime(String),
     /// busybox is missing.
     #[error("{0} is missing: install Debian's busybox-static")]
@@ -128,8 +135,12 @@ pub fn prepare_bundle(args: &[String], memory_limit: Option<i64>) -> Result<Bund
     Ok(bundle)
 }
 
-/// Whether `runtime` can be found.
+/// Where `runtime` is: the current executable for the embedded runtime, else a path or a
+/// program on PATH.
 pub fn runtime_path(runtime: &str) -> Option<PathBuf> {
+    if runtime == embedded::NAME {
+        return std::env::current_exe().ok();
+    }
     if runtime.contains('/') {
         return Path::new(runtime).exists().then(|| runtime.into());
     }
@@ -142,8 +153,10 @@ pub fn runtime_path(runtime: &str) -> Option<PathBuf> {
 pub struct ContainerProcess {
     /// The runtime process (`runc run`), which lives as long as the workload.
     pub child: std::process::Child,
-    /// The container id (also its cgroup's name under runc's default cgroups path).
+    /// The container id.
     pub id: String,
+    /// The init process, once found (it keeps its pid when it execs the workload).
+    init: std::sync::OnceLock<u32>,
 }
 
 /// `RUNTIME run --bundle DIR ID` for `bundle`, and the container id.
@@ -151,8 +164,15 @@ fn run_command(bundle: &Bundle, runtime: &str) -> Result<(Command, String), Cont
     let path = runtime_path(runtime).ok_or_else(|| ContainerError::NoRuntime(runtime.into()))?;
     let id =
         bundle.dir.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_else(|| "vmscope".into());
-    let mut cmd = Command::new(&path);
-    cmd.args(["run", "--bundle"]).arg(&bundle.dir).arg(&id).stdin(Stdio::null()).stderr(Stdio::piped());
+    let mut cmd = if runtime == embedded::NAME {
+        embedded::command(&bundle.dir, &id)
+            .map_err(|source| ContainerError::Spawn { runtime: runtime.into(), source })?
+    } else {
+        let mut cmd = Command::new(&path);
+        cmd.args(["run", "--bundle"]).arg(&bundle.dir).arg(&id);
+        cmd
+    };
+    cmd.stdin(Stdio::null()).stderr(Stdio::piped());
     Ok((cmd, id))
 }
 
@@ -163,39 +183,49 @@ pub fn spawn(bundle: &Bundle, runtime: &str) -> Result<ContainerProcess, Contain
         .stdout(Stdio::piped())
         .spawn()
         .map_err(|source| ContainerError::Spawn { runtime: runtime.into(), source })?;
-    Ok(ContainerProcess { child, id })
+    Ok(ContainerProcess { child, id, init: Default::default() })
 }
 
-/// What the host kernel accounts to a running container (cgroup v1, as on this host's
-/// hybrid layout; v2 where only the unified hierarchy exists).
-#[derive(Clone, Debug, Default, PartialEq, Eq)]
-pub struct CgroupStats {
-    /// Memory in use, bytes.
-    pub memory_bytes: Option<u64>,
-    /// CPU time used, nanoseconds.
-    pub cpu_ns: Option<u64>,
-    /// The processes in it: (pid, command).
-    pub processes: Vec<(u32, String)>,
-}
+impl ContainerProcess {
+    /// The container's init process (the workload, pid 1 in its namespace) once the
+    /// runtime has started it: runc and libcontainer both make it a child of the runtime
+    /// process. `None` before it exists and after it exits.
+    pub fn init_pid(&self) -> Option<u32> {
+        if let Some(pid) = self.init.get() {
+            return Some(*pid);
+        }
+        let pid = cgroup::children_of(self.child.id()).into_iter().next()?;
+        Some(*self.init.get_or_init(|| pid))
+    }
 
-/// Reads the cgroup statistics of container `id` (runc's default cgroups path `/<id>`).
-pub fn cgroup_stats(id: &str) -> CgroupStats {
-    let read = |p: String| std::fs::read_to_string(p).ok();
-    let num = |p: String| read(p).and_then(|t| t.trim().parse::<u64>().ok());
-    let memory_bytes = num(format!("/sys/fs/cgroup/memory/{id}/memory.usage_in_bytes"))
-        .or_else(|| num(format!("/sys/fs/cgroup/{id}/memory.current")));
-    let cpu_ns = num(format!("/sys/fs/cgroup/cpu,cpuacct/{id}/cpuacct.usage"))
-        .or_else(|| num(format!("/sys/fs/cgroup/cpuacct/{id}/cpuacct.usage")));
-    let procs = read(format!("/sys/fs/cgroup/pids/{id}/cgroup.procs"))
-        .or_else(|| read(format!("/sys/fs/cgroup/memory/{id}/cgroup.procs")))
-        .or_else(|| read(format!("/sys/fs/cgroup/{id}/cgroup.procs")))
-        .unwrap_or_default();
-    let processes = procs
-        .lines()
-        .filter_map(|l| l.trim().parse::<u32>().ok())
-        .map(|pid| (pid, read(format!("/proc/{pid}/comm")).unwrap_or_default().trim().to_string()))
-        .collect();
-    CgroupStats { memory_bytes, cpu_ns, processes }
+    /// Ends the container: SIGKILL to its init process (which, as pid 1 of the container's
+    /// pid namespace, takes every process in it along), so that the runtime sees it exit and
+    /// cleans up its state and cgroups; then waits for the runtime, killing it only if it
+    /// is still there after `grace`.
+    pub fn stop(&mut self, grace: Duration) {
+        if let Ok(Some(_)) = self.child.try_wait() {
+            return;
+        }
+        if let Some(pid) = self.init_pid().and_then(|p| i32::try_from(p).ok()) {
+            let _ =
+                nix::sys::signal::kill(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+        }
+        let deadline = Instant::now() + grace;
+        while Instant::now() < deadline {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+
+    /// What the kernel accounts to the container's cgroups, found through its init
+    /// process's `/proc/PID/cgroup` (empty when the container is not running).
+    pub fn cgroup_stats(&self) -> CgroupStats {
+        self.init_pid().and_then(cgroup::dirs_of).map(|d| d.stats()).unwrap_or_default()
+    }
 }
 
 /// Runs the bundle with `runtime`; the workload's output goes to this process's stdout.
@@ -208,9 +238,10 @@ pub fn run(bundle: &Bundle, runtime: &str) -> Result<ContainerRun, ContainerErro
         .map_err(|source| ContainerError::Spawn { runtime: runtime.into(), source })?;
     let elapsed = start.elapsed();
     let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
-    // runc reports its own failures on stderr with a non-zero status before the process
-    // starts; a workload's own non-zero status comes without such a message.
-    if !out.status.success() && stderr.contains("runc run failed") {
+    // runc and the embedded runtime report their own failures on stderr with a non-zero
+    // status before the process starts; a workload's own non-zero status comes without
+    // such a message.
+    if !out.status.success() && (stderr.contains("runc run failed") || stderr.contains(embedded::FAILED)) {
         return Err(ContainerError::Runtime { runtime: runtime.into(), stderr: stderr.trim().into() });
     }
     Ok(ContainerRun { code: out.status.code(), elapsed, stderr })
