@@ -245,15 +245,16 @@ mod tests {
 
     #[test]
     fn counts_syscall_entry_points() {
-        let names = [
-            "__x64_sys_read",
-            "__x64_sys_write",
-            "__x64_sys_read",
-            "__x64_sys_ni_syscall",
-            "__ia32_sys_read",
-            "sys_read",
+        let symbols = [
+            ("__x64_sys_read", false),
+            ("__x64_sys_write", false),
+            ("__x64_sys_read", false),
+            ("__x64_sys_ni_syscall", false),
+            ("__x64_sys_io_setup", true),
+            ("__ia32_sys_read", false),
+            ("sys_read", false),
         ];
-        assert_eq!(syscall_entry_points(names.into_iter()), 2);
+        assert_eq!(syscall_entry_points(symbols.into_iter()), 2);
     }
 
     const SAMPLE: &str = "\
