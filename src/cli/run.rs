@@ -184,6 +184,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         vcpus: args.vcpus,
         ring,
         start_paused: (debugging && args.gdb.is_none()) || args.gdb_wait,
+        // The unikernel rings the doorbell only in its `doorbell` workload; an ELF of the
+        // user's may ring it at any time.
+        doorbell: args.elf.is_some() || args.workload.first().is_some_and(|w| w.starts_with("doorbell")),
     };
     if args.verbose {
         eprintln!(

@@ -16,6 +16,7 @@
 //!     vcpus: 1,
 //!     ring: vmm::arch::x86_64::Ring::Ring3,
 //!     start_paused: false,
+//!     doorbell: false,
 //! };
 //! let mut m = Machine::boot_elf(&cfg, Console::stdout()).unwrap();
 //! if let Outcome::Exited { code } = m.wait(None) {

@@ -29,6 +29,7 @@ fn boot(code: &[u8], ring: Ring) -> (Machine, Console) {
         vcpus: 1,
         ring,
         start_paused: false,
+        doorbell: false,
     };
     (Machine::boot_elf(&cfg, console.clone()).expect("boot"), console)
 }
