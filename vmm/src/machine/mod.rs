@@ -225,8 +225,11 @@ impl Machine {
             Parts { kvm, vm, mem, bus, layout: GuestLayout::Elf(layout), started, name: cfg.name.clone() };
         let entry = layout.entry;
         // Best effort: without it, doorbell writes are ordinary (ignored) port exits.
-        let doorbell =
-            if cfg.doorbell { Doorbell::register(parts.vm.fd(), vmscope_abi::PORT_DOORBELL).ok() } else { None };
+        let doorbell = if cfg.doorbell {
+            Doorbell::register(parts.vm.fd(), vmscope_abi::PORT_DOORBELL).ok()
+        } else {
+            None
+        };
         let mut machine = Self::assemble(
             parts,
             cfg.vcpus,
