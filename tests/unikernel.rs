@@ -210,3 +210,31 @@ fn mmio_stores_exit_to_the_vmm_and_cpuid_does_not() {
     let bad = vmscope(&["run", "unikernel", "--workload", "mmio", "x"]);
     assert_eq!(bad.status.code(), Some(2), "a bad number is refused");
 }
+
+#[test]
+fn io_through_the_shared_ring_kicks_only_a_sleeping_consumer() {
+    let dir = tempfile::tempdir().unwrap();
+    let stats = dir.path().join("ring.json");
+    let o = vmscope(&[
+        "run",
+        "unikernel",
+        "--workload",
+        "io 65536 --batch 256 --ring",
+        "--stats-json",
+        stats.to_str().unwrap(),
+    ]);
+    let out = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{out}");
+    // Every byte arrived through the VMM's consumer thread: 63 dots and a newline per 64.
+    assert_eq!(out.matches('.').count(), 65536 - 1024, "{out}");
+    let line = out.lines().find(|l| l.contains("through the shared ring")).unwrap_or_else(|| panic!("{out}"));
+    assert!(line.starts_with("io: 65536 bytes in 256 batches of up to 256"), "{line}");
+    let kicks: u64 = line.split(" kicks").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
+    assert!(kicks < 256, "a kick per batch would be {line}");
+    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
+    assert_eq!(v["shared_ring"]["bytes"], 65536, "{v}");
+    assert_eq!(v["shared_ring"]["errors"], 0, "{v}");
+    assert_eq!(v["doorbell_rings"], kicks, "every kick rang the doorbell: {v}");
+    // No kick reached the VMM as an exit.
+    assert!(!v["exits"].to_string().contains("0x503"), "{v}");
+}

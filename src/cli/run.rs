@@ -186,7 +186,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         start_paused: (debugging && args.gdb.is_none()) || args.gdb_wait,
         // The unikernel rings the doorbell only in its `doorbell` workload; an ELF of the
         // user's may ring it at any time.
-        doorbell: args.elf.is_some() || args.workload.first().is_some_and(|w| w.starts_with("doorbell")),
+        doorbell: args.elf.is_some()
+            || args.workload.first().is_some_and(|w| w.starts_with("doorbell"))
+            || args.workload.iter().any(|w| w.contains("--ring")),
     };
     if args.verbose {
         eprintln!(
@@ -321,6 +323,7 @@ fn write_stats(
         // vCPU): exits handled inside the kernel show here and not in "exits".
         "kvm_stats": machine.kvm_stats().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "doorbell_rings": machine.doorbell_rings(),
+        "shared_ring": machine.ring_stats().map(|(bytes, sleeps, errors)| serde_json::json!({ "bytes": bytes, "consumer_sleeps": sleeps, "errors": errors })),
     });
     std::fs::write(path, serde_json::to_vec_pretty(&v)?)
         .with_context(|| format!("cannot write {}", path.display()))?;

@@ -71,6 +71,30 @@ pub mod layout {
     pub const PD_GPA: u64 = 0xb000;
     /// The end of the area the page directories may use (32 of them: 32 GiB).
     pub const PD_END_GPA: u64 = 0x2_b000;
+    /// The shared byte ring's header (see [`super::ring`]).
+    pub const RING_HEADER_GPA: u64 = 0x3_0000;
+    /// The shared byte ring's data.
+    pub const RING_DATA_GPA: u64 = 0x3_1000;
+}
+
+/// A byte ring shared by the guest (producer) and a VMM thread (consumer), the mechanism of
+/// a virtqueue reduced to its core: the guest copies bytes in and advances `head`; the VMM
+/// copies them out and advances `tail`; the guest kicks (rings [`PORT_DOORBELL`]) only when
+/// the consumer has said it is going to sleep. Indices count bytes from 0 and never wrap;
+/// a byte lives at `RING_DATA_GPA + index % RING_SIZE`.
+///
+/// The handshake needs sequentially consistent accesses on both sides: the producer stores
+/// `head` then loads `consumer_sleeping`; the consumer stores `consumer_sleeping = 1` then
+/// loads `head` again before it sleeps, so one of them always sees the other.
+pub mod ring {
+    /// Bytes in the ring.
+    pub const RING_SIZE: u64 = 0x1_0000;
+    /// Offset of `head` (u64): bytes the producer has written.
+    pub const HEAD: u64 = 0;
+    /// Offset of `tail` (u64): bytes the consumer has taken.
+    pub const TAIL: u64 = 8;
+    /// Offset of `consumer_sleeping` (u32): 1 while the consumer waits for a kick.
+    pub const CONSUMER_SLEEPING: u64 = 16;
 }
 
 /// GDT selectors the VMM installs. Indices: 1 = 64-bit code DPL0, 2 = data DPL0,

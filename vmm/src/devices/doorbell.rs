@@ -2,14 +2,23 @@
 //! against an ioeventfd (`KVM_IOEVENTFD`), signals the eventfd and resumes the guest at
 //! once; a VMM thread drains the eventfd and counts the rings. This is how virtio queue
 //! notifications avoid an exit to userspace, reduced to its bare mechanism.
+//!
+//! With guest memory and a console, the thread is also the consumer of the shared byte ring
+//! of `vmscope_abi::ring`: it copies what the guest produced to the console and, before it
+//! sleeps, says so in the ring header, so the guest kicks only a sleeping consumer.
 
+use crate::devices::console::Console;
+use crate::vstate::memory::GuestMemory;
 use kvm_ioctls::{IoEventAddress, NoDatamatch, VmFd};
 use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
+use vmscope_abi::layout::{RING_DATA_GPA, RING_HEADER_GPA};
+use vmscope_abi::ring::{CONSUMER_SLEEPING, HEAD, RING_SIZE, TAIL};
 
 /// Errors from setting up a doorbell.
 #[derive(Debug, thiserror::Error)]
@@ -41,8 +50,78 @@ pub struct Doorbell {
     port: u16,
     ring: Arc<EventFd>,
     rings: Arc<AtomicU64>,
+    consumed: Arc<RingStats>,
     stop: EventFd,
     drain: Option<JoinHandle<()>>,
+}
+
+/// What the ring consumer did.
+#[derive(Debug, Default)]
+pub struct RingStats {
+    /// Bytes taken from the ring.
+    pub bytes: AtomicU64,
+    /// Times the consumer went to sleep (and needed a kick to continue).
+    pub sleeps: AtomicU64,
+    /// Times the guest broke the ring (`head` behind `tail`, or more than the ring ahead):
+    /// the consumer skipped to `head`.
+    pub errors: AtomicU64,
+}
+
+/// The consumer side of `vmscope_abi::ring`.
+struct RingConsumer {
+    mem: GuestMemory,
+    console: Console,
+    stats: Arc<RingStats>,
+}
+
+impl RingConsumer {
+    fn at(offset: u64) -> GuestAddress {
+        GuestAddress(RING_HEADER_GPA + offset)
+    }
+
+    /// Takes everything the guest has produced, then marks the consumer asleep unless more
+    /// arrived meanwhile. Guest memory that cannot be read ends the attempt quietly: the
+    /// ring is the guest's business.
+    fn run_until_empty(&self) {
+        let _ = self.mem.store(0u32, Self::at(CONSUMER_SLEEPING), Ordering::SeqCst);
+        let mut buf = vec![0u8; 4096];
+        loop {
+            let (Ok(head), Ok(mut tail)) = (
+                self.mem.load::<u64>(Self::at(HEAD), Ordering::SeqCst),
+                self.mem.load::<u64>(Self::at(TAIL), Ordering::Acquire),
+            ) else {
+                return;
+            };
+            if head < tail || head - tail > RING_SIZE {
+                self.stats.errors.fetch_add(1, Ordering::Relaxed);
+                tail = head;
+            }
+            while tail < head {
+                let off = tail % RING_SIZE;
+                let n = (head - tail).min(RING_SIZE - off).min(buf.len() as u64) as usize;
+                if self.mem.read_slice(&mut buf[..n], GuestAddress(RING_DATA_GPA + off)).is_err() {
+                    return;
+                }
+                self.console.write(&buf[..n]);
+                tail += n as u64;
+                self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+            }
+            let _ = self.mem.store(tail, Self::at(TAIL), Ordering::Release);
+            // Going to sleep: say so, then look once more (the guest may have produced
+            // between our last look and the flag).
+            let _ = self.mem.store(1u32, Self::at(CONSUMER_SLEEPING), Ordering::SeqCst);
+            std::sync::atomic::fence(Ordering::SeqCst);
+            match self.mem.load::<u64>(Self::at(HEAD), Ordering::SeqCst) {
+                Ok(h) if h != tail => {
+                    let _ = self.mem.store(0u32, Self::at(CONSUMER_SLEEPING), Ordering::SeqCst);
+                }
+                _ => {
+                    self.stats.sleeps.fetch_add(1, Ordering::Relaxed);
+                    return;
+                }
+            }
+        }
+    }
 }
 
 /// Adds what the eventfd has accumulated (one per guest write) to `rings`.
@@ -53,8 +132,13 @@ fn drain(ring: &EventFd, rings: &AtomicU64) {
 }
 
 impl Doorbell {
-    /// Registers an ioeventfd on `port` (any value, any width) and starts its drain thread.
-    pub fn register(vm: &VmFd, port: u16) -> Result<Self, DoorbellError> {
+    /// Registers an ioeventfd on `port` (any value, any width) and starts its drain thread,
+    /// which also consumes the shared byte ring in `ring_memory` (to the console) if given.
+    pub fn register(
+        vm: &VmFd,
+        port: u16,
+        ring_memory: Option<(GuestMemory, Console)>,
+    ) -> Result<Self, DoorbellError> {
         let ring = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(DoorbellError::Fd)?);
         let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(DoorbellError::Fd)?;
         let epoll = Epoll::new().map_err(DoorbellError::Fd)?;
@@ -66,11 +150,17 @@ impl Doorbell {
         vm.register_ioevent(&ring, &IoEventAddress::Pio(port.into()), NoDatamatch)
             .map_err(|source| DoorbellError::Register { port, source })?;
         let rings = Arc::new(AtomicU64::new(0));
+        let consumed = Arc::new(RingStats::default());
         let (t_ring, t_rings) = (ring.clone(), rings.clone());
+        let consumer =
+            ring_memory.map(|(mem, console)| RingConsumer { mem, console, stats: consumed.clone() });
         let drain_thread = std::thread::Builder::new()
             .name(format!("doorbell-{port:#x}"))
             .spawn(move || {
                 let mut events = [EpollEvent::default(); 2];
+                if let Some(c) = &consumer {
+                    c.run_until_empty();
+                }
                 loop {
                     let n = match epoll.wait(-1, &mut events) {
                         Ok(n) => n,
@@ -81,15 +171,23 @@ impl Doorbell {
                     if events[..n].iter().any(|e| e.data() == STOP) {
                         return;
                     }
+                    if let Some(c) = &consumer {
+                        c.run_until_empty();
+                    }
                 }
             })
             .map_err(DoorbellError::Spawn)?;
-        Ok(Self { port, ring, rings, stop, drain: Some(drain_thread) })
+        Ok(Self { port, ring, rings, consumed, stop, drain: Some(drain_thread) })
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// What the ring consumer did so far.
+    pub fn ring_stats(&self) -> &RingStats {
+        &self.consumed
     }
 
     /// Guest writes to the doorbell so far (including any not yet drained by the thread).
@@ -118,7 +216,7 @@ mod tests {
             panic!("this test needs /dev/kvm");
         };
         let vm = kvm.create_vm().expect("KVM_CREATE_VM");
-        let bell = Doorbell::register(&vm, 0x503).expect("an ioeventfd on port 0x503");
+        let bell = Doorbell::register(&vm, 0x503, None).expect("an ioeventfd on port 0x503");
         assert_eq!((bell.port(), bell.rings()), (0x503, 0));
         // What KVM does on a guest write: add one to the eventfd.
         for _ in 0..5 {
@@ -130,5 +228,49 @@ mod tests {
         }
         assert_eq!(bell.rings(), 5);
         drop(bell); // the thread stops and is joined
+    }
+
+    fn header(mem: &GuestMemory) -> (u64, u64, u32) {
+        (
+            mem.read_obj(RingConsumer::at(HEAD)).unwrap(),
+            mem.read_obj(RingConsumer::at(TAIL)).unwrap(),
+            mem.read_obj(RingConsumer::at(CONSUMER_SLEEPING)).unwrap(),
+        )
+    }
+
+    #[test]
+    fn the_consumer_takes_what_was_produced_and_sleeps() {
+        let mem = crate::vstate::memory::create_guest_memory(4 << 20).unwrap();
+        let console = Console::buffer();
+        let c = RingConsumer { mem: mem.clone(), console: console.clone(), stats: Arc::default() };
+        c.run_until_empty();
+        assert_eq!(header(&mem), (0, 0, 1), "empty: asleep at once");
+        // The producer wraps around the end of the data area.
+        let start = RING_SIZE - 3;
+        mem.write_obj(start, RingConsumer::at(HEAD)).unwrap();
+        mem.write_obj(start, RingConsumer::at(TAIL)).unwrap();
+        mem.write_slice(b"abc", GuestAddress(RING_DATA_GPA + RING_SIZE - 3)).unwrap();
+        mem.write_slice(b"de", GuestAddress(RING_DATA_GPA)).unwrap();
+        mem.write_obj(start + 5, RingConsumer::at(HEAD)).unwrap();
+        c.run_until_empty();
+        assert_eq!(console.take_buffer(), b"abcde");
+        assert_eq!(header(&mem), (start + 5, start + 5, 1));
+        assert_eq!(c.stats.bytes.load(Ordering::Relaxed), 5);
+        assert_eq!(c.stats.sleeps.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_broken_ring_is_skipped_not_followed() {
+        let mem = crate::vstate::memory::create_guest_memory(4 << 20).unwrap();
+        let console = Console::buffer();
+        let c = RingConsumer { mem: mem.clone(), console: console.clone(), stats: Arc::default() };
+        // Head a terabyte ahead, then behind the tail.
+        mem.write_obj(1u64 << 40, RingConsumer::at(HEAD)).unwrap();
+        c.run_until_empty();
+        mem.write_obj(5u64, RingConsumer::at(HEAD)).unwrap();
+        c.run_until_empty();
+        assert_eq!(c.stats.errors.load(Ordering::Relaxed), 2);
+        assert!(console.take_buffer().is_empty());
+        assert_eq!(header(&mem), (5, 5, 1));
     }
 }

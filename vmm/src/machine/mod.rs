@@ -30,6 +30,7 @@ use crate::vstate::vcpu::{
 use crate::vstate::vm::{Vm, VmError};
 use inspect::exits::ExitStats;
 use inspect::HostKind;
+use std::sync::atomic::AtomicU64;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -226,7 +227,8 @@ impl Machine {
         let entry = layout.entry;
         // Best effort: without it, doorbell writes are ordinary (ignored) port exits.
         let doorbell = if cfg.doorbell {
-            Doorbell::register(parts.vm.fd(), vmscope_abi::PORT_DOORBELL).ok()
+            let ring = (parts.mem.clone(), parts.bus.console().clone());
+            Doorbell::register(parts.vm.fd(), vmscope_abi::PORT_DOORBELL, Some(ring)).ok()
         } else {
             None
         };
@@ -463,6 +465,16 @@ impl Machine {
     /// Guest writes to the doorbell port so far; `None` without a doorbell.
     pub fn doorbell_rings(&self) -> Option<u64> {
         self.doorbell.as_ref().map(Doorbell::rings)
+    }
+
+    /// The shared byte ring's consumer: (bytes taken, times it slept, broken-ring events);
+    /// `None` without a doorbell.
+    pub fn ring_stats(&self) -> Option<(u64, u64, u64)> {
+        self.doorbell.as_ref().map(|d| {
+            let s = d.ring_stats();
+            let get = |a: &AtomicU64| a.load(std::sync::atomic::Ordering::Relaxed);
+            (get(&s.bytes), get(&s.sleeps), get(&s.errors))
+        })
     }
 
     /// The next vCPU event, waiting at most `timeout`.
