@@ -29,7 +29,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     Ok(match run.code {
         Some(137) => {
             eprintln!(
-                "vmscope: the container was killed (SIGKILL): over its memory limit of {} MiB?",
+                "vmscope: the container was killed (SIGKILL): most likely by the OOM killer, over its memory limit of {} MiB (an interrupt or a `kill` ends it the same way)",
                 args.mem
             );
             ExitCode::from(137)
