@@ -1,7 +1,8 @@
 //! `compute`: the same CPU-bound workload (`compute N`, a sieve) as a native process, in a
-//! container, in the unikernel at each privilege level, and in the minimal Linux guest when
-//! its kernel is already built — process start to exit, so each form's start-up cost is
-//! included, as a user would pay it.
+//! container (vmscope's embedded runtime, and runc where it is installed), in the unikernel
+//! at each privilege level, and in the minimal Linux guest when its kernel is already built
+//! — process start to exit, so each form's start-up cost is included, as a user would pay
+//! it.
 
 use super::{progress, run_guest, Environment, MeasureError, Options, Report, Summary};
 use std::process::Command;
@@ -55,24 +56,32 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
     let env = Environment::here();
     let native_bin = write_native_workload()?;
     let container = guests::container::runtime_path("runc").is_some();
-    let bar = progress(opts, (runs * 4) as u64, "compute");
-    let (mut native, mut contained, mut uk3, mut uk0) = (vec![], vec![], vec![], vec![]);
+    let bar = progress(opts, (runs * 5) as u64, "compute");
+    let (mut native, mut embedded, mut contained, mut uk3, mut uk0) =
+        (vec![], vec![], vec![], vec![], vec![]);
+    let in_container = |runtime: &str| {
+        timed(
+            Command::new(&opts.bin).args([
+                "run",
+                "container",
+                "--runtime",
+                runtime,
+                "--mem",
+                "256",
+                "--workload",
+                "compute",
+                &n_s,
+            ]),
+            "container",
+        )
+    };
     for _ in 0..runs {
         native.push(timed(Command::new(&native_bin).args(["compute", &n_s]), "native workload")?);
         bar.inc(1);
+        embedded.push(in_container("embedded")?);
+        bar.inc(1);
         if container {
-            contained.push(timed(
-                Command::new(&opts.bin).args([
-                    "run",
-                    "container",
-                    "--mem",
-                    "256",
-                    "--workload",
-                    "compute",
-                    &n_s,
-                ]),
-                "container",
-            )?);
+            contained.push(in_container("runc")?);
         }
         bar.inc(1);
         let a =
@@ -90,6 +99,7 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
     let _ = std::fs::remove_file(&native_bin);
     let mut metrics = vec![];
     metrics.extend(Summary::of(&format!("native process, compute {n}"), "ms", &native));
+    metrics.extend(Summary::of(&format!("container (embedded runtime), compute {n}"), "ms", &embedded));
     metrics.extend(Summary::of(&format!("container (runc), compute {n}"), "ms", &contained));
     metrics.extend(Summary::of(&format!("unikernel CPL3, compute {n}"), "ms", &uk3));
     let n0 = if env.host_kind.is_hardware() { n } else { n / 100 };
