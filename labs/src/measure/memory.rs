@@ -21,23 +21,6 @@ pub(super) fn workload_vmhwm(stderr: &str) -> Option<u64> {
     (words.next()? == "kB").then_some(kib * 1024)
 }
 
-/// The memory cgroup of a process from `/proc/PID/cgroup`: the v1 `memory` controller's
-/// line, or the v2 unified line when there is no v1 memory controller.
-pub(super) fn memory_cgroup_dir(proc_cgroup: &str) -> Option<PathBuf> {
-    let mut v2 = None;
-    for line in proc_cgroup.lines() {
-        let mut parts = line.splitn(3, ':');
-        let (_, controllers, path) = (parts.next()?, parts.next()?, parts.next()?);
-        if controllers.split(',').any(|c| c == "memory") {
-            return Some(Path::new("/sys/fs/cgroup/memory").join(path.trim_start_matches('/')));
-        }
-        if controllers.is_empty() {
-            v2 = Some(Path::new("/sys/fs/cgroup").join(path.trim_start_matches('/')));
-        }
-    }
-    v2
-}
-
 /// The peak usage a memory cgroup recorded (v1 `memory.max_usage_in_bytes`, v2 `memory.peak`).
 fn cgroup_peak(dir: &Path) -> Option<u64> {
     ["memory.max_usage_in_bytes", "memory.peak"]
@@ -89,9 +72,11 @@ fn container_peak(runc: &Path, workload: &[String]) -> Result<ContainerMemory, M
                 .map_err(|_| failed("runc state", String::from_utf8_lossy(&out.stderr).into_owned()))
         };
         let pid = state(&id)?["pid"].as_u64().ok_or_else(|| failed("runc state", "no pid"))?;
-        let cgroup = std::fs::read_to_string(format!("/proc/{pid}/cgroup"))
+        // The same lookup the TUI uses: /proc/PID/cgroup against the host's cgroup mounts.
+        let cgroup = u32::try_from(pid)
             .ok()
-            .and_then(|t| memory_cgroup_dir(&t))
+            .and_then(guests::container::cgroup::dirs_of)
+            .and_then(|d| d.memory.or(d.unified))
             .filter(|d| cgroup_peak(d).is_some());
         let status = runc_cmd(&["start", &id])
             .status()
@@ -266,16 +251,5 @@ mod tests {
         assert_eq!(workload_vmhwm("workload: VmHWM: lots kB"), None);
         assert_eq!(workload_vmhwm("workload: VmHWM: 12 pages"), None);
         assert_eq!(workload_vmhwm(""), None);
-    }
-
-    #[test]
-    fn finds_the_memory_cgroup() {
-        let v1 = "9:name=systemd:/c1\n4:memory:/process_api/abc/c1\n1:cpu:/c1\n0::/c1\n";
-        assert_eq!(memory_cgroup_dir(v1), Some("/sys/fs/cgroup/memory/process_api/abc/c1".into()));
-        let joined = "3:cpu,memory:/c2\n";
-        assert_eq!(memory_cgroup_dir(joined), Some("/sys/fs/cgroup/memory/c2".into()));
-        assert_eq!(memory_cgroup_dir("0::/system.slice/c3\n"), Some("/sys/fs/cgroup/system.slice/c3".into()));
-        assert_eq!(memory_cgroup_dir("garbage"), None);
-        assert_eq!(memory_cgroup_dir(""), None);
     }
 }
