@@ -224,9 +224,6 @@ pub fn setup(
     if let Some((name, bytes)) = initrd {
         check_initrd(name, bytes)?;
     }
-    if !is_bzimage(kernel) && !kernel.starts_with(b"\x7fELF") {
-        return Err(LinuxBootError::NotVmlinux { name: kernel_name.into(), hint: not_vmlinux_hint(kernel) });
-    }
     let loaded = load_kernel(mem, kernel_name, kernel, choice)?;
     let size = mem_size(mem);
     let kernel_end = loaded.kernel_end;
