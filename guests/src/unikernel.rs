@@ -10,6 +10,15 @@ use std::path::Path;
 /// The unikernel's ELF image (with symbols and DWARF, for gdb and the symbolizer).
 pub static ELF: &[u8] = include_bytes!(env!("VMSCOPE_UNIKERNEL_ELF"));
 
+/// Whether the unikernel's `workload` (its command-line words) rings the doorbell port:
+/// `doorbell N`, and `io … --ring`, whose kicks are doorbell writes. The VMM registers the
+/// doorbell's ioeventfd only then (see `vmm::machine::ElfGuestConfig::doorbell`).
+pub fn rings_doorbell(workload: &[String]) -> bool {
+    let mut words = workload.iter().flat_map(|w| w.split_whitespace());
+    let first = words.next();
+    first == Some("doorbell") || first == Some("io") && words.any(|w| w == "--ring")
+}
+
 /// Where the build left the ELF (valid on the machine that built vmscope).
 pub fn built_path() -> &'static Path {
     Path::new(env!("VMSCOPE_UNIKERNEL_ELF"))
@@ -18,6 +27,17 @@ pub fn built_path() -> &'static Path {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn knows_which_workloads_ring_the_doorbell() {
+        let w = |s: &[&str]| s.iter().map(|x| x.to_string()).collect::<Vec<_>>();
+        assert!(rings_doorbell(&w(&["doorbell", "1000"])));
+        assert!(rings_doorbell(&w(&["io 65536 --batch 256 --ring"])));
+        assert!(rings_doorbell(&w(&["io", "4096", "--ring"])));
+        assert!(!rings_doorbell(&w(&["io 65536 --batch 256"])));
+        assert!(!rings_doorbell(&w(&["compute", "1000"])));
+        assert!(!rings_doorbell(&[]));
+    }
     use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 
     #[test]

@@ -184,11 +184,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         vcpus: args.vcpus,
         ring,
         start_paused: (debugging && args.gdb.is_none()) || args.gdb_wait,
-        // The unikernel rings the doorbell only in its `doorbell` workload; an ELF of the
-        // user's may ring it at any time.
-        doorbell: args.elf.is_some()
-            || args.workload.first().is_some_and(|w| w.starts_with("doorbell"))
-            || args.workload.iter().any(|w| w.contains("--ring")),
+        // The unikernel rings the doorbell only in some workloads; an ELF of the user's may
+        // ring it at any time.
+        doorbell: args.elf.is_some() || guests::unikernel::rings_doorbell(&args.workload),
     };
     if args.verbose {
         eprintln!(

@@ -72,7 +72,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
                     vcpus: 1,
                     ring: Ring::Ring0,
                     start_paused: false,
-                    doorbell: args.workload.first().is_some_and(|w| w.starts_with("doorbell")),
+                    doorbell: guests::unikernel::rings_doorbell(&args.workload),
                 };
                 let m = Machine::boot_elf(&cfg, console.clone()).context("cannot boot the unikernel")?;
                 let symbols = inspect::symbols::SymbolTable::from_elf("unikernel", guests::unikernel::ELF)
