@@ -4,21 +4,8 @@
 //! — process start to exit, so each form's start-up cost is included, as a user would pay
 //! it.
 
-use super::{progress, run_guest, Environment, MeasureError, Options, Report, Summary};
+use super::{progress, run_guest, timed, Environment, MeasureError, Options, Report, Summary};
 use std::process::Command;
-use std::time::Instant;
-
-fn timed(cmd: &mut Command, what: &str) -> Result<f64, MeasureError> {
-    let start = Instant::now();
-    let out = cmd.output().map_err(|source| MeasureError::Spawn { bin: what.into(), source })?;
-    if !out.status.success() {
-        return Err(MeasureError::GuestFailed {
-            args: what.into(),
-            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
-        });
-    }
-    Ok(start.elapsed().as_secs_f64() * 1e3)
-}
 
 /// Writes the static workload binary (the one the container and the Linux guest run) to a
 /// temporary file, executable, for running it as a native process.

@@ -3,9 +3,8 @@
 //! floor, and a shared ring between the unikernel and a VMM thread where the guest kicks
 //! (an ioeventfd doorbell) only when that thread sleeps — what batching buys at each layer.
 
-use super::{progress, run_guest, Environment, MeasureError, Options, Report, Summary};
+use super::{progress, run_guest, timed, Environment, MeasureError, Options, Report, Summary};
 use std::process::Command;
-use std::time::Instant;
 
 const BATCHES: [u64; 5] = [1, 4, 16, 64, 256];
 
@@ -42,21 +41,11 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
             exits = r.exits_named("io-out port 0x500");
             uk.push(r.exit_s * 1e3);
             bar.inc(1);
-            {
-                // The default runtime: vmscope's embedded one (nothing to install).
-                let start = Instant::now();
-                let out = Command::new(&opts.bin)
-                    .args(["run", "container", "--workload", &workload])
-                    .output()
-                    .map_err(|source| MeasureError::Spawn { bin: opts.bin.clone(), source })?;
-                if !out.status.success() {
-                    return Err(MeasureError::GuestFailed {
-                        args: workload.clone(),
-                        detail: String::from_utf8_lossy(&out.stderr).into(),
-                    });
-                }
-                ct.push(start.elapsed().as_secs_f64() * 1e3);
-            }
+            // The default runtime: vmscope's embedded one (nothing to install).
+            ct.push(timed(
+                Command::new(&opts.bin).args(["run", "container", "--workload", &workload]),
+                &workload,
+            )?);
             bar.inc(1);
             let ring_workload = format!("{workload} --ring");
             let a = ["unikernel", "--ring", &ring, "--workload", &ring_workload, "--timeout", "600"];

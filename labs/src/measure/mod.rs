@@ -10,7 +10,7 @@ mod plot;
 mod run;
 mod surface;
 
-pub use run::{run_guest, GuestRun};
+pub use run::{run_guest, timed, GuestRun};
 
 use serde::{Deserialize, Serialize};
 use std::path::{Path, PathBuf};

@@ -22,6 +22,20 @@ pub struct GuestRun {
     pub stats: serde_json::Value,
 }
 
+/// Runs `cmd` to completion and returns its wall time in milliseconds; a failure names
+/// `what` and carries the command's standard error.
+pub fn timed(cmd: &mut Command, what: &str) -> Result<f64, MeasureError> {
+    let start = Instant::now();
+    let out = cmd.output().map_err(|source| MeasureError::Spawn { bin: cmd.get_program().into(), source })?;
+    if !out.status.success() {
+        return Err(MeasureError::GuestFailed {
+            args: what.into(),
+            detail: String::from_utf8_lossy(&out.stderr).into_owned(),
+        });
+    }
+    Ok(start.elapsed().as_secs_f64() * 1e3)
+}
+
 /// Runs `bin run ARGS --stats-json …` and times it.
 pub fn run_guest(bin: &Path, args: &[&str]) -> Result<GuestRun, MeasureError> {
     let stats_path = std::env::temp_dir().join(format!(
