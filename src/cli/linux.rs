@@ -105,22 +105,24 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
     if args.shell {
         forward_stdin(&machine);
     }
+    // The kernel's symbols, for gdb's monitor commands and for sessions (read only then:
+    // the DWARF vmlinux is over 50 MiB).
+    let symbols = || {
+        debug_image
+            .as_deref()
+            .and_then(|p| inspect::symbols::SymbolTable::from_elf_file(p).ok())
+            .unwrap_or_default()
+    };
     let outcome = match &args.gdb {
         Some(addr) => {
-            let symbols = debug_image
-                .as_deref()
-                .and_then(|p| inspect::symbols::SymbolTable::from_elf_file(p).ok())
-                .unwrap_or_default();
+            let symbols = symbols();
             match super::gdb::serve(&machine, addr, &symbols, debug_image.as_deref(), args.gdb_wait)? {
                 Some(outcome) => outcome,
                 None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
             }
         }
         None if session => {
-            let symbols = debug_image
-                .as_deref()
-                .and_then(|p| inspect::symbols::SymbolTable::from_elf_file(p).ok())
-                .unwrap_or_default();
+            let symbols = symbols();
             // Booting to a breakpoint in emulated kernel code takes minutes on PVM.
             let wait = Duration::from_secs(if pvm { 900 } else { 120 });
             match super::session::run_for(&machine, &symbols, args, wait)? {
