@@ -36,6 +36,26 @@ impl From<BootArg> for vmm::boot::linux::BootChoice {
     }
 }
 
+/// `--ring-consumer`.
+#[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
+pub enum RingConsumerArg {
+    /// Say "sleeping" in the ring header when the ring is empty and wait for the guest's
+    /// kick (a doorbell write); how many batches kick depends on the host's scheduling.
+    Sleep,
+    /// Never say "sleeping": poll the ring (napping 1 ms at a time once it stays empty), so
+    /// the guest never kicks.
+    Poll,
+}
+
+impl From<RingConsumerArg> for vmm::devices::doorbell::RingConsumerMode {
+    fn from(r: RingConsumerArg) -> Self {
+        match r {
+            RingConsumerArg::Sleep => Self::Sleep,
+            RingConsumerArg::Poll => Self::Poll,
+        }
+    }
+}
+
 /// Which guest to boot.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum GuestKind {
@@ -76,6 +96,11 @@ pub struct RunArgs {
     /// Print the host kind, the guest's layout, timings and exit statistics to stderr.
     #[arg(long, short)]
     pub(super) verbose: bool,
+    /// Unikernel/--elf: how the VMM thread consumes the shared byte ring (`io … --ring`):
+    /// `sleep` waits for the guest's kick once the ring is empty, `poll` keeps looking so
+    /// the guest never kicks.
+    #[arg(long, value_enum, default_value = "sleep")]
+    pub(super) ring_consumer: RingConsumerArg,
     /// Write the run's figures (outcome, memory, exit statistics, host kind) as JSON here.
     #[arg(long, value_name = "FILE")]
     pub(super) stats_json: Option<PathBuf>,
@@ -187,6 +212,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         // The unikernel rings the doorbell only in some workloads; an ELF of the user's may
         // ring it at any time.
         doorbell: args.elf.is_some() || guests::unikernel::rings_doorbell(&args.workload),
+        ring_consumer: args.ring_consumer.into(),
     };
     if args.verbose {
         eprintln!(
@@ -321,7 +347,12 @@ fn write_stats(
         // vCPU): exits handled inside the kernel show here and not in "exits".
         "kvm_stats": machine.kvm_stats().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "doorbell_rings": machine.doorbell_rings(),
-        "shared_ring": machine.ring_stats().map(|(bytes, sleeps, errors)| serde_json::json!({ "bytes": bytes, "consumer_sleeps": sleeps, "errors": errors })),
+        "shared_ring": machine.ring_stats().map(|(bytes, sleeps, errors)| serde_json::json!({
+            "consumer": machine.ring_consumer().map(|m| m.name()),
+            "bytes": bytes,
+            "consumer_sleeps": sleeps,
+            "errors": errors,
+        })),
     });
     std::fs::write(path, serde_json::to_vec_pretty(&v)?)
         .with_context(|| format!("cannot write {}", path.display()))?;

@@ -73,6 +73,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
                     ring: Ring::Ring0,
                     start_paused: false,
                     doorbell: guests::unikernel::rings_doorbell(&args.workload),
+                    ring_consumer: Default::default(),
                 };
                 let m = Machine::boot_elf(&cfg, console.clone()).context("cannot boot the unikernel")?;
                 let symbols = inspect::symbols::SymbolTable::from_elf("unikernel", guests::unikernel::ELF)

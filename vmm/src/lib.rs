@@ -17,6 +17,7 @@
 //!     ring: vmm::arch::x86_64::Ring::Ring3,
 //!     start_paused: false,
 //!     doorbell: false,
+//!     ring_consumer: Default::default(),
 //! };
 //! let mut m = Machine::boot_elf(&cfg, Console::stdout()).unwrap();
 //! if let Outcome::Exited { code } = m.wait(None) {

@@ -30,6 +30,7 @@ fn boot(code: &[u8], ring: Ring) -> (Machine, Console) {
         ring,
         start_paused: false,
         doorbell: false,
+        ring_consumer: Default::default(),
     };
     (Machine::boot_elf(&cfg, console.clone()).expect("boot"), console)
 }

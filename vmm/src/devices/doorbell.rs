@@ -4,8 +4,18 @@
 //! notifications avoid an exit to userspace, reduced to its bare mechanism.
 //!
 //! With guest memory and a console, the thread is also the consumer of the shared byte ring
-//! of `vmscope_abi::ring`: it copies what the guest produced to the console and, before it
-//! sleeps, says so in the ring header, so the guest kicks only a sleeping consumer.
+//! of `vmscope_abi::ring`: it copies what the guest produced to the console. How it waits
+//! for more is its [`RingConsumerMode`]:
+//!
+//! - [`RingConsumerMode::Sleep`] (the default): when the ring is empty it says so in the
+//!   ring header (`consumer_sleeping = 1`), looks once more, and sleeps on the eventfd; the
+//!   guest kicks only a consumer that said it sleeps. How many batches find it asleep
+//!   depends on the host's scheduling: anywhere from none to every one.
+//! - [`RingConsumerMode::Poll`]: it never says it sleeps, so the guest never kicks. It polls
+//!   the ring while the guest produces and, once the ring has stayed empty for
+//!   [`POLL_SPIN`], looks again every [`POLL_NAP_MS`] ms instead of spinning, so an idle or
+//!   stopped guest costs no CPU. It ends, like the sleeping one, when the doorbell is
+//!   dropped (within one nap).
 
 use crate::devices::console::Console;
 use crate::vstate::memory::GuestMemory;
@@ -14,6 +24,7 @@ use std::os::fd::AsRawFd;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::Arc;
 use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::epoll::{ControlOperation, Epoll, EpollEvent, EventSet};
 use vmm_sys_util::eventfd::EventFd;
@@ -44,6 +55,45 @@ pub enum DoorbellError {
 const RING: u64 = 0;
 const STOP: u64 = 1;
 
+/// Poll mode: how long the consumer keeps looking at an empty ring (yielding the CPU
+/// between looks) before it starts to nap.
+pub const POLL_SPIN: Duration = Duration::from_micros(200);
+/// Poll mode: the nap, in milliseconds, between looks at a ring that has stayed empty. The
+/// consumer wakes by itself (the guest does not kick it), so this bounds how long produced
+/// bytes wait after a pause.
+pub const POLL_NAP_MS: i32 = 1;
+
+/// How the ring consumer waits for the guest to produce (see the module documentation).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum RingConsumerMode {
+    /// Announce sleep in the ring header and wait for a kick.
+    #[default]
+    Sleep,
+    /// Never announce sleep: poll, then nap on a timer; the guest never kicks.
+    Poll,
+}
+
+impl RingConsumerMode {
+    /// The mode's name, as the CLI spells it.
+    pub fn name(self) -> &'static str {
+        match self {
+            Self::Sleep => "sleep",
+            Self::Poll => "poll",
+        }
+    }
+}
+
+/// The shared byte ring a doorbell's thread consumes.
+#[derive(Debug)]
+pub struct SharedRing {
+    /// Guest memory, which holds the ring at `vmscope_abi::layout::RING_HEADER_GPA`.
+    pub memory: GuestMemory,
+    /// Where the consumed bytes go.
+    pub console: Console,
+    /// How the consumer waits.
+    pub mode: RingConsumerMode,
+}
+
 /// A registered doorbell and the thread that drains it.
 #[derive(Debug)]
 pub struct Doorbell {
@@ -51,6 +101,7 @@ pub struct Doorbell {
     ring: Arc<EventFd>,
     rings: Arc<AtomicU64>,
     consumed: Arc<RingStats>,
+    mode: Option<RingConsumerMode>,
     stop: EventFd,
     drain: Option<JoinHandle<()>>,
 }
@@ -60,7 +111,8 @@ pub struct Doorbell {
 pub struct RingStats {
     /// Bytes taken from the ring.
     pub bytes: AtomicU64,
-    /// Times the consumer went to sleep (and needed a kick to continue).
+    /// Times the consumer went to sleep (and needed a kick to continue); always 0 in
+    /// [`RingConsumerMode::Poll`].
     pub sleeps: AtomicU64,
     /// Times the guest broke the ring (`head` behind `tail`, or more than the ring ahead):
     /// the consumer skipped to `head`.
@@ -79,34 +131,43 @@ impl RingConsumer {
         GuestAddress(RING_HEADER_GPA + offset)
     }
 
-    /// Takes everything the guest has produced, then marks the consumer asleep unless more
-    /// arrived meanwhile. Guest memory that cannot be read ends the attempt quietly: the
-    /// ring is the guest's business.
+    /// Takes everything the guest has produced so far and publishes the new `tail`.
+    /// Returns that tail and whether anything was taken (or skipped), or `None` when guest
+    /// memory cannot be read: the ring is the guest's business, so that ends the attempt
+    /// quietly.
+    fn take_available(&self) -> Option<(u64, bool)> {
+        let (Ok(head), Ok(start)) = (
+            self.mem.load::<u64>(Self::at(HEAD), Ordering::SeqCst),
+            self.mem.load::<u64>(Self::at(TAIL), Ordering::Acquire),
+        ) else {
+            return None;
+        };
+        let mut tail = start;
+        if head < tail || head - tail > RING_SIZE {
+            self.stats.errors.fetch_add(1, Ordering::Relaxed);
+            tail = head;
+        }
+        let mut buf = [0u8; 4096];
+        while tail < head {
+            let off = tail % RING_SIZE;
+            let n = (head - tail).min(RING_SIZE - off).min(buf.len() as u64) as usize;
+            self.mem.read_slice(&mut buf[..n], GuestAddress(RING_DATA_GPA + off)).ok()?;
+            self.console.write(&buf[..n]);
+            tail += n as u64;
+            self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
+        }
+        if tail != start {
+            let _ = self.mem.store(tail, Self::at(TAIL), Ordering::Release);
+        }
+        Some((tail, tail != start))
+    }
+
+    /// [`RingConsumerMode::Sleep`]: takes everything the guest has produced, then marks the
+    /// consumer asleep unless more arrived meanwhile.
     fn run_until_empty(&self) {
         let _ = self.mem.store(0u32, Self::at(CONSUMER_SLEEPING), Ordering::SeqCst);
-        let mut buf = vec![0u8; 4096];
         loop {
-            let (Ok(head), Ok(mut tail)) = (
-                self.mem.load::<u64>(Self::at(HEAD), Ordering::SeqCst),
-                self.mem.load::<u64>(Self::at(TAIL), Ordering::Acquire),
-            ) else {
-                return;
-            };
-            if head < tail || head - tail > RING_SIZE {
-                self.stats.errors.fetch_add(1, Ordering::Relaxed);
-                tail = head;
-            }
-            while tail < head {
-                let off = tail % RING_SIZE;
-                let n = (head - tail).min(RING_SIZE - off).min(buf.len() as u64) as usize;
-                if self.mem.read_slice(&mut buf[..n], GuestAddress(RING_DATA_GPA + off)).is_err() {
-                    return;
-                }
-                self.console.write(&buf[..n]);
-                tail += n as u64;
-                self.stats.bytes.fetch_add(n as u64, Ordering::Relaxed);
-            }
-            let _ = self.mem.store(tail, Self::at(TAIL), Ordering::Release);
+            let Some((tail, _)) = self.take_available() else { return };
             // Going to sleep: say so, then look once more (the guest may have produced
             // between our last look and the flag).
             let _ = self.mem.store(1u32, Self::at(CONSUMER_SLEEPING), Ordering::SeqCst);
@@ -122,6 +183,35 @@ impl RingConsumer {
             }
         }
     }
+
+    /// [`RingConsumerMode::Poll`]: consumes until `stop` is signalled, never announcing
+    /// sleep. Doorbell writes (a guest may still ring the port) are counted as they come.
+    fn poll_until_stopped(&self, epoll: &Epoll, ring: &EventFd, rings: &AtomicU64) {
+        let _ = self.mem.store(0u32, Self::at(CONSUMER_SLEEPING), Ordering::SeqCst);
+        let mut events = [EpollEvent::default(); 2];
+        let mut idle_since: Option<Instant> = None;
+        loop {
+            let napping = idle_since.is_some_and(|t| t.elapsed() >= POLL_SPIN);
+            let n = match epoll.wait(if napping { POLL_NAP_MS } else { 0 }, &mut events) {
+                Ok(n) => n,
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => 0,
+                Err(_) => return,
+            };
+            drain(ring, rings);
+            if events[..n].iter().any(|e| e.data() == STOP) {
+                return;
+            }
+            match self.take_available() {
+                Some((_, true)) => idle_since = None,
+                _ => {
+                    idle_since.get_or_insert_with(Instant::now);
+                    if !napping {
+                        std::thread::yield_now();
+                    }
+                }
+            }
+        }
+    }
 }
 
 /// Adds what the eventfd has accumulated (one per guest write) to `rings`.
@@ -133,12 +223,8 @@ fn drain(ring: &EventFd, rings: &AtomicU64) {
 
 impl Doorbell {
     /// Registers an ioeventfd on `port` (any value, any width) and starts its drain thread,
-    /// which also consumes the shared byte ring in `ring_memory` (to the console) if given.
-    pub fn register(
-        vm: &VmFd,
-        port: u16,
-        ring_memory: Option<(GuestMemory, Console)>,
-    ) -> Result<Self, DoorbellError> {
+    /// which also consumes `shared_ring` (to its console) if given.
+    pub fn register(vm: &VmFd, port: u16, shared_ring: Option<SharedRing>) -> Result<Self, DoorbellError> {
         let ring = Arc::new(EventFd::new(libc::EFD_NONBLOCK).map_err(DoorbellError::Fd)?);
         let stop = EventFd::new(libc::EFD_NONBLOCK).map_err(DoorbellError::Fd)?;
         let epoll = Epoll::new().map_err(DoorbellError::Fd)?;
@@ -152,11 +238,19 @@ impl Doorbell {
         let rings = Arc::new(AtomicU64::new(0));
         let consumed = Arc::new(RingStats::default());
         let (t_ring, t_rings) = (ring.clone(), rings.clone());
-        let consumer =
-            ring_memory.map(|(mem, console)| RingConsumer { mem, console, stats: consumed.clone() });
+        let mode = shared_ring.as_ref().map(|r| r.mode);
+        let consumer = shared_ring
+            .map(|r| (RingConsumer { mem: r.memory, console: r.console, stats: consumed.clone() }, r.mode));
         let drain_thread = std::thread::Builder::new()
             .name(format!("doorbell-{port:#x}"))
             .spawn(move || {
+                let consumer = match consumer {
+                    Some((c, RingConsumerMode::Poll)) => {
+                        return c.poll_until_stopped(&epoll, &t_ring, &t_rings)
+                    }
+                    Some((c, RingConsumerMode::Sleep)) => Some(c),
+                    None => None,
+                };
                 let mut events = [EpollEvent::default(); 2];
                 if let Some(c) = &consumer {
                     c.run_until_empty();
@@ -177,12 +271,17 @@ impl Doorbell {
                 }
             })
             .map_err(DoorbellError::Spawn)?;
-        Ok(Self { port, ring, rings, consumed, stop, drain: Some(drain_thread) })
+        Ok(Self { port, ring, rings, consumed, mode, stop, drain: Some(drain_thread) })
     }
 
     /// The port.
     pub fn port(&self) -> u16 {
         self.port
+    }
+
+    /// How the ring consumer waits; `None` when the doorbell consumes no ring.
+    pub fn consumer_mode(&self) -> Option<RingConsumerMode> {
+        self.mode
     }
 
     /// What the ring consumer did so far.
@@ -257,6 +356,53 @@ mod tests {
         assert_eq!(header(&mem), (start + 5, start + 5, 1));
         assert_eq!(c.stats.bytes.load(Ordering::Relaxed), 5);
         assert_eq!(c.stats.sleeps.load(Ordering::Relaxed), 2);
+    }
+
+    #[test]
+    fn a_polling_consumer_never_announces_sleep_and_stops_when_dropped() {
+        let Ok(kvm) = kvm_ioctls::Kvm::new() else {
+            panic!("this test needs /dev/kvm");
+        };
+        let vm = kvm.create_vm().expect("KVM_CREATE_VM");
+        let mem = crate::vstate::memory::create_guest_memory(4 << 20).unwrap();
+        let console = Console::buffer();
+        let ring = SharedRing { memory: mem.clone(), console: console.clone(), mode: RingConsumerMode::Poll };
+        let bell = Doorbell::register(&vm, 0x503, Some(ring)).expect("an ioeventfd on port 0x503");
+        assert_eq!(bell.consumer_mode(), Some(RingConsumerMode::Poll));
+        // Produce as the guest does, in three batches, the last across the end of the data
+        // area, with no kick: the consumer must find each by itself.
+        let mut produced = 0u64;
+        for batch in [&b"abc"[..], b"defg", &[b'x'; RING_SIZE as usize - 4]] {
+            for (i, b) in batch.iter().enumerate() {
+                let at = (produced + i as u64) % RING_SIZE;
+                mem.write_obj(*b, GuestAddress(RING_DATA_GPA + at)).unwrap();
+            }
+            produced += batch.len() as u64;
+            mem.store(produced, RingConsumer::at(HEAD), Ordering::SeqCst).unwrap();
+            // A liveness bound, not a timing figure: a consumer that stopped would hang.
+            let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+            while mem.load::<u64>(RingConsumer::at(TAIL), Ordering::Acquire).unwrap() != produced {
+                assert_eq!(
+                    mem.load::<u32>(RingConsumer::at(CONSUMER_SLEEPING), Ordering::SeqCst).unwrap(),
+                    0
+                );
+                assert!(std::time::Instant::now() < deadline, "the polling consumer stopped consuming");
+                std::thread::yield_now();
+            }
+        }
+        let mut expected = b"abcdefg".to_vec();
+        expected.resize(produced as usize, b'x');
+        assert!(console.take_buffer() == expected, "every byte, in order");
+        assert_eq!(header(&mem), (produced, produced, 0), "never announced sleep");
+        assert_eq!(bell.ring_stats().sleeps.load(Ordering::Relaxed), 0);
+        assert_eq!(bell.ring_stats().errors.load(Ordering::Relaxed), 0);
+        // A doorbell write still counts, although this consumer never asks for one.
+        bell.ring.write(1).unwrap();
+        while bell.rings() < 1 {
+            std::thread::yield_now();
+        }
+        // The thread has napped by now (an idle ring); dropping it still ends it.
+        drop(bell);
     }
 
     #[test]

@@ -14,7 +14,7 @@ use crate::boot::linux::{self, BootChoice, BootProtocol, LinuxBootError, LinuxLa
 use crate::boot::zero_page;
 use crate::debug::Breakpoints;
 use crate::devices::console::Console;
-use crate::devices::doorbell::Doorbell;
+use crate::devices::doorbell::{Doorbell, RingConsumerMode, SharedRing};
 use crate::devices::hypercall::Hypercalls;
 use crate::devices::legacy::serial::{SerialPort, COM1_IRQ};
 use crate::devices::virtio::block::{Block, BlockError};
@@ -101,6 +101,10 @@ pub struct ElfGuestConfig {
     /// that ring it: with an ioeventfd registered, closing the VM waits for an SRCU grace
     /// period in KVM (10–18 ms on this PVM host), which every short run would pay.
     pub doorbell: bool,
+    /// How the doorbell's thread consumes the shared byte ring (`vmscope_abi::ring`):
+    /// sleeping until the guest kicks (the default), or polling so that the guest never
+    /// needs to kick. Only matters with `doorbell`.
+    pub ring_consumer: RingConsumerMode,
 }
 
 /// How a guest run ended.
@@ -227,7 +231,11 @@ impl Machine {
         let entry = layout.entry;
         // Best effort: without it, doorbell writes are ordinary (ignored) port exits.
         let doorbell = if cfg.doorbell {
-            let ring = (parts.mem.clone(), parts.bus.console().clone());
+            let ring = SharedRing {
+                memory: parts.mem.clone(),
+                console: parts.bus.console().clone(),
+                mode: cfg.ring_consumer,
+            };
             Doorbell::register(parts.vm.fd(), vmscope_abi::PORT_DOORBELL, Some(ring)).ok()
         } else {
             None
@@ -465,6 +473,11 @@ impl Machine {
     /// Guest writes to the doorbell port so far; `None` without a doorbell.
     pub fn doorbell_rings(&self) -> Option<u64> {
         self.doorbell.as_ref().map(Doorbell::rings)
+    }
+
+    /// How the shared byte ring's consumer waits; `None` without a doorbell.
+    pub fn ring_consumer(&self) -> Option<RingConsumerMode> {
+        self.doorbell.as_ref().and_then(Doorbell::consumer_mode)
     }
 
     /// The shared byte ring's consumer: (bytes taken, times it slept, broken-ring events);
