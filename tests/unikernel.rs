@@ -211,30 +211,95 @@ fn mmio_stores_exit_to_the_vmm_and_cpuid_does_not() {
     assert_eq!(bad.status.code(), Some(2), "a bad number is refused");
 }
 
+/// `vmscope_abi::PORT_DOORBELL`, the port the guest kicks.
+const PORT_DOORBELL: u64 = 0x503;
+
+/// The shared-ring workloads the ring tests run: the figures of the README and of
+/// `vmscope measure io-batching` (the stream fills the 64 KiB ring exactly once), and a
+/// longer stream in batches that do not divide 64 (so a lost, repeated or reordered batch
+/// shifts the newlines) that wraps around the ring three times and so also waits for room.
+const RING_WORKLOADS: [(u64, u64); 2] = [(65536, 256), (200_000, 100)];
+
+/// The byte stream `io BYTES --ring` puts through the shared ring, exactly as the
+/// unikernel's `workload_io_ring` writes it: byte `i` of the stream (counted from the
+/// ring's index 0, where a fresh VM's ring starts) is a newline when `i % 64 == 63`, else
+/// a dot.
+fn ring_stream(bytes: u64) -> String {
+    (0..bytes).map(|i| if i % 64 == 63 { '\n' } else { '.' }).collect()
+}
+
+/// Runs `io BYTES --batch BATCH --ring` (with `--ring-consumer MODE` if given) and checks
+/// what the ring protocol guarantees whatever the scheduling: every byte arrives once and
+/// in order before the guest's summary, at most one kick per batch, every kick a doorbell
+/// write that stays in the kernel, no broken-ring event. Returns the kicks and the
+/// statistics.
+fn io_through_the_ring(bytes: u64, batch: u64, mode: Option<&str>) -> (u64, serde_json::Value) {
+    let workload = format!("io {bytes} --batch {batch} --ring");
+    let mut args = vec!["--workload", workload.as_str()];
+    if let Some(mode) = mode {
+        args.extend(["--ring-consumer", mode]);
+    }
+    let (out, stats) = run_with_stats(&args);
+    // The guest prints its summary only once the consumer has taken everything (tail ==
+    // head), and the consumer writes a chunk to the console before it advances the tail:
+    // so the console holds the whole stream, then the summary, and nothing else.
+    let stream = ring_stream(bytes);
+    let near =
+        |at: usize| String::from_utf8_lossy(&out.as_bytes()[at.saturating_sub(70)..(at + 70).min(out.len())]);
+    if let Some(at) = out.bytes().zip(stream.bytes()).position(|(a, b)| a != b) {
+        panic!("{workload}: the console differs from the stream at byte {at}: {:?}", near(at));
+    }
+    let rest = out.get(stream.len()..).unwrap_or_else(|| {
+        panic!("{workload}: the console ends after {} bytes: {:?}", out.len(), near(out.len()))
+    });
+    let batches = bytes.div_ceil(batch);
+    let summary =
+        format!("\nio: {bytes} bytes in {batches} batches of up to {batch} through the shared ring, ");
+    let kicks_ns = rest.strip_prefix(&summary).unwrap_or_else(|| panic!("{workload}: {rest:?}"));
+    let (kicks, ns) = kicks_ns
+        .strip_suffix(" ns\n")
+        .and_then(|r| r.split_once(" kicks, in "))
+        .unwrap_or_else(|| panic!("{workload}: {rest:?}"));
+    let kicks: u64 = kicks.parse().unwrap_or_else(|_| panic!("{workload}: {rest:?}"));
+    assert!(ns.parse::<u64>().is_ok(), "{workload}: {rest:?}");
+    // A kick follows a batch only when the consumer said it sleeps: at most one per batch.
+    assert!(kicks <= batches, "{workload}: {kicks} kicks for {batches} batches");
+    // Each kick is one doorbell write, counted by the VMM's eventfd and never an exit.
+    assert_eq!(stats["doorbell_rings"].as_u64(), Some(kicks), "{workload}: {stats}");
+    let exits_at_the_doorbell: Vec<_> = stats["exits"]["per_key"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|k| k["addr"].as_u64() == Some(PORT_DOORBELL))
+        .collect();
+    assert!(exits_at_the_doorbell.is_empty(), "{workload}: {exits_at_the_doorbell:?}");
+    let ring = &stats["shared_ring"];
+    assert_eq!(ring["bytes"].as_u64(), Some(bytes), "{workload}: {stats}");
+    assert_eq!(ring["errors"].as_u64(), Some(0), "{workload}: {stats}");
+    assert_eq!(ring["consumer"].as_str(), Some(mode.unwrap_or("sleep")), "{workload}: {stats}");
+    (kicks, stats)
+}
+
 #[test]
-fn io_through_the_shared_ring_kicks_only_a_sleeping_consumer() {
-    let dir = tempfile::tempdir().unwrap();
-    let stats = dir.path().join("ring.json");
-    let o = vmscope(&[
-        "run",
-        "unikernel",
-        "--workload",
-        "io 65536 --batch 256 --ring",
-        "--stats-json",
-        stats.to_str().unwrap(),
-    ]);
-    let out = stdout(&o);
-    assert_eq!(o.status.code(), Some(0), "{out}");
-    // Every byte arrived through the VMM's consumer thread: 63 dots and a newline per 64.
-    assert_eq!(out.matches('.').count(), 65536 - 1024, "{out}");
-    let line = out.lines().find(|l| l.contains("through the shared ring")).unwrap_or_else(|| panic!("{out}"));
-    assert!(line.starts_with("io: 65536 bytes in 256 batches of up to 256"), "{line}");
-    let kicks: u64 = line.split(" kicks").next().unwrap().rsplit(' ').next().unwrap().parse().unwrap();
-    assert!(kicks < 256, "a kick per batch would be {line}");
-    let v: serde_json::Value = serde_json::from_slice(&std::fs::read(&stats).unwrap()).unwrap();
-    assert_eq!(v["shared_ring"]["bytes"], 65536, "{v}");
-    assert_eq!(v["shared_ring"]["errors"], 0, "{v}");
-    assert_eq!(v["doorbell_rings"], kicks, "every kick rang the doorbell: {v}");
-    // No kick reached the VMM as an exit.
-    assert!(!v["exits"].to_string().contains("0x503"), "{v}");
+fn io_through_the_shared_ring_delivers_every_byte_in_order() {
+    // The default consumer sleeps once the ring is empty. How many batches find it asleep
+    // is the host scheduler's business (from none to all of them: `vmscope measure
+    // io-batching` reports the figure), so only the bounds above are checked.
+    for (bytes, batch) in RING_WORKLOADS {
+        io_through_the_ring(bytes, batch, None);
+    }
+}
+
+#[test]
+fn a_consumer_kept_awake_gets_no_kicks() {
+    for (bytes, batch) in RING_WORKLOADS {
+        let (kicks, stats) = io_through_the_ring(bytes, batch, Some("poll"));
+        // Exactly none, not "few", and no kick at start either: the guest kicks only
+        // after it read consumer_sleeping != 0; the flag is 0 in fresh guest memory
+        // (before the consumer thread first runs, whichever of it and the vCPU goes first)
+        // and a polling consumer never sets it. Whatever the guest produced before the
+        // consumer's first look is taken by that look, without a kick.
+        assert_eq!(kicks, 0, "{stats}");
+        assert_eq!(stats["shared_ring"]["consumer_sleeps"].as_u64(), Some(0), "{stats}");
+    }
 }
