@@ -8,5 +8,6 @@ pub mod cache;
 pub mod container;
 pub mod cpio;
 pub mod linux;
+pub mod prereq;
 pub mod unikernel;
 pub mod workload;

@@ -1,5 +1,6 @@
 //! `vmscope guests`: build and list the provided guests.
 
+use anyhow::Context;
 use clap::{Args, Subcommand, ValueEnum};
 use std::process::ExitCode;
 
@@ -16,6 +17,10 @@ enum GuestsCommand {
     Build {
         /// Which guest.
         guest: Buildable,
+        /// Install what is missing with apt-get first (as root): the build tools, the kernel
+        /// source package and busybox.
+        #[arg(long)]
+        install_deps: bool,
     },
     /// Show what is built and cached.
     List,
@@ -43,7 +48,14 @@ enum Image {
 /// Runs `vmscope guests`.
 pub fn run(args: GuestsArgs) -> anyhow::Result<ExitCode> {
     match args.command {
-        GuestsCommand::Build { guest: Buildable::Linux } => {
+        GuestsCommand::Build { guest: Buildable::Linux, install_deps } => {
+            // The build tools, the source, and busybox (the guest's user space).
+            let mut missing = guests::prereq::missing(guests::prereq::LINUX_BUILD);
+            missing.extend(guests::prereq::missing(&[guests::prereq::BUSYBOX]));
+            if install_deps && !missing.is_empty() {
+                eprintln!("vmscope: installing {}", guests::prereq::packages(&missing).join(" "));
+                guests::prereq::install(&missing)?;
+            }
             let a = guests::linux::ensure_built(&build_options())?;
             println!("linux kernel {} in {}", a.key, a.dir.display());
             print_artifacts(&a);
@@ -90,16 +102,9 @@ fn print_artifacts(a: &guests::linux::LinuxArtifacts) {
     }
 }
 
-/// Writes the embedded unikernel ELF into the cache (once per content) and returns its path.
+/// Writes the embedded unikernel ELF into the cache (once per content, atomically) and
+/// returns its path.
 pub fn unikernel_path() -> anyhow::Result<std::path::PathBuf> {
-    let key = guests::cache::key([("unikernel", guests::unikernel::ELF)]);
-    let dir = guests::cache::root().join("unikernel");
-    let path = dir.join(format!("unikernel-{key}.elf"));
-    if !path.exists() {
-        std::fs::create_dir_all(&dir)?;
-        let tmp = dir.join(format!(".unikernel-{key}.{}", std::process::id()));
-        std::fs::write(&tmp, guests::unikernel::ELF)?;
-        std::fs::rename(&tmp, &path)?;
-    }
-    Ok(path)
+    guests::cache::content_file("unikernel", "unikernel", "elf", guests::unikernel::ELF)
+        .context("cannot write the unikernel ELF into the cache")
 }

@@ -1,6 +1,13 @@
 //! Building the kernel once per set of inputs: extract, patch, `make tinyconfig`, merge the
 //! fragment, `make olddefconfig`, check the fragment survived, `make vmlinux bzImage`,
 //! strip; all in `<cache>/linux/<key>.partial`, renamed to `<key>` only when complete.
+//!
+//! Several processes may ask for the same kernel at once (the test binaries, a `tui` beside a
+//! `run`): the build runs under the entry's lock ([`cache::lock`]), a waiter says whom it
+//! waits for and then takes the finished entry, and a build whose process died leaves only a
+//! `.partial` directory that the next lock holder clears. The key covers every input that
+//! changes the output: the builder's procedure, the source package's version (or the
+//! tarball's digest), the fragment, the patches, and the compiler and linker versions.
 
 use super::{config, LinuxError};
 use crate::cache;
@@ -11,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Bumped whenever the build procedure changes, so old cache entries are not reused.
-const BUILDER_VERSION: &str = "1";
+const BUILDER_VERSION: &str = "2";
 /// Debian's kernel source tarball.
 pub const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 /// The fragment, kept in the repository.
@@ -71,10 +78,14 @@ fn io<'a>(what: &'static str, path: &'a Path) -> impl FnOnce(std::io::Error) -> 
 /// The key of the current inputs.
 pub fn current_key() -> String {
     let version = source_version();
+    let gcc = tool_version("gcc");
+    let ld = tool_version("ld");
     let mut inputs: Vec<(&str, &[u8])> = vec![
         ("builder", BUILDER_VERSION.as_bytes()),
         ("source", version.as_bytes()),
         ("fragment", FRAGMENT.as_bytes()),
+        ("gcc", gcc.as_bytes()),
+        ("ld", ld.as_bytes()),
     ];
     for (name, text) in PATCHES {
         inputs.push((name, text.as_bytes()));
@@ -82,15 +93,30 @@ pub fn current_key() -> String {
     cache::key(inputs)
 }
 
-/// The installed source package's version (or the tarball's size when dpkg cannot say).
+/// The installed source package's version; where dpkg cannot say, the tarball's SHA-256
+/// (never something as weak as its size); where there is no tarball, "missing".
 fn source_version() -> String {
     Command::new("dpkg-query")
-        .args(["-W", "-f=${Version}", "linux-source-6.1"])
+        .args(["-W", "-f=${Status} ${Version}", "linux-source-6.1"])
         .output()
         .ok()
         .filter(|o| o.status.success())
         .map(|o| String::from_utf8_lossy(&o.stdout).into_owned())
-        .unwrap_or_else(|| std::fs::metadata(SOURCE_TARBALL).map(|m| m.len().to_string()).unwrap_or_default())
+        .and_then(|s| s.strip_prefix("install ok installed ").map(|v| format!("deb {v}")))
+        .or_else(|| cache::file_digest(Path::new(SOURCE_TARBALL)).ok().map(|d| format!("sha256 {d}")))
+        .unwrap_or_else(|| "missing".into())
+}
+
+/// The first line of `TOOL --version` (the compiler and linker shape the kernel's code), or
+/// "missing".
+fn tool_version(tool: &str) -> String {
+    Command::new(tool)
+        .arg("--version")
+        .output()
+        .ok()
+        .filter(|o| o.status.success())
+        .and_then(|o| String::from_utf8_lossy(&o.stdout).lines().next().map(str::to_string))
+        .unwrap_or_else(|| "missing".into())
 }
 
 fn linux_cache() -> PathBuf {
@@ -106,18 +132,64 @@ pub fn list_cached() -> Vec<LinuxArtifacts> {
         .collect()
 }
 
-/// Returns the cached kernel for the current inputs, building it first if needed.
+/// The complete entry in `dir`, if there is one (its manifest is written last, and the
+/// directory appears by a rename, so a manifest means a whole entry).
+fn complete_entry(dir: &Path) -> Option<LinuxArtifacts> {
+    let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
+    let a = serde_json::from_str::<LinuxArtifacts>(&text).ok()?;
+    (a.vmlinux_stripped.exists() && a.vmlinux.exists()).then_some(a)
+}
+
+/// The cached kernel for the current inputs, if it is built.
+pub fn cached() -> Option<LinuxArtifacts> {
+    complete_entry(&linux_cache().join(current_key()))
+}
+
+/// Returns the cached kernel for the current inputs, building it first if needed. Safe to
+/// call from several threads and processes at once: one builds, the others wait for it
+/// (saying so on stderr) and return its entry.
 pub fn ensure_built(opts: &BuildOptions) -> Result<LinuxArtifacts, LinuxError> {
     let key = current_key();
     let final_dir = linux_cache().join(&key);
-    if let Ok(text) = std::fs::read_to_string(final_dir.join("manifest.json")) {
-        if let Ok(a) = serde_json::from_str::<LinuxArtifacts>(&text) {
-            if a.vmlinux_stripped.exists() {
-                return Ok(a);
-            }
-        }
+    if let Some(a) = complete_entry(&final_dir) {
+        return Ok(a);
+    }
+    let missing = crate::prereq::missing(crate::prereq::LINUX_BUILD);
+    if !missing.is_empty() {
+        return Err(LinuxError::MissingTools {
+            names: missing.iter().map(|r| r.name).collect::<Vec<_>>().join(", "),
+            command: crate::prereq::install_command(&missing),
+        });
+    }
+    let _lock = cache::lock(&final_dir, |pid| {
+        let who = pid.map_or("another vmscope".to_string(), |p| format!("another vmscope (pid {p})"));
+        eprintln!(
+            "vmscope: {who} is building the same Linux kernel ({key}); waiting for it to finish \
+             (lock {})",
+            cache::lock_path(&final_dir).display()
+        );
+    })
+    .map_err(io("cannot lock", &final_dir))?;
+    // The build this process waited for may have produced the entry.
+    if let Some(a) = complete_entry(&final_dir) {
+        return Ok(a);
     }
     build(opts, &key, &final_dir)
+}
+
+/// Removes what builds of `key` that died left behind: `<key>.partial` and `<key>.old-*`.
+/// Call only while holding the entry's lock.
+fn clear_leftovers(key: &str) -> Result<(), LinuxError> {
+    let dir = linux_cache();
+    let Ok(entries) = std::fs::read_dir(&dir) else { return Ok(()) };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        if name == format!("{key}.partial") || name.starts_with(&format!("{key}.old-")) {
+            let p = e.path();
+            std::fs::remove_dir_all(&p).map_err(io("cannot clear a dead build's", &p))?;
+        }
+    }
+    Ok(())
 }
 
 struct Steps {
@@ -183,10 +255,8 @@ fn build(opts: &BuildOptions, key: &str, final_dir: &Path) -> Result<LinuxArtifa
         return Err(LinuxError::NoSource { path: tarball.into() });
     }
     let started = Instant::now();
+    clear_leftovers(key)?;
     let partial = linux_cache().join(format!("{key}.partial"));
-    if partial.exists() {
-        std::fs::remove_dir_all(&partial).map_err(io("cannot clear", &partial))?;
-    }
     std::fs::create_dir_all(&partial).map_err(io("cannot create", &partial))?;
     let log_path = partial.join("build.log");
     let log = std::fs::File::create(&log_path).map_err(io("cannot create", &log_path))?;
@@ -271,8 +341,12 @@ fn build(opts: &BuildOptions, key: &str, final_dir: &Path) -> Result<LinuxArtifa
     let manifest = partial.join("manifest.json");
     std::fs::write(&manifest, serde_json::to_vec_pretty(&artifacts).expect("serializes"))
         .map_err(io("cannot write", &manifest))?;
+    // An incomplete entry is moved aside (not deleted in place) so a reader never sees half
+    // of one; rename(2) then puts the new one in place.
     if final_dir.exists() {
-        std::fs::remove_dir_all(final_dir).map_err(io("cannot replace", final_dir))?;
+        let old = linux_cache().join(format!("{key}.old-{}", std::process::id()));
+        std::fs::rename(final_dir, &old).map_err(io("cannot move aside", final_dir))?;
+        std::fs::remove_dir_all(&old).map_err(io("cannot remove", &old))?;
     }
     std::fs::rename(&partial, final_dir).map_err(io("cannot move the finished build to", final_dir))?;
     Ok(artifacts)

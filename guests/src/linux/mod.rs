@@ -7,7 +7,9 @@ pub mod config;
 pub mod initramfs;
 pub mod profile;
 
-pub use build::{current_key as build_key, ensure_built, list_cached, BuildOptions, LinuxArtifacts};
+pub use build::{
+    cached, current_key as build_key, ensure_built, list_cached, BuildOptions, LinuxArtifacts, SOURCE_TARBALL,
+};
 
 use std::path::PathBuf;
 
@@ -49,6 +51,14 @@ pub enum LinuxError {
         /// Why.
         #[source]
         source: std::io::Error,
+    },
+    /// Build tools or the source package are missing (all of them are named at once).
+    #[error("cannot build the Linux kernel: missing {names}; install them with `{command}` (or `vmscope guests build linux --install-deps`)")]
+    MissingTools {
+        /// What is missing.
+        names: String,
+        /// The command that installs it.
+        command: String,
     },
     /// busybox is missing.
     #[error("{0} is missing: install Debian's busybox-static (apt-get install busybox-static)")]
