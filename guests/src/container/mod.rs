@@ -1,5 +1,6 @@
 //! The container guest: a real OCI bundle (config.json built with the `oci-spec` crate,
-//! a busybox root file system plus the static workload binary) run by a real OCI runtime
+//! a root file system whose only program is the static workload binary, so nothing needs
+//! installing) run by a real OCI runtime
 //! (`--runtime`): the embedded one, youki's `libcontainer` linked into vmscope ([`embedded`]),
 //! or `runc` or any runtime on PATH with runc's CLI.
 
@@ -21,9 +22,6 @@ pub enum ContainerError {
         "the OCI runtime {0:?} is not on PATH: install it (apt-get install runc) or pass --runtime embedded"
     )]
     NoRuntime(String),
-    /// busybox is missing.
-    #[error("{0} is missing: install Debian's busybox-static")]
-    NoBusybox(PathBuf),
     /// Writing the bundle failed.
     #[error("cannot write the OCI bundle at {path}")]
     Bundle {
@@ -83,24 +81,60 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
     move |source| ContainerError::Bundle { path: path.into(), source }
 }
 
-/// Builds a bundle that runs `/bin/workload ARGS…` with an optional memory limit (bytes).
-pub fn prepare_bundle(args: &[String], memory_limit: Option<i64>) -> Result<Bundle, ContainerError> {
+/// Where bundles are made: `<cache>/containers`.
+fn bundles_dir() -> PathBuf {
+    crate::cache::root().join("containers")
+}
+
+/// Eight random bytes in hex, from the kernel's generator.
+fn random_suffix() -> std::io::Result<String> {
+    let mut b = [0u8; 8];
+    std::io::Read::read_exact(&mut std::fs::File::open("/dev/urandom")?, &mut b)?;
+    Ok(b.iter().map(|x| format!("{x:02x}")).collect())
+}
+
+/// Removes bundles whose process is gone (`bundle-PID-…` with no `/proc/PID`): what a run
+/// that was killed left behind.
+fn remove_stale_bundles(dir: &Path) {
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.filter_map(Result::ok) {
+        let name = e.file_name().to_string_lossy().into_owned();
+        let pid = name
+            .strip_prefix("bundle-")
+            .and_then(|r| r.split('-').next())
+            .and_then(|p| p.parse::<u32>().ok());
+        if pid.is_some_and(|p| !Path::new(&format!("/proc/{p}")).exists()) {
+            let _ = std::fs::remove_dir_all(e.path());
+        }
+    }
+}
+
+/// Creates a fresh bundle directory, private (0700) and with a name no one can guess or
+/// already hold: `bundle-PID-SEQ-RANDOM`.
+fn create_bundle_dir() -> Result<PathBuf, ContainerError> {
+    use std::os::unix::fs::DirBuilderExt;
     static SEQ: AtomicU32 = AtomicU32::new(0);
-    let dir = crate::cache::root().join("containers").join(format!(
-        "bundle-{}-{}",
+    let parent = bundles_dir();
+    std::fs::create_dir_all(&parent).map_err(io(&parent))?;
+    remove_stale_bundles(&parent);
+    let suffix = random_suffix().map_err(io(Path::new("/dev/urandom")))?;
+    let dir = parent.join(format!(
+        "bundle-{}-{}-{suffix}",
         std::process::id(),
         SEQ.fetch_add(1, Ordering::Relaxed)
     ));
+    std::fs::DirBuilder::new().mode(0o700).create(&dir).map_err(io(&dir))?;
+    Ok(dir)
+}
+
+/// Builds a bundle that runs `/bin/workload ARGS…` with an optional memory limit (bytes).
+/// Its root file system holds the static workload binary and nothing else.
+pub fn prepare_bundle(args: &[String], memory_limit: Option<i64>) -> Result<Bundle, ContainerError> {
+    let dir = create_bundle_dir()?;
     let bundle = Bundle { dir: dir.clone() };
     let rootfs = dir.join("rootfs");
     for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
         std::fs::create_dir_all(rootfs.join(d)).map_err(io(&rootfs))?;
-    }
-    let busybox = Path::new(crate::linux::initramfs::BUSYBOX);
-    std::fs::copy(busybox, rootfs.join("bin/busybox"))
-        .map_err(|_| ContainerError::NoBusybox(busybox.into()))?;
-    for applet in ["sh", "ls", "cat", "echo", "ps", "id"] {
-        std::os::unix::fs::symlink("busybox", rootfs.join("bin").join(applet)).map_err(io(&rootfs))?;
     }
     let workload = rootfs.join("bin/workload");
     std::fs::write(&workload, crate::workload::ELF).map_err(io(&workload))?;
@@ -253,9 +287,6 @@ mod tests {
 
     #[test]
     fn bundle_has_a_config_and_a_rootfs() {
-        if !Path::new(crate::linux::initramfs::BUSYBOX).exists() {
-            return;
-        }
         let b = prepare_bundle(&["compute".into(), "100".into()], Some(64 << 20)).unwrap();
         let spec = Spec::load(b.dir.join("config.json")).unwrap();
         assert_eq!(
@@ -266,6 +297,13 @@ mod tests {
             spec.linux().as_ref().unwrap().resources().as_ref().unwrap().memory().as_ref().unwrap().limit();
         assert_eq!(limit, Some(64 << 20));
         assert!(b.dir.join("rootfs/bin/workload").exists());
+        let programs: Vec<_> =
+            std::fs::read_dir(b.dir.join("rootfs/bin")).unwrap().map(|e| e.unwrap().file_name()).collect();
+        assert_eq!(programs, ["workload"], "the workload is the container's only program");
+        let mode = std::os::unix::fs::PermissionsExt::mode(&std::fs::metadata(&b.dir).unwrap().permissions());
+        assert_eq!(mode & 0o777, 0o700, "the bundle is private");
+        let other = prepare_bundle(&[], None).unwrap();
+        assert_ne!(other.dir, b.dir);
         let dir = b.dir.clone();
         drop(b);
         assert!(!dir.exists(), "the bundle is removed with its handle");
