@@ -15,7 +15,7 @@ enum TuiGuest {
     Unikernel,
     /// The minimal Linux (built first if it is not cached).
     Linux,
-    /// The workload in an OCI container (run by --runtime).
+    /// The workload in an OCI container (run by --runtime: the embedded one by default).
     Container,
 }
 
@@ -23,7 +23,7 @@ enum TuiGuest {
 #[derive(Args, Debug)]
 pub struct TuiArgs {
     /// Guests to start (default: the unikernel, a container, and Linux when its kernel is
-    /// already built).
+    /// already built; a guest that cannot start gets a tab that says why and how to fix it).
     guests: Vec<TuiGuest>,
     /// The container's OCI runtime: `embedded` (youki's libcontainer inside vmscope), or
     /// `runc` or any runtime on PATH with runc's command line.
@@ -38,75 +38,122 @@ pub struct TuiArgs {
     disks: Vec<vmm::machine::DiskConfig>,
 }
 
-/// Runs `vmscope tui`.
+/// Runs `vmscope tui`. Every guest that can start runs; one that cannot (no kernel built
+/// yet, a package missing, no KVM) gets a tab that says why and the command that fixes it.
 pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
-    let mut which = args.guests.clone();
-    if which.is_empty() {
-        which.push(TuiGuest::Unikernel);
-        if guests::container::runtime_path(&args.runtime).is_some() {
-            which.push(TuiGuest::Container);
-        }
-        if guests::linux::list_cached().iter().any(|a| a.key == guests::linux::build_key()) {
-            which.push(TuiGuest::Linux);
-        }
-    }
+    let explicit = !args.guests.is_empty();
+    let which = if explicit {
+        args.guests.clone()
+    } else {
+        vec![TuiGuest::Unikernel, TuiGuest::Container, TuiGuest::Linux]
+    };
     let mut live = vec![];
     let mut containers = vec![];
+    let mut unavailable = vec![];
     for g in which {
         let console = Console::buffer();
-        match g {
-            TuiGuest::Container => {
-                let runtime = args.runtime.clone();
-                let args: Vec<String> = ["syscalls", "1000000000"].iter().map(|s| s.to_string()).collect();
-                containers.push(
-                    tui::LiveContainer::start("container", &runtime, &args)
-                        .context("cannot start the container")?,
-                );
-            }
-            TuiGuest::Unikernel => {
-                let cfg = ElfGuestConfig {
-                    name: "unikernel".into(),
-                    elf: Arc::from(guests::unikernel::ELF),
-                    cmdline: args.workload.join(" "),
-                    mem_mib: 64,
-                    vcpus: 1,
-                    ring: Ring::Ring0,
-                    start_paused: false,
-                    doorbell: guests::unikernel::rings_doorbell(&args.workload),
-                    ring_consumer: Default::default(),
-                };
-                let m = Machine::boot_elf(&cfg, console.clone()).context("cannot boot the unikernel")?;
-                let symbols = inspect::symbols::SymbolTable::from_elf("unikernel", guests::unikernel::ELF)
-                    .unwrap_or_default();
-                live.push(tui::LiveGuest::new("unikernel", m, console, symbols));
-            }
-            TuiGuest::Linux => {
-                let pvm = vmm::host_kind() == inspect::HostKind::Pvm;
-                let opts = guests::linux::BuildOptions { progress: true, ..Default::default() };
-                let a = guests::linux::ensure_built(&opts).context("cannot build the Linux guest")?;
-                let kernel = std::fs::read(&a.vmlinux_stripped)?;
-                let initrd = guests::linux::initramfs::build(
-                    std::path::Path::new(guests::linux::initramfs::BUSYBOX),
-                    guests::workload::ELF,
-                )?;
-                let cfg = LinuxGuestConfig {
-                    disks: args.disks.clone(),
-                    boot: Default::default(),
-                    kernel_name: "linux".into(),
-                    kernel: kernel.into(),
-                    initrd: Some(("initramfs".into(), initrd.into())),
-                    cmdline: guests::linux::profile::cmdline(pvm, &["vmscope.shell=1".into()]),
-                    mem_mib: 256,
-                    vcpus: 1,
-                    start_paused: false,
-                    fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
-                };
-                let m = Machine::boot_linux(&cfg, console.clone()).context("cannot boot Linux")?;
-                let symbols = inspect::symbols::SymbolTable::from_elf_file(&a.vmlinux).unwrap_or_default();
-                live.push(tui::LiveGuest::new("linux", m, console, symbols));
-            }
+        let name = g.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
+        let started = match g {
+            TuiGuest::Container => start_container(&args.runtime).map(|c| containers.push(c)),
+            TuiGuest::Unikernel => start_unikernel(&args, console.clone())
+                .map(|(m, symbols)| live.push(tui::LiveGuest::new("unikernel", m, console, symbols))),
+            // Unless asked for, Linux is shown only once its kernel is built: the build takes
+            // minutes, and the TUI should come up at once.
+            TuiGuest::Linux if !explicit && guests::linux::cached().is_none() => Err(anyhow::anyhow!(
+                "its kernel is not built yet (a one-time build of about 8 minutes, then cached)"
+            )),
+            TuiGuest::Linux => start_linux(&args, console.clone())
+                .map(|(m, symbols)| live.push(tui::LiveGuest::new("linux", m, console, symbols))),
+        };
+        if let Err(e) = started {
+            unavailable.push(tui::Unavailable { fix: fix_for(g, &e), reason: super::chain(&e), name });
         }
     }
-    tui::run(live, containers)?;
+    tui::run(live, containers, unavailable)?;
     Ok(ExitCode::SUCCESS)
+}
+
+/// The one command that fixes why guest `g` could not start.
+fn fix_for(g: TuiGuest, e: &anyhow::Error) -> String {
+    use guests::linux::LinuxError;
+    for cause in e.chain() {
+        if let Some(LinuxError::MissingTools { command, .. }) = cause.downcast_ref::<LinuxError>() {
+            return format!("{command}, then vmscope guests build linux");
+        }
+        if let Some(LinuxError::NoBusybox(_)) = cause.downcast_ref::<LinuxError>() {
+            return guests::prereq::install_command(&[guests::prereq::BUSYBOX]);
+        }
+        if let Some(guests::container::ContainerError::NoRuntime(_)) = cause.downcast_ref() {
+            return "apt-get install -y runc, or --runtime embedded (built in)".into();
+        }
+    }
+    match g {
+        TuiGuest::Linux => {
+            let missing = guests::prereq::missing(guests::prereq::LINUX_BUILD);
+            if missing.is_empty() {
+                "vmscope guests build linux (or vmscope tui linux, which builds it first)".into()
+            } else {
+                format!("{}, then vmscope guests build linux", guests::prereq::install_command(&missing))
+            }
+        }
+        _ => "vmscope doctor lists what this host lacks and how to add it".into(),
+    }
+}
+
+fn start_container(runtime: &str) -> anyhow::Result<tui::LiveContainer> {
+    if runtime == guests::container::embedded::NAME && !guests::prereq::is_root() {
+        anyhow::bail!(
+            "the embedded runtime makes rootful containers and needs root (no user namespaces yet)"
+        );
+    }
+    let args: Vec<String> = ["syscalls", "1000000000"].iter().map(|s| s.to_string()).collect();
+    tui::LiveContainer::start("container", runtime, &args).context("cannot start the container")
+}
+
+fn start_unikernel(
+    args: &TuiArgs,
+    console: Console,
+) -> anyhow::Result<(Machine, inspect::symbols::SymbolTable)> {
+    let cfg = ElfGuestConfig {
+        name: "unikernel".into(),
+        elf: Arc::from(guests::unikernel::ELF),
+        cmdline: args.workload.join(" "),
+        mem_mib: 64,
+        vcpus: 1,
+        ring: Ring::Ring0,
+        start_paused: false,
+        doorbell: guests::unikernel::rings_doorbell(&args.workload),
+        ring_consumer: Default::default(),
+    };
+    let m = Machine::boot_elf(&cfg, console).context("cannot boot the unikernel")?;
+    let symbols =
+        inspect::symbols::SymbolTable::from_elf("unikernel", guests::unikernel::ELF).unwrap_or_default();
+    Ok((m, symbols))
+}
+
+fn start_linux(args: &TuiArgs, console: Console) -> anyhow::Result<(Machine, inspect::symbols::SymbolTable)> {
+    let pvm = vmm::host_kind() == inspect::HostKind::Pvm;
+    let opts = guests::linux::BuildOptions { progress: true, ..Default::default() };
+    let a = guests::linux::ensure_built(&opts).context("cannot build the Linux guest")?;
+    let kernel = std::fs::read(&a.vmlinux_stripped)
+        .with_context(|| format!("cannot read {}", a.vmlinux_stripped.display()))?;
+    let initrd = guests::linux::initramfs::build(
+        std::path::Path::new(guests::linux::initramfs::BUSYBOX),
+        guests::workload::ELF,
+    )?;
+    let cfg = LinuxGuestConfig {
+        disks: args.disks.clone(),
+        boot: Default::default(),
+        kernel_name: "linux".into(),
+        kernel: kernel.into(),
+        initrd: Some(("initramfs".into(), initrd.into())),
+        cmdline: guests::linux::profile::cmdline(pvm, &["vmscope.shell=1".into()]),
+        mem_mib: 256,
+        vcpus: 1,
+        start_paused: false,
+        fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
+    };
+    let m = Machine::boot_linux(&cfg, console).context("cannot boot Linux")?;
+    let symbols = inspect::symbols::SymbolTable::from_elf_file(&a.vmlinux).unwrap_or_default();
+    Ok((m, symbols))
 }

@@ -17,6 +17,13 @@ pub enum GuestState {
     Exited(u32),
     /// Ended by a fault.
     Faulted(String),
+    /// Could not be started on this host; the others run.
+    NotStarted {
+        /// Why, in one sentence.
+        reason: String,
+        /// The exact command (or step) that fixes it.
+        fix: String,
+    },
 }
 
 /// Everything shown about one guest, refreshed by the runtime.
@@ -106,6 +113,14 @@ impl GuestView {
                 c => self.partial_line.push(c),
             }
         }
+    }
+
+    /// A view for a guest that could not be started: its tab says why and how to fix it.
+    pub fn not_started(name: &str, host: &str, reason: &str, fix: &str) -> Self {
+        let mut v = Self::new(name, host, 0);
+        v.state = GuestState::NotStarted { reason: reason.into(), fix: fix.into() };
+        v.push_console(format!("{name} did not start: {reason}\nto fix: {fix}\n").as_bytes());
+        v
     }
 
     /// Records exits of the last interval.

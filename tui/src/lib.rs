@@ -20,4 +20,4 @@ pub mod app;
 pub mod runtime;
 pub mod ui;
 
-pub use runtime::{run, LiveContainer, LiveGuest, TuiError};
+pub use runtime::{run, LiveContainer, LiveGuest, TuiError, Unavailable};

@@ -131,6 +131,18 @@ impl Drop for LiveContainer {
     }
 }
 
+/// A guest that could not be started: shown as a tab that says why and how to fix it, so
+/// one missing piece never takes the other guests down.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct Unavailable {
+    /// Name for the tab bar.
+    pub name: String,
+    /// Why it could not start.
+    pub reason: String,
+    /// The exact command (or step) that fixes it.
+    pub fix: String,
+}
+
 /// Puts the terminal back however the TUI ends.
 struct TerminalGuard(Terminal<CrosstermBackend<Stdout>>);
 
@@ -181,14 +193,19 @@ const SAMPLE: Duration = Duration::from_millis(250);
 /// Instructions shown in the disassembly pane.
 const DISASM_LINES: usize = 16;
 
-/// Runs the TUI over VM `guests` and `containers` (shown after the VMs) until the person
-/// quits.
-pub fn run(mut guests: Vec<LiveGuest>, mut containers: Vec<LiveContainer>) -> Result<(), TuiError> {
+/// Runs the TUI over VM `guests`, `containers` and the guests that could not start
+/// (`unavailable`, shown last) until the person quits.
+pub fn run(
+    mut guests: Vec<LiveGuest>,
+    mut containers: Vec<LiveContainer>,
+    unavailable: Vec<Unavailable>,
+) -> Result<(), TuiError> {
     let host = vmm::host_kind();
     let views = guests
         .iter()
         .map(|g| GuestView::new(&g.name, g.machine.host().as_str(), g.machine.vcpu_count()))
         .chain(containers.iter().map(|c| GuestView::new(&c.name, host.as_str(), 0)))
+        .chain(unavailable.iter().map(|u| GuestView::not_started(&u.name, host.as_str(), &u.reason, &u.fix)))
         .collect();
     let mut app = App::new(views);
     let mut term = TerminalGuard::new()?;
@@ -200,8 +217,13 @@ pub fn run(mut guests: Vec<LiveGuest>, mut containers: Vec<LiveContainer>) -> Re
                 Event::Key(k) if k.kind == KeyEventKind::Press => {
                     if let Some(key) = key_of(k) {
                         for action in app.on_key(key) {
-                            if action_guest(&action).is_some_and(|g| g >= guests.len()) {
-                                app.status = "a container has no vCPUs to pause, step or break: its workload is a process on the host kernel".into();
+                            if let Some(g) = action_guest(&action).filter(|&g| g >= guests.len()) {
+                                app.status = match app.guests.get(g).map(|v| &v.state) {
+                                    Some(GuestState::NotStarted { fix, .. }) => {
+                                        format!("{} did not start; to fix: {fix}", app.guests[g].name)
+                                    }
+                                    _ => "a container has no vCPUs to pause, step or break: its workload is a process on the host kernel".into(),
+                                };
                                 continue;
                             }
                             apply(&mut app, &mut guests, action);

@@ -18,6 +18,7 @@ fn state_text(s: &GuestState) -> (String, Color) {
         GuestState::Paused(why) => (format!("paused: {why}"), Color::Yellow),
         GuestState::Exited(code) => (format!("exited {code}"), Color::Blue),
         GuestState::Faulted(why) => (format!("faulted: {why}"), Color::Red),
+        GuestState::NotStarted { .. } => ("not started".into(), Color::DarkGray),
     }
 }
 
@@ -130,6 +131,14 @@ impl App {
 
     fn render_registers(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
         let focused = self.focus == Pane::Registers;
+        if let GuestState::NotStarted { reason, fix } = &g.state {
+            let text = format!("{} did not start on this host.\n\nwhy: {reason}\n\nto fix: {fix}", g.name);
+            Paragraph::new(text)
+                .wrap(Wrap { trim: false })
+                .block(block("not started".into(), focused))
+                .render(area, buf);
+            return;
+        }
         if let Some(c) = &g.container {
             let mib = |b: Option<u64>| {
                 b.map_or("not available".into(), |b| format!("{:.1} MiB", b as f64 / (1 << 20) as f64))
@@ -223,6 +232,12 @@ impl App {
 
     fn render_disasm(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
         let focused = self.focus == Pane::Disasm;
+        if matches!(g.state, GuestState::NotStarted { .. }) {
+            Paragraph::new("(no vCPU: the guest did not start)")
+                .block(block("disassembly".into(), focused))
+                .render(area, buf);
+            return;
+        }
         if let Some(c) = &g.container {
             let mut lines = vec![Line::raw(format!("{:>7}  command", "pid"))];
             lines.extend(c.processes.iter().map(|(pid, comm)| Line::raw(format!("{pid:>7}  {comm}"))));
