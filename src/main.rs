@@ -20,6 +20,8 @@ enum Command {
     Run(Box<cli::run::RunArgs>),
     /// Show what kind of KVM host this is and what it offers.
     Host(cli::host::HostArgs),
+    /// Check what each guest and feature needs from this host, and how to add what is missing.
+    Doctor(cli::doctor::DoctorArgs),
     /// Run measurement suites (boot, exits) and write JSON + SVG.
     Measure(cli::measure::MeasureArgs),
     /// Build and list the provided guests.
@@ -42,6 +44,7 @@ fn main() -> ExitCode {
     let result = match cli.command {
         Command::Run(args) => cli::run::run(*args),
         Command::Host(args) => cli::host::run(args),
+        Command::Doctor(args) => cli::doctor::run(args),
         Command::Measure(args) => cli::measure::run(args),
         Command::Guests(args) => cli::guests::run(args),
         Command::Tui(args) => cli::tui::run(args),

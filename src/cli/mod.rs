@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod container;
+pub mod doctor;
 pub mod gdb;
 pub mod guests;
 pub mod host;
