@@ -63,7 +63,8 @@ pub enum GuestKind {
     Unikernel,
     /// A minimal Linux: a kernel vmscope builds from source, busybox and the workload.
     Linux,
-    /// The workload in an OCI container (busybox root file system) run by runc.
+    /// The workload in an OCI container (its only program) run by --runtime (default: the
+    /// runtime built into vmscope).
     Container,
 }
 
