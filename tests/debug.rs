@@ -90,6 +90,47 @@ fn break_step_read_and_walk() {
     assert!(stderr(&o).contains("compute: N=100 primes=25"), "{}", stderr(&o));
 }
 
+/// The unikernel's entry point (`e_entry` of its ELF).
+fn unikernel_entry() -> u64 {
+    let o = vmscope(&["guests", "path", "unikernel"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let elf = std::fs::read(stdout(&o).trim()).unwrap();
+    assert_eq!(&elf[..4], b"\x7fELF");
+    u64::from_le_bytes(elf[24..32].try_into().unwrap())
+}
+
+/// A breakpoint on the instruction the vCPU is held at when the session starts is hit
+/// before that instruction runs, and `cont` from it runs the guest to its end.
+#[test]
+fn a_breakpoint_on_the_entry_point_is_hit() {
+    let entry = unikernel_entry();
+    let (lines, o) = session(&["hello"], &["_start"], "regs\ncont\n");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert_eq!(result(&lines, "break _start")["breakpoint"].as_u64(), Some(entry), "{lines:?}");
+    let first = lines.iter().find(|l| l["input"] == "cont").unwrap();
+    assert_eq!(first["result"]["stop"]["breakpoint"]["addr"].as_u64(), Some(entry), "{first}");
+    assert_eq!(first["result"]["rip"].as_u64(), Some(entry), "{first}");
+    assert_eq!(result(&lines, "regs")["regs"]["rip"].as_u64(), Some(entry));
+    let last = &lines.last().unwrap()["result"];
+    assert_eq!(last["stop"]["guest-exit"]["code"].as_u64(), Some(0), "{last}");
+    assert!(stderr(&o).contains("Hello from the vmscope unikernel (ring 0)"), "{}", stderr(&o));
+}
+
+/// The same in a script that places the breakpoint itself.
+#[test]
+fn a_script_breakpoint_on_the_entry_point_is_hit() {
+    let entry = unikernel_entry();
+    let (lines, o) = session(&["hello"], &[], "break _start\ncont\nregs\ncont\n");
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let conts: Vec<&Value> = lines.iter().filter(|l| l["input"] == "cont").map(|l| &l["result"]).collect();
+    assert_eq!(conts.len(), 2, "{lines:?}");
+    assert_eq!(conts[0]["stop"]["breakpoint"]["addr"].as_u64(), Some(entry), "{}", conts[0]);
+    assert_eq!(conts[0]["rip"].as_u64(), Some(entry));
+    assert_eq!(result(&lines, "regs")["regs"]["rip"].as_u64(), Some(entry));
+    assert_eq!(conts[1]["stop"]["guest-exit"]["code"].as_u64(), Some(0), "{}", conts[1]);
+    assert!(stderr(&o).contains("Hello from the vmscope unikernel (ring 0)"), "{}", stderr(&o));
+}
+
 #[test]
 fn watchpoint_fires_on_the_workloads_write() {
     let script = "watch WORKLOAD_PROGRESS 8\ncont\ncont\ndelete WORKLOAD_PROGRESS\ncont\n";

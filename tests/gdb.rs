@@ -307,6 +307,25 @@ fn the_guests_exit_code_reaches_gdb_and_vmscope() {
     assert_eq!(served.finish().0, Some(7));
 }
 
+/// A breakpoint on the instruction the held vCPU starts at: gdb's `jump` there stops at
+/// once (the VMM does not step over a breakpoint at a RIP it never stopped at); gdb's
+/// `continue` from it steps off it first (gdb's own rule for a breakpoint at its stop PC),
+/// and the guest runs to its end.
+#[test]
+fn a_breakpoint_on_the_entry_point_is_hit_and_left() {
+    let served = serve(&["hello"]);
+    let out =
+        text(&gdb(&served.addr, &["break *_start", "jump *_start", "p/x $pc", "p/x &_start", "continue"]));
+    assert!(out.contains("Breakpoint 1, "), "{out}");
+    let values: Vec<&str> = out.lines().filter_map(|l| l.split_once(" = ").map(|(_, v)| v)).collect();
+    assert_eq!(values.len(), 2, "{out}");
+    assert_eq!(values[0], values[1], "{out}");
+    assert!(out.contains("[Inferior 1 (process 1) exited normally]"), "{out}");
+    let (code, stdout, stderr) = served.finish();
+    assert_eq!(code, Some(0), "{stderr}");
+    assert!(stdout.contains("Hello from the vmscope unikernel (ring 0)"), "{stdout}");
+}
+
 #[test]
 fn a_triple_fault_is_a_sigsegv_gdb_can_inspect() {
     let served = serve(&["triple-fault"]);

@@ -1,6 +1,6 @@
 //! One `KVM_RUN` and the one function that dispatches and counts every exit.
 
-use super::{RunState, Vcpu};
+use super::{RunState, StepOver, Vcpu};
 use crate::devices::PioOutcome;
 use inspect::exits::ExitKey;
 use kvm_bindings::{
@@ -119,9 +119,10 @@ impl Vcpu {
     /// Runs the guest until the next exit and handles it; returns a stop reason if the vCPU
     /// must stop.
     pub(super) fn run_once(&mut self) -> Option<StopReason> {
-        if self.check_breakpoint_at_rip {
-            self.check_breakpoint_at_rip = false;
-            self.begin_step_over_if_at_breakpoint();
+        match std::mem::replace(&mut self.step_over, StepOver::No) {
+            StepOver::No => {}
+            StepOver::IfStillAt(rip) => self.begin_step_over_if_at_breakpoint(Some(rip)),
+            StepOver::Yes => self.begin_step_over_if_at_breakpoint(None),
         }
         if let Err(e) = self.apply_guest_debug() {
             return Some(StopReason::RunFailed { error: e.to_string() });
@@ -253,7 +254,7 @@ impl Vcpu {
             if self.steps_left == 0 {
                 return Some(StopReason::Step);
             }
-            self.check_breakpoint_at_rip = true;
+            self.step_over = StepOver::Yes;
         }
         None
     }

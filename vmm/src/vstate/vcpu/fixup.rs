@@ -65,12 +65,16 @@ impl Vcpu {
         }
     }
 
-    /// When the vCPU is about to resume on one of our breakpoints, lift it for one step.
-    pub(super) fn begin_step_over_if_at_breakpoint(&mut self) {
+    /// When the vCPU is about to run on from one of our breakpoints, lift it for one step:
+    /// only if RIP is `still_at` (where the vCPU stopped), or wherever RIP is for `None`.
+    pub(super) fn begin_step_over_if_at_breakpoint(&mut self, still_at: Option<u64>) {
         if self.breakpoints.is_empty() || self.stepping_over.is_some() {
             return;
         }
         let Ok(regs) = self.fd.get_regs() else { return };
+        if still_at.is_some_and(|at| at != regs.rip) {
+            return;
+        }
         if self.breakpoints.contains(regs.rip) && self.breakpoints.disarm(regs.rip) {
             self.stepping_over = Some(regs.rip);
         }

@@ -113,8 +113,8 @@ pub struct Vcpu {
     steps_left: u64,
     /// Set while stepping over one of our own software breakpoints.
     stepping_over: Option<u64>,
-    /// Look for one of our breakpoints at RIP before the next run (after a stop).
-    check_breakpoint_at_rip: bool,
+    /// Whether the next run first lifts one of our breakpoints at RIP for a step.
+    step_over: StepOver,
     debug: GuestDebug,
     /// What KVM_SET_GUEST_DEBUG was last given.
     applied_debug: Option<kvm_bindings::kvm_guest_debug>,
@@ -123,6 +123,23 @@ pub struct Vcpu {
     fixups: EmulationFixups,
     exits: ExitStats,
     events: Sender<VcpuEvent>,
+}
+
+/// Whether a vCPU that runs on from where it is first steps over one of our software
+/// breakpoints at RIP. Only a vCPU that *stopped* at RIP does: the breakpoint there was
+/// just reported, or the debugger saw the vCPU there (after a step or a pause) before it
+/// placed it, as gdb steps over a breakpoint at its thread's stop PC. A vCPU held before
+/// its first instruction has not stopped anywhere, so a breakpoint on the entry point is
+/// hit before the entry instruction runs (gdb's `break _start` + `run`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum StepOver {
+    /// No: the vCPU has not stopped since it last ran, or never stopped at all.
+    No,
+    /// If RIP is still this address, where the vCPU stopped (a register write that moved
+    /// RIP elsewhere makes a breakpoint at the new RIP hit).
+    IfStillAt(u64),
+    /// Yes: between two steps of a multi-step request.
+    Yes,
 }
 
 /// How a vCPU thread is set up.
@@ -155,7 +172,7 @@ impl Vcpu {
             state: if options.start_paused { RunState::Paused } else { RunState::Running },
             steps_left: 0,
             stepping_over: None,
-            check_breakpoint_at_rip: false,
+            step_over: StepOver::No,
             debug: GuestDebug::default(),
             applied_debug: None,
             block_irq: options.block_irq,
@@ -211,6 +228,7 @@ impl Vcpu {
         self.state = RunState::Paused;
         self.steps_left = 0;
         let snapshot = Box::new(self.snapshot());
+        self.step_over = StepOver::IfStillAt(snapshot.regs.rip);
         let _ = self
             .events
             .send(VcpuEvent { vcpu: self.index, kind: VcpuEventKind::Stopped { reason, snapshot } });

@@ -80,14 +80,14 @@ impl Vcpu {
                     self.stop(super::StopReason::Paused);
                 }
             }
+            // Whether a breakpoint at RIP is stepped over was decided when the vCPU stopped
+            // (`StepOver`).
             VcpuRequest::Resume => {
                 self.state = RunState::Running;
-                self.check_breakpoint_at_rip = true;
             }
             VcpuRequest::Step(n) => {
                 self.steps_left = n.max(1);
                 self.state = RunState::Running;
-                self.check_breakpoint_at_rip = true;
             }
             VcpuRequest::Snapshot(tx) => {
                 let _ = tx.send(self.snapshot());
