@@ -35,7 +35,34 @@ pub enum LoaderError {
         /// The file.
         name: String,
     },
-    /// A segment outside the area guests may load at.
+    /// A segment that starts below the load area: the VMM's boot structures (GDT, TSS,
+    /// page tables, `BootInfo`, command line) live below `vmscope_abi::KERNEL_MIN_GPA`.
+    #[error("{name}: segment {index} at gpa:{start:#x}..{end:#x} starts below gpa:{min:#x}: loadable segments must start at or above 1 MiB (vmscope_abi::KERNEL_MIN_GPA), where the VMM's boot structures end; link the guest at 1 MiB or higher")]
+    BelowLoadArea {
+        /// The file.
+        name: String,
+        /// Program header index.
+        index: usize,
+        /// Segment start (`p_paddr`).
+        start: u64,
+        /// Segment end (`p_paddr + p_memsz`).
+        end: u64,
+        /// The lowest address a segment may start at.
+        min: u64,
+    },
+    /// A segment whose end does not fit in 64 bits.
+    #[error("{name}: segment {index} at gpa:{start:#x} with p_memsz {memsz:#x} runs past the end of the 64-bit address space")]
+    SegmentWraps {
+        /// The file.
+        name: String,
+        /// Program header index.
+        index: usize,
+        /// Segment start (`p_paddr`).
+        start: u64,
+        /// `p_memsz`.
+        memsz: u64,
+    },
+    /// A segment that ends beyond the memory guests may load into.
     #[error("{name}: segment {index} at gpa:{start:#x}..{end:#x} does not fit in guest memory (loadable area gpa:{min:#x}..{max:#x}; try a larger --mem)")]
     DoesNotFit {
         /// The file.
@@ -109,13 +136,35 @@ pub fn check_elf(name: &str, bytes: &[u8], limit: u64) -> Result<LoadedElf, Load
             continue;
         }
         any = true;
-        let start = ph.p_paddr(endian);
-        let seg_end = start.saturating_add(ph.p_memsz(endian));
-        let file_end = ph.p_offset(endian).checked_add(ph.p_filesz(endian));
-        if file_end.is_none_or(|e| e > bytes.len() as u64) || ph.p_filesz(endian) > ph.p_memsz(endian) {
-            return Err(not_elf(format!("segment {index} lies outside the file")));
+        let (start, memsz) = (ph.p_paddr(endian), ph.p_memsz(endian));
+        let (offset, filesz) = (ph.p_offset(endian), ph.p_filesz(endian));
+        let seg_end = start.checked_add(memsz).ok_or_else(|| LoaderError::SegmentWraps {
+            name: name.into(),
+            index,
+            start,
+            memsz,
+        })?;
+        if offset.checked_add(filesz).is_none_or(|e| e > bytes.len() as u64) {
+            return Err(not_elf(format!(
+                "segment {index}'s {filesz:#x} file bytes at offset {offset:#x} lie outside the file ({} bytes)",
+                bytes.len()
+            )));
         }
-        if start < KERNEL_MIN_GPA || seg_end > limit {
+        if filesz > memsz {
+            return Err(not_elf(format!(
+                "segment {index} has more file bytes (p_filesz {filesz:#x}) than memory (p_memsz {memsz:#x})"
+            )));
+        }
+        if start < KERNEL_MIN_GPA {
+            return Err(LoaderError::BelowLoadArea {
+                name: name.into(),
+                index,
+                start,
+                end: seg_end,
+                min: KERNEL_MIN_GPA,
+            });
+        }
+        if seg_end > limit {
             return Err(LoaderError::DoesNotFit {
                 name: name.into(),
                 index,
@@ -143,6 +192,10 @@ mod tests {
     use crate::test_utils::tiny_elf;
     use crate::vstate::memory::create_guest_memory;
 
+    /// Where `tiny_elf`'s one program header keeps `p_offset` and `p_memsz`.
+    const P_OFFSET: usize = 0x40 + 8;
+    const P_MEMSZ: usize = 0x40 + 40;
+
     #[test]
     fn loads_a_tiny_elf() {
         let mem = create_guest_memory(4 << 20).unwrap();
@@ -164,10 +217,26 @@ mod tests {
             Err(LoaderError::WrongMachine { machine: 183, .. })
         ));
         let low = tiny_elf(0x1000, &[0], EM_X86_64.0);
-        assert!(matches!(check_elf("low", &low, 4 << 20), Err(LoaderError::DoesNotFit { .. })));
+        let e = check_elf("low", &low, 4 << 20).unwrap_err();
+        assert!(matches!(e, LoaderError::BelowLoadArea { index: 0, start: 0x1000, end: 0x1001, .. }), "{e}");
+        assert!(e.to_string().contains("must start at or above 1 MiB"), "{e}");
+        assert!(!e.to_string().contains("--mem"), "{e}");
         let high = tiny_elf(0x50_0000, &[0], EM_X86_64.0);
         let e = check_elf("high", &high, 4 << 20).unwrap_err();
         assert!(e.to_string().contains("does not fit in guest memory"), "{e}");
+        // p_paddr + p_memsz past u64::MAX, and p_offset + p_filesz past it: errors, no panic.
+        let mut wraps = tiny_elf(u64::MAX - 0xfff, &[0], EM_X86_64.0);
+        wraps[P_MEMSZ..P_MEMSZ + 8].copy_from_slice(&0x2000u64.to_le_bytes());
+        let e = check_elf("wraps", &wraps, 4 << 20).unwrap_err();
+        assert!(matches!(e, LoaderError::SegmentWraps { index: 0, memsz: 0x2000, .. }), "{e}");
+        let mut far = tiny_elf(0x10_0000, &[0], EM_X86_64.0);
+        far[P_OFFSET..P_OFFSET + 8].copy_from_slice(&u64::MAX.to_le_bytes());
+        let e = check_elf("far", &far, 4 << 20).unwrap_err();
+        assert!(e.to_string().contains("segment 0's 0x1 file bytes at offset 0xffffffffffffffff"), "{e}");
+        let mut more_file = tiny_elf(0x10_0000, &[0; 8], EM_X86_64.0);
+        more_file[P_MEMSZ..P_MEMSZ + 8].copy_from_slice(&4u64.to_le_bytes());
+        let e = check_elf("more_file", &more_file, 4 << 20).unwrap_err();
+        assert!(e.to_string().contains("more file bytes (p_filesz 0x8) than memory (p_memsz 0x4)"), "{e}");
         let mut truncated = tiny_elf(0x10_0000, &[0; 64], EM_X86_64.0);
         truncated.truncate(0x80);
         assert!(matches!(check_elf("trunc", &truncated, 4 << 20), Err(LoaderError::NotElf { .. })));
