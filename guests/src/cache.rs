@@ -57,7 +57,26 @@ pub fn file_digest(path: &Path) -> std::io::Result<String> {
 /// An exclusive advisory lock (`flock(2)`) on `<entry>.lock`, held until dropped.
 #[derive(Debug)]
 pub struct EntryLock {
-    _file: File,
+    file: File,
+}
+
+impl EntryLock {
+    /// Lets child processes started from now on inherit the lock (it is released only when
+    /// the last holder closes it). A build whose vmscope is killed then keeps its entry
+    /// locked until its orphaned steps (`make`, the compilers) have exited too, so the next
+    /// builder never clears a directory they are still writing.
+    pub fn share_with_children(&self) -> std::io::Result<()> {
+        use nix::fcntl::{fcntl, FcntlArg, FdFlag};
+        use std::os::fd::AsRawFd;
+        fcntl(self.file.as_raw_fd(), FcntlArg::F_SETFD(FdFlag::empty()))
+            .map(drop)
+            .map_err(std::io::Error::from)
+    }
+}
+
+/// Whether process `pid` still exists.
+pub fn process_exists(pid: u32) -> bool {
+    Path::new(&format!("/proc/{pid}")).exists()
 }
 
 /// The lock file of a cache entry.
@@ -69,7 +88,8 @@ pub fn lock_path(entry: &Path) -> PathBuf {
 
 /// Takes the lock of cache entry `entry`. When another process holds it, calls
 /// `waiting(pid)` once (`pid` is the holder's, when it wrote one) and blocks until it is
-/// released, by the holder or by its death.
+/// released: by the holder, or by the death of the holder and of every child it shared the
+/// lock with ([`EntryLock::share_with_children`]).
 pub fn lock(entry: &Path, waiting: impl FnOnce(Option<u32>)) -> std::io::Result<EntryLock> {
     let path = lock_path(entry);
     if let Some(parent) = path.parent() {
@@ -89,7 +109,7 @@ pub fn lock(entry: &Path, waiting: impl FnOnce(Option<u32>)) -> std::io::Result<
     file.set_len(0)?;
     file.rewind()?;
     write!(file, "{}", std::process::id())?;
-    Ok(EntryLock { _file: file })
+    Ok(EntryLock { file })
 }
 
 /// A name beside `path` that no other process or thread uses: `.NAME.tmp-PID-SEQ`.

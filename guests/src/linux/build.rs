@@ -126,18 +126,35 @@ fn linux_cache() -> PathBuf {
 /// Cached kernels.
 pub fn list_cached() -> Vec<LinuxArtifacts> {
     let Ok(dir) = std::fs::read_dir(linux_cache()) else { return vec![] };
-    dir.filter_map(|e| e.ok())
-        .filter_map(|e| std::fs::read_to_string(e.path().join("manifest.json")).ok())
-        .filter_map(|t| serde_json::from_str(&t).ok())
-        .collect()
+    dir.filter_map(|e| e.ok()).filter_map(|e| complete_entry(&e.path())).collect()
 }
 
 /// The complete entry in `dir`, if there is one (its manifest is written last, and the
 /// directory appears by a rename, so a manifest means a whole entry).
 fn complete_entry(dir: &Path) -> Option<LinuxArtifacts> {
     let text = std::fs::read_to_string(dir.join("manifest.json")).ok()?;
-    let a = serde_json::from_str::<LinuxArtifacts>(&text).ok()?;
+    let a = serde_json::from_str::<LinuxArtifacts>(&text).ok()?.rebased(dir);
     (a.vmlinux_stripped.exists() && a.vmlinux.exists()).then_some(a)
+}
+
+impl LinuxArtifacts {
+    /// The same entry with its paths under `dir`: a cache that was moved or copied (a new
+    /// `$VMSCOPE_CACHE`) still finds its files.
+    fn rebased(mut self, dir: &Path) -> Self {
+        let old = std::mem::replace(&mut self.dir, dir.into());
+        for p in [
+            &mut self.vmlinux,
+            &mut self.vmlinux_stripped,
+            &mut self.bzimage,
+            &mut self.system_map,
+            &mut self.source_dir,
+        ] {
+            if let Ok(rel) = p.strip_prefix(&old) {
+                *p = dir.join(rel);
+            }
+        }
+        self
+    }
 }
 
 /// The cached kernel for the current inputs, if it is built.
@@ -161,8 +178,12 @@ pub fn ensure_built(opts: &BuildOptions) -> Result<LinuxArtifacts, LinuxError> {
             command: crate::prereq::install_command(&missing),
         });
     }
-    let _lock = cache::lock(&final_dir, |pid| {
-        let who = pid.map_or("another vmscope".to_string(), |p| format!("another vmscope (pid {p})"));
+    let lock = cache::lock(&final_dir, |pid| {
+        let who = match pid {
+            Some(p) if cache::process_exists(p) => format!("another vmscope (pid {p})"),
+            Some(p) => format!("the build steps left running by a vmscope that died (pid {p})"),
+            None => "another vmscope".into(),
+        };
         eprintln!(
             "vmscope: {who} is building the same Linux kernel ({key}); waiting for it to finish \
              (lock {})",
@@ -174,6 +195,7 @@ pub fn ensure_built(opts: &BuildOptions) -> Result<LinuxArtifacts, LinuxError> {
     if let Some(a) = complete_entry(&final_dir) {
         return Ok(a);
     }
+    lock.share_with_children().map_err(io("cannot share the lock of", &final_dir))?;
     build(opts, &key, &final_dir)
 }
 
