@@ -135,3 +135,29 @@ fn a_container_shows_its_cgroup_memory_cpu_and_processes() {
         t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED 0"));
     }
 }
+
+/// On a host where a guest cannot start (here: Linux, whose kernel is not in an empty cache),
+/// `vmscope tui` still starts the others and gives the missing one a tab with the reason and
+/// the command that fixes it.
+#[test]
+fn a_guest_that_cannot_start_gets_a_tab_with_the_fix() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let empty = tempfile::tempdir().unwrap();
+    let t = Tmux::start(&format!(
+        "VMSCOPE_CACHE={} {bin} tui; echo VMSCOPE-EXITED $?; sleep 30",
+        empty.path().display()
+    ));
+    let s = t.wait_for("the TUI", |s| s.contains("linux [not started]"));
+    assert!(s.contains("unikernel [running]"), "the unikernel runs beside it:\n{s}");
+    assert!(s.contains("container ["), "the container has its tab:\n{s}");
+    // The Linux tab is last: its panes say why and how to fix it.
+    t.keys(&["Left"]);
+    let s = t.wait_for("the Linux tab", |s| s.contains("did not start on this host"));
+    assert!(s.contains("not built yet"), "{s}");
+    assert!(s.contains("vmscope guests build linux"), "{s}");
+    t.keys(&["s"]);
+    t.wait_for("the explanation of a refused step", |s| s.contains("linux did not start; to fix:"));
+    t.keys(&["q"]);
+    let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
+    assert!(s.contains("VMSCOPE-EXITED 0"), "{s}");
+}

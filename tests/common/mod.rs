@@ -36,3 +36,10 @@ pub fn host_is_pvm() -> bool {
 pub fn vmscope_offline(args: &[&str]) -> Output {
     Command::new(env!("CARGO_BIN_EXE_vmscope")).args(args).output().expect("cannot start the vmscope binary")
 }
+
+/// The host kind as vmscope names it (`pvm`, `vt-x`, `amd-v`, …), from `vmscope host --json`.
+pub fn host_kind_name() -> serde_json::Value {
+    let o = vmscope_offline(&["host", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("vmscope host --json prints JSON");
+    v["host_kind"].clone()
+}

@@ -99,7 +99,12 @@ impl App {
             };
             spans.push(Span::styled(format!(" {} ", g.name), style));
             spans.push(Span::styled(format!("[{state}] "), Style::default().fg(color)));
-            spans.push(Span::raw(format!("{} {}vCPU │", g.host, g.vcpus)));
+            // Only a VM has a host kind and vCPUs worth a column.
+            if g.vcpus > 0 {
+                spans.push(Span::raw(format!("{} {}vCPU │", g.host, g.vcpus)));
+            } else {
+                spans.push(Span::raw("│"));
+            }
         }
         Line::from(spans).render(area, buf);
     }
