@@ -131,6 +131,24 @@ fn a_script_breakpoint_on_the_entry_point_is_hit() {
     assert!(stderr(&o).contains("Hello from the vmscope unikernel (ring 0)"), "{}", stderr(&o));
 }
 
+/// `cont` from a hardware breakpoint leaves it (its DR7 slot is off for that one step) and
+/// the breakpoint fires again the next time the code runs.
+#[test]
+fn cont_leaves_a_hardware_breakpoint_which_then_fires_again() {
+    let script = "hbreak console_write\ncont\ncont\ndelete console_write\ncont\n";
+    let (lines, o) = session(&["hello"], &[], script);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    let addr = result(&lines, "hbreak console_write")["hbreak"].as_u64().unwrap();
+    let conts: Vec<&Value> = lines.iter().filter(|l| l["input"] == "cont").map(|l| &l["result"]).collect();
+    assert_eq!(conts.len(), 3, "{lines:?}");
+    for hit in &conts[..2] {
+        assert_eq!(hit["stop"]["hw-breakpoint"]["index"].as_u64(), Some(0), "{hit}");
+        assert_eq!(hit["rip"].as_u64(), Some(addr), "{hit}");
+    }
+    assert_eq!(conts[2]["stop"]["guest-exit"]["code"].as_u64(), Some(0), "{}", conts[2]);
+    assert!(stderr(&o).contains("Hello from the vmscope unikernel (ring 0)"), "{}", stderr(&o));
+}
+
 #[test]
 fn watchpoint_fires_on_the_workloads_write() {
     let script = "watch WORKLOAD_PROGRESS 8\ncont\ncont\ndelete WORKLOAD_PROGRESS\ncont\n";

@@ -249,6 +249,7 @@ impl Vcpu {
         if let Some(addr) = self.stepping_over.take() {
             self.breakpoints.rearm(addr);
         }
+        self.stepping_off_hw = false;
         if self.steps_left > 0 {
             self.steps_left -= 1;
             if self.steps_left == 0 {

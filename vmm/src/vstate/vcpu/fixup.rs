@@ -67,8 +67,13 @@ impl Vcpu {
 
     /// When the vCPU is about to run on from one of our breakpoints, lift it for one step:
     /// only if RIP is `still_at` (where the vCPU stopped), or wherever RIP is for `None`.
+    /// A software breakpoint's `int3` is taken out of memory; a hardware execute breakpoint
+    /// is switched off in DR7 for that step.
     pub(super) fn begin_step_over_if_at_breakpoint(&mut self, still_at: Option<u64>) {
-        if self.breakpoints.is_empty() || self.stepping_over.is_some() {
+        if (self.breakpoints.is_empty() && self.debug.hw.is_none())
+            || self.stepping_over.is_some()
+            || self.stepping_off_hw
+        {
             return;
         }
         let Ok(regs) = self.fd.get_regs() else { return };
@@ -78,5 +83,6 @@ impl Vcpu {
         if self.breakpoints.contains(regs.rip) && self.breakpoints.disarm(regs.rip) {
             self.stepping_over = Some(regs.rip);
         }
+        self.stepping_off_hw = self.debug.executes_at(regs.rip);
     }
 }

@@ -113,6 +113,10 @@ pub struct Vcpu {
     steps_left: u64,
     /// Set while stepping over one of our own software breakpoints.
     stepping_over: Option<u64>,
+    /// Set while stepping off a hardware execute breakpoint at RIP, with DR7's execute
+    /// slots off for that step (otherwise the breakpoint fires again before the
+    /// instruction runs).
+    stepping_off_hw: bool,
     /// Whether the next run first lifts one of our breakpoints at RIP for a step.
     step_over: StepOver,
     debug: GuestDebug,
@@ -125,8 +129,8 @@ pub struct Vcpu {
     events: Sender<VcpuEvent>,
 }
 
-/// Whether a vCPU that runs on from where it is first steps over one of our software
-/// breakpoints at RIP. Only a vCPU that *stopped* at RIP does: the breakpoint there was
+/// Whether a vCPU that runs on from where it is first steps over one of our software or
+/// hardware execute breakpoints at RIP. Only a vCPU that *stopped* at RIP does: the breakpoint there was
 /// just reported, or the debugger saw the vCPU there (after a step or a pause) before it
 /// placed it, as gdb steps over a breakpoint at its thread's stop PC. A vCPU held before
 /// its first instruction has not stopped anywhere, so a breakpoint on the entry point is
@@ -172,6 +176,7 @@ impl Vcpu {
             state: if options.start_paused { RunState::Paused } else { RunState::Running },
             steps_left: 0,
             stepping_over: None,
+            stepping_off_hw: false,
             step_over: StepOver::No,
             debug: GuestDebug::default(),
             applied_debug: None,

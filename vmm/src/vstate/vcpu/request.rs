@@ -18,7 +18,35 @@ pub struct GuestDebug {
     pub hw: Option<([u64; 4], u64)>,
 }
 
+/// DR7's L0/G0 enable bits; slot `i`'s are `DR7_ENABLE << (2 * i)`.
+const DR7_ENABLE: u64 = 0b11;
+/// DR7's R/W0 bits (`00`: instruction execution); slot `i`'s are at bit `16 + 4 * i`.
+const DR7_RW: u64 = 0b11;
+
 impl GuestDebug {
+    /// The DR0-DR3 slots that are enabled execute breakpoints.
+    fn execute_slots(&self) -> impl Iterator<Item = (usize, u64)> + '_ {
+        self.hw.iter().flat_map(|(addrs, dr7)| {
+            (0..4)
+                .filter(move |i| dr7 & (DR7_ENABLE << (2 * i)) != 0 && (dr7 >> (16 + 4 * i)) & DR7_RW == 0)
+                .map(move |i| (i, addrs[i]))
+        })
+    }
+
+    /// Whether an enabled hardware execute breakpoint is at `rip`.
+    pub fn executes_at(&self, rip: u64) -> bool {
+        self.execute_slots().any(|(_, addr)| addr == rip)
+    }
+
+    /// This state with every hardware execute breakpoint disabled (data watchpoints stay).
+    pub fn without_execute_breakpoints(self) -> Self {
+        let slots: Vec<usize> = self.execute_slots().map(|(i, _)| i).collect();
+        let hw = self
+            .hw
+            .map(|(addrs, dr7)| (addrs, slots.iter().fold(dr7, |dr7, i| dr7 & !(DR7_ENABLE << (2 * i)))));
+        Self { hw, ..self }
+    }
+
     /// The KVM structure for this state, single-stepping when `step`.
     pub fn to_kvm(self, step: bool, block_irq: bool) -> kvm_guest_debug {
         let mut control = 0;
@@ -130,8 +158,9 @@ impl Vcpu {
 
     /// Programs KVM_SET_GUEST_DEBUG from the debugger's wishes and our stepping state.
     pub(super) fn apply_guest_debug(&mut self) -> Result<(), VcpuError> {
-        let step = self.steps_left > 0 || self.stepping_over.is_some();
-        let wanted = self.debug.to_kvm(step, self.block_irq);
+        let step = self.steps_left > 0 || self.stepping_over.is_some() || self.stepping_off_hw;
+        let debug = if self.stepping_off_hw { self.debug.without_execute_breakpoints() } else { self.debug };
+        let wanted = debug.to_kvm(step, self.block_irq);
         if self.applied_debug.as_ref().map(|d| (d.control, d.arch.debugreg))
             == Some((wanted.control, wanted.arch.debugreg))
         {
@@ -156,5 +185,24 @@ impl Vcpu {
         let msrs = Msrs::from_entries(&entries).map_err(|_| VcpuError::Gone(self.index))?;
         self.fd.set_msrs(&msrs).map_err(self.ioctl_err("KVM_SET_MSRS"))?;
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn execute_breakpoints_are_found_and_lifted() {
+        // DR0: execute at 0x1000 (L0|G0); DR2: write watchpoint at 0x2000 (L2|G2, R/W=01).
+        let dr7 = (1 << 10) | 0b11 | (0b11 << 4) | (0b01 << 24);
+        let debug = GuestDebug { sw_breakpoints: false, hw: Some(([0x1000, 0, 0x2000, 0], dr7)) };
+        assert!(debug.executes_at(0x1000));
+        assert!(!debug.executes_at(0x2000), "a watchpoint is not an execute breakpoint");
+        assert!(!debug.executes_at(0), "DR1 and DR3 are off");
+        let lifted = debug.without_execute_breakpoints();
+        assert_eq!(lifted.hw, Some(([0x1000, 0, 0x2000, 0], (1 << 10) | (0b11 << 4) | (0b01 << 24))));
+        assert!(!lifted.executes_at(0x1000));
+        assert!(!GuestDebug::default().executes_at(0));
     }
 }
