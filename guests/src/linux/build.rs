@@ -179,16 +179,18 @@ pub fn ensure_built(opts: &BuildOptions) -> Result<LinuxArtifacts, LinuxError> {
         });
     }
     let lock = cache::lock(&final_dir, |pid| {
-        let who = match pid {
-            Some(p) if cache::process_exists(p) => format!("another vmscope (pid {p})"),
-            Some(p) => format!("the build steps left running by a vmscope that died (pid {p})"),
-            None => "another vmscope".into(),
+        let lock = cache::lock_path(&final_dir);
+        let what = match pid {
+            Some(p) if cache::process_exists(p) => {
+                format!("another vmscope (pid {p}) is building the same Linux kernel ({key}); waiting for it to finish")
+            }
+            Some(p) => format!(
+                "a vmscope that died (pid {p}) left build steps running for the same Linux kernel ({key}); \
+                 waiting for them to end, then building it afresh"
+            ),
+            None => format!("another process holds the same Linux kernel's lock ({key}); waiting for it"),
         };
-        eprintln!(
-            "vmscope: {who} is building the same Linux kernel ({key}); waiting for it to finish \
-             (lock {})",
-            cache::lock_path(&final_dir).display()
-        );
+        eprintln!("vmscope: {what} (lock {})", lock.display());
     })
     .map_err(io("cannot lock", &final_dir))?;
     // The build this process waited for may have produced the entry.

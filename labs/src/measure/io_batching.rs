@@ -82,7 +82,7 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
     let mut notes = vec![
             format!("{bytes} bytes per run; the unikernel runs at CPL{ring} (native on this host); whole-run times include start-up"),
             "unikernel: each batch is one console-write hypercall (a VM exit to the VMM); container (vmscope's embedded runtime): each batch is one write(2) to /dev/null".into(),
-            "shared ring: the unikernel copies each batch into a 64 KiB ring in its memory that a VMM thread drains to the console; it kicks (an ioeventfd doorbell: no exit to the VMM) only when that thread has said it sleeps, so kicks fall far below batches".into(),
+            "shared ring: the unikernel copies each batch into a 64 KiB ring in its memory that a VMM thread drains to the console; it kicks (an ioeventfd doorbell: no exit to the VMM) only when that thread has said it sleeps, so it kicks at most once per batch, and fewer times the better that thread keeps up (how many depends on the host's scheduling; with `run --ring-consumer poll` the thread never sleeps and the guest never kicks)".into(),
     ];
     notes.extend(ring_notes);
     Ok(Report { suite: "io-batching".into(), environment: env, quick: opts.quick, metrics, notes })
