@@ -53,6 +53,17 @@ pub enum BlockError {
         #[source]
         source: std::io::Error,
     },
+    /// Another process holds a lock on the image that conflicts with this one: an exclusive
+    /// lock for a writable disk, a shared one for `,ro` (several readers may share an image).
+    #[error("disk image {path} is in use by another process ({held}): stop it first{hint}")]
+    Locked {
+        /// The image.
+        path: PathBuf,
+        /// Which lock is held, in words.
+        held: &'static str,
+        /// What else the user can do.
+        hint: &'static str,
+    },
     /// The image is not a whole number of sectors.
     #[error("disk image {path} is {len} bytes: a disk must be a non-empty multiple of 512 bytes")]
     BadSize {
@@ -92,6 +103,22 @@ impl Block {
             .write(!read_only)
             .open(path)
             .map_err(|source| BlockError::Open { path: path.into(), source })?;
+        // Like QEMU's image locking: a writer excludes every other user of the image, readers
+        // share it. flock(2) locks go with the open file, so they last as long as the device.
+        let locked = if read_only { file.try_lock_shared() } else { file.try_lock() };
+        match locked {
+            Ok(()) => {}
+            Err(std::fs::TryLockError::WouldBlock) => {
+                return Err(BlockError::Locked {
+                    path: path.into(),
+                    held: if read_only { "it is attached writable" } else { "it is attached" },
+                    hint: if read_only { "" } else { ", or attach it read-only (,ro) if both only read" },
+                })
+            }
+            Err(std::fs::TryLockError::Error(source)) => {
+                return Err(BlockError::Open { path: path.into(), source })
+            }
+        }
         let len = file.metadata().map_err(|source| BlockError::Open { path: path.into(), source })?.len();
         if len == 0 || !len.is_multiple_of(SECTOR_SIZE) {
             return Err(BlockError::BadSize { path: path.into(), len });

@@ -50,6 +50,24 @@ fn open_checks_the_image() {
 }
 
 #[test]
+fn a_writable_image_is_locked_against_every_other_user() {
+    let img = image(8);
+    let locked = |r: Result<Block, BlockError>| matches!(r, Err(BlockError::Locked { .. }));
+    let writer = Block::open(img.path(), false).unwrap();
+    let e = Block::open(img.path(), false).err().unwrap();
+    assert!(e.to_string().contains("is in use by another process"), "{e}");
+    assert!(e.to_string().contains(&img.path().display().to_string()), "the error names the image: {e}");
+    assert!(locked(Block::open(img.path(), true)), "no reader beside a writer");
+    drop(writer);
+    // Readers share the image; a writer waits until they are gone.
+    let r1 = Block::open(img.path(), true).unwrap();
+    let r2 = Block::open(img.path(), true).unwrap();
+    assert!(locked(Block::open(img.path(), false)), "no writer beside readers");
+    drop((r1, r2));
+    assert!(Block::open(img.path(), false).is_ok(), "the locks go with the devices");
+}
+
+#[test]
 fn reads_sectors() {
     let img = image(8);
     let mut d = driver(&img, true);
