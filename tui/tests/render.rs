@@ -107,3 +107,16 @@ fn a_container_says_why_it_has_no_vcpus() {
     // Debugger keys on a container produce actions the runtime answers with an explanation.
     assert_eq!(app.on_key(Key::Char('s')), vec![tui::app::Action::Step(1)]);
 }
+
+#[test]
+fn a_guest_that_did_not_start_says_why_and_how_to_fix_it() {
+    let missing = GuestView::not_started(
+        "linux",
+        "pvm",
+        "its kernel is not built yet (a one-time build of about 8 minutes, then cached)",
+        "vmscope guests build linux",
+    );
+    let mut app = App::new(vec![view("unikernel", GuestState::Running), missing]);
+    app.on_key(Key::Right);
+    insta::assert_snapshot!(render(&app, 100, 30));
+}
