@@ -8,7 +8,9 @@ pub mod cgroup;
 pub mod embedded;
 
 pub use cgroup::CgroupStats;
-use oci_spec::runtime::{LinuxMemoryBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec};
+use oci_spec::runtime::{
+    LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec,
+};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicU32, Ordering};
@@ -80,6 +82,10 @@ pub struct ContainerRun {
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
     move |source| ContainerError::Bundle { path: path.into(), source }
 }
+
+/// Processes a container may have at once (the cgroup `pids` controller): the built-in
+/// workloads need one; this leaves room for a shell and its pipelines.
+pub const PIDS_LIMIT: i64 = 128;
 
 /// Where bundles are made: `<cache>/containers`.
 fn bundles_dir() -> PathBuf {
@@ -158,12 +164,16 @@ pub fn prepare_bundle(args: &[String], memory_limit: Option<i64>) -> Result<Bund
         RootBuilder::default().path("rootfs").readonly(true).build().map_err(|e| spec_err(&e))?,
     ));
     spec.set_hostname(Some("vmscope-container".into()));
+    // A fork bomb in the workload stops at PIDS_LIMIT processes instead of filling the host.
+    let pids = LinuxPidsBuilder::default().limit(PIDS_LIMIT).build().map_err(|e| spec_err(&e))?;
+    let mut resources = LinuxResourcesBuilder::default().pids(pids);
     if let Some(limit) = memory_limit {
         let memory = LinuxMemoryBuilder::default().limit(limit).build().map_err(|e| spec_err(&e))?;
-        let resources = LinuxResourcesBuilder::default().memory(memory).build().map_err(|e| spec_err(&e))?;
-        if let Some(linux) = spec.linux_mut() {
-            linux.set_resources(Some(resources));
-        }
+        resources = resources.memory(memory);
+    }
+    let resources = resources.build().map_err(|e| spec_err(&e))?;
+    if let Some(linux) = spec.linux_mut() {
+        linux.set_resources(Some(resources));
     }
     spec.save(dir.join("config.json")).map_err(|e| spec_err(&e))?;
     Ok(bundle)
@@ -296,6 +306,8 @@ mod tests {
         let limit =
             spec.linux().as_ref().unwrap().resources().as_ref().unwrap().memory().as_ref().unwrap().limit();
         assert_eq!(limit, Some(64 << 20));
+        let pids = spec.linux().as_ref().unwrap().resources().as_ref().unwrap().pids().unwrap().limit();
+        assert_eq!(pids, PIDS_LIMIT);
         assert!(b.dir.join("rootfs/bin/workload").exists());
         let programs: Vec<_> =
             std::fs::read_dir(b.dir.join("rootfs/bin")).unwrap().map(|e| e.unwrap().file_name()).collect();
