@@ -76,3 +76,55 @@ fn a_missing_runtime_is_named() {
     assert_eq!(o.status.code(), Some(1));
     assert!(stderr(&o).contains("\"no-such-oci-runtime\" is not on PATH"), "{}", stderr(&o));
 }
+
+/// The pid of a `/bin/workload` process whose cgroup names `bundle`, if one runs.
+fn workload_in(bundle: &str) -> Option<u32> {
+    std::fs::read_dir("/proc").ok()?.filter_map(Result::ok).find_map(|e| {
+        let pid: u32 = e.file_name().to_str()?.parse().ok()?;
+        let cmdline = std::fs::read(e.path().join("cmdline")).ok()?;
+        let cgroup = std::fs::read_to_string(e.path().join("cgroup")).ok()?;
+        (cmdline.starts_with(b"/bin/workload\0") && cgroup.contains(bundle)).then_some(pid)
+    })
+}
+
+/// Ctrl-C (SIGINT to vmscope alone, as `kill -INT` sends it) while a container runs: the
+/// container is killed, the runtime deletes it, vmscope removes the bundle and exits 130.
+#[test]
+fn an_interrupt_ends_the_container_and_removes_its_bundle() {
+    for runtime in runtimes() {
+        let cache = tempfile::tempdir().unwrap();
+        let bundles = cache.path().join("containers");
+        common::require_kvm();
+        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vmscope"))
+            .args(["run", "container", "--runtime", runtime, "--workload", "syscalls", "100000000000"])
+            .env("VMSCOPE_CACHE", cache.path())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .unwrap();
+        // Wait (bounded) until the workload runs inside the bundle's container.
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
+        let workload = loop {
+            let bundle = std::fs::read_dir(&bundles)
+                .ok()
+                .and_then(|mut d| d.next())
+                .and_then(|e| e.ok())
+                .map(|e| e.file_name().to_string_lossy().into_owned());
+            if let Some(pid) = bundle.as_deref().and_then(workload_in) {
+                break pid;
+            }
+            assert!(std::time::Instant::now() < deadline, "{runtime}: the workload never started");
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let ok = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
+        assert!(ok.success());
+        let o = child.wait_with_output().unwrap();
+        assert_eq!(o.status.code(), Some(130), "{runtime}: {}", stderr(&o));
+        assert!(stderr(&o).contains("interrupted by signal 2"), "{runtime}: {}", stderr(&o));
+        assert!(
+            !std::path::Path::new(&format!("/proc/{workload}")).exists(),
+            "{runtime}: the workload is gone"
+        );
+        let left: Vec<_> = std::fs::read_dir(&bundles).unwrap().collect();
+        assert!(left.is_empty(), "{runtime}: bundles left behind: {left:?}");
+    }
+}

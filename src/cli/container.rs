@@ -26,6 +26,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             eprintln!("{}", run.stderr.trim());
         }
     }
+    if let Some(signal) = run.interrupted {
+        eprintln!(
+            "vmscope: interrupted by signal {signal}: the container was killed, and its state, cgroups and bundle removed"
+        );
+        return Ok(ExitCode::from(128u8.saturating_add(u8::try_from(signal).unwrap_or(0))));
+    }
     Ok(match run.code {
         Some(137) => {
             eprintln!(

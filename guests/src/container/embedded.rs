@@ -80,7 +80,7 @@ pub fn run_here(bundle: &Path, id: &str) -> Result<i32, EmbeddedError> {
         let (id, bundle) = (id.to_string(), bundle.to_path_buf());
         move |source| EmbeddedError::Container { action, id, bundle, source: Box::new(source) }
     };
-    let mut container = ContainerBuilder::new(id.into(), SyscallType::default())
+    let built = ContainerBuilder::new(id.into(), SyscallType::default())
         .with_executor(DefaultExecutor {})
         .with_root_path(STATE_ROOT)
         .map_err(err("use the state directory of"))?
@@ -89,8 +89,16 @@ pub fn run_here(bundle: &Path, id: &str) -> Result<i32, EmbeddedError> {
         .as_init(bundle)
         .with_systemd(false)
         .with_detach(false)
-        .build()
-        .map_err(err("create"))?;
+        .build();
+    let mut container = match built {
+        Ok(c) => c,
+        Err(e) => {
+            // A failed create can leave the container's state directory behind; the id is
+            // validated, so it names a directory under STATE_ROOT and nothing else.
+            let _ = std::fs::remove_dir_all(Path::new(STATE_ROOT).join(id));
+            return Err(err("create")(e));
+        }
+    };
     let started = container.start().map_err(err("start"));
     let status = started.and_then(|()| {
         let pid = container.pid().ok_or_else(|| EmbeddedError::NoPid(id.into()))?;

@@ -6,6 +6,7 @@
 
 pub mod cgroup;
 pub mod embedded;
+mod interrupt;
 
 pub use cgroup::CgroupStats;
 use oci_spec::runtime::{
@@ -77,6 +78,8 @@ pub struct ContainerRun {
     pub elapsed: Duration,
     /// What the runtime printed on stderr.
     pub stderr: String,
+    /// The signal (SIGINT, SIGTERM, SIGHUP) that ended the container early, if one did.
+    pub interrupted: Option<i32>,
 }
 
 fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
@@ -273,22 +276,34 @@ impl ContainerProcess {
 }
 
 /// Runs the bundle with `runtime`; the workload's output goes to this process's stdout.
+/// A SIGINT, SIGTERM or SIGHUP meanwhile ends the container (SIGKILL to its init) rather
+/// than this process, so the runtime and the caller still clean up ([`ContainerRun::interrupted`]).
 pub fn run(bundle: &Bundle, runtime: &str) -> Result<ContainerRun, ContainerError> {
     let (mut cmd, _) = run_command(bundle, runtime)?;
+    let spawn_err = |source| ContainerError::Spawn { runtime: runtime.into(), source };
     let start = Instant::now();
-    let out = cmd
-        .stdout(Stdio::inherit())
-        .output()
-        .map_err(|source| ContainerError::Spawn { runtime: runtime.into(), source })?;
+    let mut child = cmd.stdout(Stdio::inherit()).spawn().map_err(spawn_err)?;
+    let guard = interrupt::Guard::new(child.id());
+    let stderr = child.stderr.take().map(|mut pipe| {
+        std::thread::spawn(move || {
+            let mut text = Vec::new();
+            let _ = std::io::Read::read_to_end(&mut pipe, &mut text);
+            text
+        })
+    });
+    let status = child.wait().map_err(spawn_err)?;
     let elapsed = start.elapsed();
-    let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+    let interrupted = guard.caught();
+    drop(guard);
+    let stderr = stderr.and_then(|t| t.join().ok()).unwrap_or_default();
+    let stderr = String::from_utf8_lossy(&stderr).into_owned();
     // runc and the embedded runtime report their own failures on stderr with a non-zero
     // status before the process starts; a workload's own non-zero status comes without
     // such a message.
-    if !out.status.success() && (stderr.contains("runc run failed") || stderr.contains(embedded::FAILED)) {
+    if !status.success() && (stderr.contains("runc run failed") || stderr.contains(embedded::FAILED)) {
         return Err(ContainerError::Runtime { runtime: runtime.into(), stderr: stderr.trim().into() });
     }
-    Ok(ContainerRun { code: out.status.code(), elapsed, stderr })
+    Ok(ContainerRun { code: status.code(), elapsed, stderr, interrupted })
 }
 
 #[cfg(test)]
