@@ -330,6 +330,14 @@ impl Machine {
 
     /// One virtio-blk device per disk, each on its own window and interrupt line.
     fn virtio_devices(vm: &Vm, mem: &GuestMemory, disks: &[DiskConfig]) -> Result<MmioBus, MachineError> {
+        // The count is checked before any image is opened (and locked): a fourth disk is a
+        // configuration error, whatever the images are.
+        if let Some(extra) = disks.get(crate::devices::mmio_bus::MAX_DEVICES) {
+            return Err(MachineError::TooManyDevices {
+                path: extra.path.clone(),
+                source: crate::devices::mmio_bus::MmioBusError::Full,
+            });
+        }
         let mut bus = MmioBus::default();
         for disk in disks {
             let (_, line) = bus

@@ -55,7 +55,7 @@ pub enum BlockError {
     },
     /// Another process holds a lock on the image that conflicts with this one: an exclusive
     /// lock for a writable disk, a shared one for `,ro` (several readers may share an image).
-    #[error("disk image {path} is in use by another process ({held}): stop it first{hint}")]
+    #[error("disk image {path} is in use by another process, or attached twice ({held}): stop the other user first{hint}")]
     Locked {
         /// The image.
         path: PathBuf,
