@@ -7,8 +7,8 @@ mod debug;
 
 pub use debug::{DebugError, HwBreakpoint, HwKind, HwSlots};
 
-use crate::arch::x86_64::regs::{initial_fpu, long_mode_regs, long_mode_sregs, LongModeEntry};
-use crate::arch::x86_64::{msr, Ring};
+use crate::arch::x86_64::regs::{long_mode_regs, long_mode_sregs, LongModeEntry};
+use crate::arch::x86_64::{vcpu, Ring};
 use crate::boot::elf_guest::{self, ElfBootError, ElfGuestLayout};
 use crate::boot::linux::{self, BootChoice, BootProtocol, LinuxBootError, LinuxLayout};
 use crate::boot::zero_page;
@@ -208,8 +208,9 @@ struct Parts {
     name: String,
 }
 
-fn vcpu_op(index: usize) -> impl Fn(&'static str) -> Box<dyn FnOnce(kvm_ioctls::Error) -> VcpuError> {
-    move |op| Box::new(move |source| VcpuError::Ioctl { index, op, source })
+/// A set-up ioctl's failure as the error of vCPU `index`.
+fn setup_failed(index: usize) -> impl Fn(vcpu::SetupError) -> VcpuError {
+    move |e| VcpuError::Ioctl { index, op: e.op, source: e.source }
 }
 
 impl Machine {
@@ -247,14 +248,8 @@ impl Machine {
             cfg.start_paused,
             EmulationFixups::default(),
             |index, fd| {
-                let op = vcpu_op(index);
-                let base = fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
-                // RFLAGS first: PVM filters RFLAGS.IOPL by the CPL in force when it is set, so
-                // it must be written while the vCPU is still at its reset CPL0.
-                fd.set_regs(&long_mode_regs(&entry)).map_err(op("KVM_SET_REGS"))?;
-                fd.set_sregs(&long_mode_sregs(base, &entry)).map_err(op("KVM_SET_SREGS"))?;
-                fd.set_fpu(&initial_fpu()).map_err(op("KVM_SET_FPU"))?;
-                Ok(())
+                vcpu::enter(fd, &long_mode_regs(&entry), |base| long_mode_sregs(base, &entry))
+                    .map_err(setup_failed(index))
             },
         )?;
         machine.doorbell = doorbell;
@@ -288,43 +283,29 @@ impl Machine {
             name: cfg.kernel_name.clone(),
         };
         Self::assemble(parts, cfg.vcpus, cfg.vcpus, cfg.start_paused, cfg.fixups, |index, fd| {
-            let op = vcpu_op(index);
-            let msrs: Vec<kvm_bindings::kvm_msr_entry> = msr::boot_msrs()
-                .into_iter()
-                .map(|(index, data)| kvm_bindings::kvm_msr_entry { index, data, ..Default::default() })
-                .collect();
-            let msrs = kvm_bindings::Msrs::from_entries(&msrs).map_err(|_| VcpuError::Gone(index))?;
-            fd.set_msrs(&msrs).map_err(op("KVM_SET_MSRS"))?;
-            let mut lapic = fd.get_lapic().map_err(op("KVM_GET_LAPIC"))?;
-            let mut regs: Vec<u8> = lapic.regs.iter().map(|b| *b as u8).collect();
-            msr::set_apic_delivery_mode(&mut regs, msr::APIC_LVT0, msr::APIC_MODE_EXTINT);
-            msr::set_apic_delivery_mode(&mut regs, msr::APIC_LVT1, msr::APIC_MODE_NMI);
-            for (d, s) in lapic.regs.iter_mut().zip(regs) {
-                *d = s as _;
+            vcpu::set_boot_msrs(fd).map_err(setup_failed(index))?;
+            vcpu::wire_local_interrupts(fd).map_err(setup_failed(index))?;
+            if index != 0 {
+                // Application processors wait in KVM for the boot vCPU's INIT/SIPI.
+                return Ok(());
             }
-            fd.set_lapic(&lapic).map_err(op("KVM_SET_LAPIC"))?;
-            if index == 0 {
-                let base = fd.get_sregs().map_err(op("KVM_GET_SREGS"))?;
-                let (sregs, regs) = match layout.protocol {
-                    BootProtocol::Pvh => (linux::pvh_sregs(base), linux::pvh_regs(layout.entry)),
-                    BootProtocol::Linux64 => {
-                        let entry = LongModeEntry {
-                            entry: layout.entry,
-                            stack: zero_page::BOOT_STACK,
-                            arg: 0,
-                            cr3: vmscope_abi::layout::PML4_GPA,
-                            ring: Ring::Ring0,
-                        };
-                        let mut regs = long_mode_regs(&entry);
-                        regs.rsi = zero_page::ZERO_PAGE_GPA;
-                        (long_mode_sregs(base, &entry), regs)
-                    }
-                };
-                fd.set_sregs(&sregs).map_err(op("KVM_SET_SREGS"))?;
-                fd.set_regs(&regs).map_err(op("KVM_SET_REGS"))?;
-                fd.set_fpu(&initial_fpu()).map_err(op("KVM_SET_FPU"))?;
+            match layout.protocol {
+                BootProtocol::Pvh => vcpu::enter(fd, &linux::pvh_regs(layout.entry), linux::pvh_sregs),
+                BootProtocol::Linux64 => {
+                    let entry = LongModeEntry {
+                        entry: layout.entry,
+                        stack: zero_page::BOOT_STACK,
+                        arg: 0,
+                        cr3: vmscope_abi::layout::PML4_GPA,
+                        ring: Ring::Ring0,
+                    };
+                    // The 64-bit boot protocol passes the zero page in RSI.
+                    let regs =
+                        kvm_bindings::kvm_regs { rsi: zero_page::ZERO_PAGE_GPA, ..long_mode_regs(&entry) };
+                    vcpu::enter(fd, &regs, |base| long_mode_sregs(base, &entry))
+                }
             }
-            Ok(())
+            .map_err(setup_failed(index))
         })
     }
 

@@ -1,10 +1,12 @@
-//! x86_64: descriptor tables, page tables, CPUID and the register state a guest starts in.
+//! x86_64: descriptor tables, page tables, CPUID, MSRs and the register state a guest
+//! starts in (`vcpu` writes it into a vCPU).
 
 pub mod cpuid;
 pub mod gdt;
 pub mod msr;
 pub mod paging;
 pub mod regs;
+pub mod vcpu;
 
 /// The privilege level guest code starts at.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
