@@ -9,6 +9,7 @@ pub mod legacy;
 pub mod mmio_bus;
 pub mod virtio;
 
+pub use crate::vstate::bus::PioOutcome;
 pub use mmio_bus::{MmioBus, MmioDeviceInfo, MMIO_BASE};
 
 use console::Console;
@@ -16,19 +17,6 @@ use hypercall::{HypercallOutcome, Hypercalls};
 use legacy::serial::{SerialPort, COM1_BASE, COM1_LEN};
 use std::sync::{Arc, Mutex, PoisonError};
 use vmscope_abi::{PORT_CONSOLE_WRITE, PORT_EXIT, PORT_WALL_TIME};
-
-/// What a port access asks of the vCPU loop.
-#[derive(Clone, Copy, Debug, PartialEq, Eq)]
-pub enum PioOutcome {
-    /// A device handled it; the guest continues.
-    Handled,
-    /// No device sits at this port (reads return all ones, writes are dropped).
-    Unhandled,
-    /// The guest asked to stop the VM with this exit code.
-    Exit(u32),
-    /// The guest pulsed the reset line (i8042 command 0xfe): the VM ends.
-    Reset,
-}
 
 /// Routes port I/O to devices, and carries the VM's [`MmioBus`]. Shared by all vCPUs.
 #[derive(Clone)]
@@ -106,6 +94,24 @@ impl PortIoBus {
             },
             _ => PioOutcome::Unhandled,
         }
+    }
+}
+
+impl crate::vstate::bus::GuestBus for PortIoBus {
+    fn pio_read(&self, port: u16, data: &mut [u8]) -> PioOutcome {
+        self.read(port, data)
+    }
+
+    fn pio_write(&self, port: u16, data: &[u8]) -> PioOutcome {
+        self.write(port, data)
+    }
+
+    fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool {
+        self.mmio.read(addr, data)
+    }
+
+    fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
+        self.mmio.write(addr, data)
     }
 }
 

@@ -349,6 +349,7 @@ impl Machine {
             & kvm_bindings::KVM_GUESTDBG_BLOCKIRQ
             != 0;
         let mut vcpus = Vec::with_capacity(nr_vcpus);
+        let guest_bus: Arc<dyn crate::vstate::bus::GuestBus> = Arc::new(bus.clone());
         let mut vcpu_stats = Vec::with_capacity(nr_vcpus);
         for index in 0..nr_vcpus {
             let fd = vm.create_vcpu(&kvm, index, nr_vcpus)?;
@@ -356,7 +357,7 @@ impl Machine {
             setup(index, &fd)?;
             let options =
                 VcpuOptions { start_paused: start_paused || index >= runnable_vcpus, block_irq, fixups };
-            let vcpu = Vcpu::new(index, fd, bus.clone(), breakpoints.clone(), tx.clone(), options);
+            let vcpu = Vcpu::new(index, fd, guest_bus.clone(), breakpoints.clone(), tx.clone(), options);
             vcpus.push(vcpu.spawn()?);
         }
         let vm_stats = StatsFd::open(vm.fd()).ok();

@@ -1,5 +1,7 @@
-//! KVM state: the system handle, a VM, its memory and its vCPUs.
+//! KVM state: the system handle, a VM, its memory and its vCPUs, and the bus trait through
+//! which vCPUs reach the devices.
 
+pub mod bus;
 pub mod kvm;
 pub mod memory;
 pub mod rss;

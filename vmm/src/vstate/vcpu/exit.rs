@@ -1,7 +1,7 @@
 //! One `KVM_RUN` and the one function that dispatches and counts every exit.
 
 use super::{RunState, StepOver, Vcpu};
-use crate::devices::PioOutcome;
+use crate::vstate::bus::PioOutcome;
 use inspect::exits::ExitKey;
 use kvm_bindings::{
     kvm_run, KVM_INTERNAL_ERROR_EMULATION, KVM_SYSTEM_EVENT_RESET, KVM_SYSTEM_EVENT_SHUTDOWN,
@@ -153,7 +153,7 @@ impl Vcpu {
         let t0 = Instant::now();
         let (key, next) = match result {
             Ok(VcpuExit::IoOut(port, data)) => {
-                let next = match self.bus.write(port, data) {
+                let next = match self.bus.pio_write(port, data) {
                     PioOutcome::Exit(code) => Next::Stop(StopReason::GuestExit { code }),
                     PioOutcome::Reset => Next::Stop(StopReason::Reset),
                     _ if stepping => Next::CompleteIo,
@@ -162,11 +162,11 @@ impl Vcpu {
                 (ExitKey::io_out(port), next)
             }
             Ok(VcpuExit::IoIn(port, data)) => {
-                self.bus.read(port, data);
+                self.bus.pio_read(port, data);
                 (ExitKey::io_in(port), if stepping { Next::CompleteIo } else { Next::Continue })
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
-                if !self.bus.mmio().read(addr, data) {
+                if !self.bus.mmio_read(addr, data) {
                     // Nothing there: reads of unbacked addresses return all ones.
                     data.fill(0xff);
                 }
@@ -174,7 +174,7 @@ impl Vcpu {
             }
             Ok(VcpuExit::MmioWrite(addr, data)) => {
                 // Writes to unbacked addresses are dropped.
-                self.bus.mmio().write(addr, data);
+                self.bus.mmio_write(addr, data);
                 (ExitKey::mmio_write(addr), if stepping { Next::CompleteIo } else { Next::Continue })
             }
             Ok(VcpuExit::Hlt) => (ExitKey::hlt(), Next::Stop(StopReason::Halted)),

@@ -14,7 +14,7 @@ pub use fixup::EmulationFixups;
 pub use request::{GuestDebug, VcpuRequest};
 
 use crate::debug::Breakpoints;
-use crate::devices::PortIoBus;
+use crate::vstate::bus::GuestBus;
 use inspect::exits::ExitStats;
 use inspect::regs::{Regs, SpecialRegs};
 use inspect::HostKind;
@@ -105,7 +105,7 @@ pub enum VcpuEventKind {
 pub struct Vcpu {
     index: usize,
     fd: VcpuFd,
-    bus: PortIoBus,
+    bus: Arc<dyn GuestBus>,
     breakpoints: Arc<Breakpoints>,
     host: HostKind,
     state: RunState,
@@ -162,7 +162,7 @@ impl Vcpu {
     pub fn new(
         index: usize,
         fd: VcpuFd,
-        bus: PortIoBus,
+        bus: Arc<dyn GuestBus>,
         breakpoints: Arc<Breakpoints>,
         events: Sender<VcpuEvent>,
         options: VcpuOptions,
