@@ -1,9 +1,11 @@
 //! `Z`/`z` packets become the machine's breakpoints: `Z0` an `int3` the VMM writes and
 //! hides from memory reads (so gdb's own breakpoint writes never reach the guest), `Z1`
 //! an execute slot in DR0-DR3, `Z2`-`Z4` data slots there, split into the aligned 1, 2, 4
-//! or 8-byte pieces a debug register can watch. A refusal is answered with an error, which
-//! gdb reports as "Could not insert hardware breakpoint/watchpoint"; the reason (all four
-//! debug registers in use, say) is printed on vmscope's standard error.
+//! or 8-byte pieces a debug register can watch (at most `watch::MAX_WATCH_LEN` bytes in
+//! `watch::DR_SLOTS` pieces; an empty, longer or wrapping range is refused before anything
+//! is built). A refusal is answered with an error, which gdb reports as "Could not insert
+//! hardware breakpoint/watchpoint"; the reason (all four debug registers in use, say) is
+//! printed on vmscope's standard error.
 
 use super::VmTarget;
 use crate::watch::{dr_pieces, Watch};
@@ -73,7 +75,12 @@ fn slot_kind(kind: WatchKind) -> HwKind {
 
 impl HwWatchpoint for VmTarget<'_> {
     fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
-        let pieces = dr_pieces(addr, len);
+        // A range is checked (length, wrap, pieces) before any slot is taken; a refusal is
+        // gdbstub's error reply (E22), and the stub goes on serving.
+        let pieces = match dr_pieces(addr, len) {
+            Ok(p) => p,
+            Err(e) => return Ok(refused(&format!("a {len}-byte watchpoint at {addr:#x}"), e)),
+        };
         for (i, &(at, size)) in pieces.iter().enumerate() {
             if let Err(e) =
                 self.machine.insert_hw_breakpoint(Slot { addr: at, kind: slot_kind(kind), len: size })
@@ -94,7 +101,7 @@ impl HwWatchpoint for VmTarget<'_> {
             return Ok(false);
         };
         self.watches.remove(i);
-        for (at, _) in dr_pieces(addr, len) {
+        for (at, _) in dr_pieces(addr, len).unwrap_or_default() {
             let _ = self.machine.remove_hw_breakpoint(at, slot_kind(kind));
         }
         Ok(true)
