@@ -10,17 +10,67 @@ use std::fmt::Write;
 use std::time::Duration;
 use vmm::machine::commands::Session;
 
+/// The most bytes one `monitor xp`/`monitor x` reads (64 KiB: a 4096-line dump). The
+/// session commands behind `monitor` allocate what they are asked for, so the stub refuses
+/// more with a one-line message before calling them.
+pub const MAX_MONITOR_READ: u64 = 64 * 1024;
+
+/// The most instructions one `monitor dis` decodes (it reads 15 bytes per instruction).
+pub const MAX_MONITOR_DIS: u64 = 1024;
+
+/// The most text one `monitor` reply carries (gdbstub sends it as one hex-encoded `O`
+/// packet); longer output is cut at a character boundary with a note.
+pub const MAX_MONITOR_OUTPUT: usize = 256 * 1024;
+
+/// Why a monitor command is refused before it runs: a length or count over its limit, or a
+/// range that runs past the end of the address space.
+fn over_limit(cmd: &Command) -> Option<String> {
+    use inspect::command::Addr;
+    match cmd {
+        Command::ReadVirt { addr, len } | Command::ReadPhys { addr, len } => {
+            let what = if matches!(cmd, Command::ReadVirt { .. }) { "x" } else { "xp" };
+            if *len > MAX_MONITOR_READ {
+                return Some(format!("{what}: length {len} is over the limit of {MAX_MONITOR_READ} bytes"));
+            }
+            if let Addr::Number(a) = addr {
+                if *len > 0 && a.checked_add(*len - 1).is_none() {
+                    return Some(format!(
+                        "{what}: {len} bytes from {a:#x} run past the end of the address space"
+                    ));
+                }
+            }
+            None
+        }
+        Command::Dis { count, .. } if *count > MAX_MONITOR_DIS => {
+            Some(format!("dis: count {count} is over the limit of {MAX_MONITOR_DIS} instructions"))
+        }
+        _ => None,
+    }
+}
+
+/// `text`, cut to [`MAX_MONITOR_OUTPUT`] bytes at a character boundary.
+fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.len() <= MAX_MONITOR_OUTPUT {
+        return text.into();
+    }
+    let mut end = MAX_MONITOR_OUTPUT;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    format!("{}\n[output cut at {MAX_MONITOR_OUTPUT} of {} bytes]\n", &text[..end], text.len()).into()
+}
+
 const HELP: &str = "vmscope monitor commands:
   help                this list
   phys on|off         gdb's memory reads and writes use guest-physical addresses
   pt ADDR             walk the page tables for ADDR (every level and its bits)
   mappings            every mapping of the current address space
-  xp ADDR LEN         guest-physical memory
+  xp ADDR LEN         guest-physical memory (at most 65536 bytes)
   exits               exit statistics (the VMM's and KVM's own)
   host                the host kind (hardware KVM or PVM)
   regs | sregs        registers as vmscope decodes them
   sym NAME|ADDR       symbol lookup both ways
-  dis [ADDR] [N]      disassembly with symbols
+  dis [ADDR] [N]      disassembly with symbols (at most 1024 instructions)
   devices             virtio devices: MMIO window, IRQ, status, queues, counters
   vq DEVICE QUEUE     a virtqueue decoded: rings and the chains in flight
 ";
@@ -74,11 +124,14 @@ impl VmTarget<'_> {
                     "use gdb's own commands for `{word}` (stepi, continue, break, watch, delete)"
                 );
             }
+            Ok(cmd) if over_limit(&cmd).is_some() => {
+                let _ = writeln!(out, "error: {}", over_limit(&cmd).unwrap_or_default());
+            }
             Ok(cmd) => {
                 let session = Session::new(self.machine, self.symbols, Duration::from_secs(10));
                 match session.execute(&cmd) {
                     Ok(o) => {
-                        let _ = out.write_str(&o.text);
+                        let _ = out.write_str(&bounded(&o.text));
                     }
                     Err(e) => {
                         let _ = writeln!(out, "error: {e}");
@@ -90,5 +143,34 @@ impl VmTarget<'_> {
             }
         }
         Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn oversized_requests_are_refused_before_they_run() {
+        use inspect::command::Addr;
+        let xp = |addr, len| Command::ReadPhys { addr: Addr::Number(addr), len };
+        assert!(over_limit(&xp(0x9000, 64)).is_none());
+        assert!(over_limit(&xp(0x9000, MAX_MONITOR_READ)).is_none());
+        assert!(over_limit(&xp(0x9000, MAX_MONITOR_READ + 1)).unwrap().contains("over the limit"));
+        assert!(over_limit(&xp(u64::MAX, 1)).is_none());
+        assert!(over_limit(&xp(u64::MAX, 2)).unwrap().contains("past the end"));
+        let x = Command::ReadVirt { addr: Addr::Register("rsp".into(), 0), len: u64::MAX };
+        assert!(over_limit(&x).unwrap().starts_with("x: length"));
+        let dis = |count| Command::Dis { addr: None, count };
+        assert!(over_limit(&dis(MAX_MONITOR_DIS)).is_none());
+        assert!(over_limit(&dis(u64::MAX)).is_some());
+    }
+
+    #[test]
+    fn long_output_is_cut_at_a_character() {
+        let text = "é".repeat(MAX_MONITOR_OUTPUT);
+        let cut = bounded(&text);
+        assert!(cut.len() < MAX_MONITOR_OUTPUT + 100 && cut.contains("[output cut at"), "{}", cut.len());
+        assert_eq!(bounded("short"), "short");
     }
 }
