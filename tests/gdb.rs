@@ -22,7 +22,7 @@ struct Served {
 /// `vmscope run unikernel --ring 0 --gdb LISTEN [--gdb-wait] --workload …`.
 fn serve_on(listen: &str, workload: &[&str], wait: bool) -> Served {
     common::require_kvm();
-    let mut args = vec!["run", "unikernel", "--ring", "0", "--gdb", listen, "--timeout", "120", "--workload"];
+    let mut args = vec!["run", "unikernel", "--ring", "0", "--gdb", listen, "--timeout", "600", "--workload"];
     args.extend_from_slice(workload);
     if wait {
         args.push("--gdb-wait");

@@ -1,8 +1,10 @@
 //! How gdb and the guest take turns: while the guest runs, the stub waits for either a
 //! byte from gdb (a Ctrl-C) or a stop event from a vCPU, and hands each event to the
-//! target (`target/stop.rs`), which decides whether gdb hears of it.
+//! target (`target/stop.rs`), which decides whether gdb hears of it. When the session's
+//! deadline (`--timeout`) passes, the guest is paused and gdb told it was terminated.
 
 use crate::target::VmTarget;
+use gdbstub::common::Signal;
 use gdbstub::conn::ConnectionExt;
 use gdbstub::stub::run_blocking::{BlockingEventLoop, Event, WaitForStopReasonError};
 use gdbstub::stub::MultiThreadStopReason;
@@ -32,6 +34,12 @@ where
             return Ok(Event::TargetStopped(reply));
         }
         loop {
+            // `--timeout`: the guest is paused and gdb hears it was terminated by SIGALRM.
+            if target.deadline.is_some_and(|d| std::time::Instant::now() >= d) {
+                target.machine.pause_all();
+                target.timed_out = true;
+                return Ok(Event::TargetStopped(MultiThreadStopReason::Terminated(Signal::SIGALRM)));
+            }
             if let Some(byte) = conn.peek().map_err(WaitForStopReasonError::Connection)? {
                 conn.read().map_err(WaitForStopReasonError::Connection)?;
                 return Ok(Event::IncomingData(byte));

@@ -10,10 +10,11 @@
 //! let addr: gdb::ListenAddr = "127.0.0.1:1234".parse().unwrap();
 //! let listener = gdb::Listener::bind(&addr).unwrap();
 //! // Serves gdb sessions until the guest ends or gdb kills it; `false`: the guest was not
-//! // started paused.
-//! match gdb::serve(machine, &listener, &symbols, false)? {
+//! // started paused; `None`: no time limit.
+//! match gdb::serve(machine, &listener, &symbols, false, None)? {
 //!     gdb::ServeEnd::Guest(outcome) => println!("the guest ended: {outcome:?}"),
 //!     gdb::ServeEnd::Killed => println!("gdb killed the guest"),
+//!     gdb::ServeEnd::TimedOut { limit } => println!("{limit:?} passed; the guest is paused"),
 //! }
 //! # Ok(())
 //! # }
@@ -36,16 +37,30 @@ pub use target::{GuestEnd, VmTarget};
 
 use event_loop::VmEventLoop;
 use gdbstub::stub::{DisconnectReason, GdbStub};
+pub use listen::{PACKET_TIMEOUT, WRITE_TIMEOUT};
+pub use monitor::{MAX_MONITOR_DIS, MAX_MONITOR_OUTPUT, MAX_MONITOR_READ};
 use std::time::{Duration, Instant};
 use vmm::machine::{Machine, Outcome};
 use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
+pub use watch::{DR_SLOTS, MAX_WATCH_LEN};
 
 /// How long a new client has to send its first byte before it is turned away.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The packet size the stub announces (`PacketSize` in `qSupported`) and its packet buffer:
+/// a longer packet from a client ends its session (gdbstub's own rule).
+pub const PACKET_SIZE: usize = 4096;
+
+/// The most bytes one `m` packet may read: what fits hex-encoded in [`PACKET_SIZE`], which is
+/// what gdb asks for at most. A larger `m` gets an error reply (E22).
+pub const MAX_MEM_READ: usize = PACKET_SIZE / 2;
+
 /// Errors of the stub itself (not of a gdb session, which just ends).
 #[derive(Debug, thiserror::Error)]
 pub enum GdbError {
+    /// gdbstub refused its configuration (a bug).
+    #[error("cannot set up the gdb stub: {0}")]
+    Setup(String),
     /// The listener failed.
     #[error("cannot accept gdb connections on {addr}")]
     Accept {
@@ -64,6 +79,11 @@ pub enum ServeEnd {
     Guest(Outcome),
     /// gdb killed the guest.
     Killed,
+    /// The time limit passed (with a gdb attached or not); the vCPUs are paused.
+    TimedOut {
+        /// The limit.
+        limit: Duration,
+    },
 }
 
 /// Serves gdb sessions on `listener` until the guest ends or gdb kills it. Between
@@ -72,15 +92,29 @@ pub enum ServeEnd {
 /// the guest is paused for it. A session that ends by `detach`, or by the connection
 /// dropping after it ran the guest, removes its breakpoints and lets the guest run on. A
 /// client that does not speak the protocol is turned away without touching the guest.
+///
+/// `limit` (`--timeout`) bounds all of it, counted from the call: when it passes, the vCPUs
+/// are paused and any session ends (gdb hears SIGALRM if the guest was running, or the
+/// connection closes while gdb was at its prompt).
 pub fn serve(
     machine: &Machine,
     listener: &Listener,
     symbols: &inspect::symbols::SymbolTable,
     mut held: bool,
+    limit: Option<Duration>,
 ) -> Result<ServeEnd, GdbError> {
+    // A limit too far away to represent is no limit.
+    let deadline = limit.and_then(|l| Instant::now().checked_add(l));
+    let timed_out = |limit: Option<Duration>| {
+        machine.pause_all();
+        Ok(ServeEnd::TimedOut { limit: limit.unwrap_or_default() })
+    };
     loop {
+        if deadline.is_some_and(|d| Instant::now() >= d) {
+            return timed_out(limit);
+        }
         let conn = listener
-            .try_accept()
+            .try_accept(deadline)
             .map_err(|source| GdbError::Accept { addr: listener.local_addr(), source })?;
         let Some(mut conn) = conn else {
             // No gdb yet: watch the guest.
@@ -89,8 +123,9 @@ pub fn serve(
             }
             continue;
         };
-        match greet(machine, &mut conn) {
+        match greet(machine, &mut conn, deadline) {
             Greeting::Gdb => {}
+            Greeting::TimedOut => return timed_out(limit),
             Greeting::GuestEnded(outcome) => return Ok(ServeEnd::Guest(outcome)),
             Greeting::Refused(why) => {
                 eprintln!("vmscope: turned away a client on {}: {why}", listener.local_addr());
@@ -100,7 +135,11 @@ pub fn serve(
         // gdb expects a stopped target when it attaches.
         machine.pause_all();
         let mut target = VmTarget::new(machine, symbols);
-        let stub = GdbStub::<VmTarget<'_>, Conn>::new(conn);
+        target.deadline = deadline;
+        let stub = GdbStub::<VmTarget<'_>, Conn>::builder(conn)
+            .packet_buffer_size(PACKET_SIZE)
+            .build()
+            .map_err(|e| GdbError::Setup(e.to_string()))?;
         let end = stub.run_blocking::<VmEventLoop<'_, Conn>>(&mut target);
         if matches!(end, Ok(DisconnectReason::Kill)) {
             return Ok(ServeEnd::Killed);
@@ -130,6 +169,9 @@ pub fn serve(
                 return Ok(ServeEnd::Guest(Outcome::Fault { reason, snapshot }))
             }
             None => {}
+        }
+        if target.timed_out || deadline.is_some_and(|d| Instant::now() >= d) {
+            return timed_out(limit);
         }
         if let Some(outcome) = quiesce(machine) {
             return Ok(ServeEnd::Guest(outcome));
@@ -181,12 +223,17 @@ enum Greeting {
     Refused(String),
     /// The guest ended while the client made up its mind.
     GuestEnded(Outcome),
+    /// The time limit passed meanwhile.
+    TimedOut,
 }
 
 /// Looks at a new client's first byte (gdb sends `+` at once) while the guest goes on.
-fn greet(machine: &Machine, conn: &mut Conn) -> Greeting {
+fn greet(machine: &Machine, conn: &mut Conn, limit: Option<Instant>) -> Greeting {
     let deadline = Instant::now() + GREETING_TIMEOUT;
     loop {
+        if limit.is_some_and(|l| Instant::now() >= l) {
+            return Greeting::TimedOut;
+        }
         match conn.peek() {
             Ok(Some(b'+' | b'-' | b'$' | 0x03)) => return Greeting::Gdb,
             Ok(Some(byte)) => return Greeting::Refused(format!("its first byte {byte:#04x} is not gdb's")),

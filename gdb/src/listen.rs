@@ -1,5 +1,9 @@
 //! Where gdb connects: a TCP address (loopback unless another is given explicitly) or a
-//! unix socket (`unix:/path`).
+//! unix socket (`unix:/path`, created with mode 0600; a file at the path that is not a
+//! socket is never replaced). Connections have limits: a packet once started must be
+//! finished within [`PACKET_TIMEOUT`], the first packet must come within it too, a reply
+//! that cannot be written within [`WRITE_TIMEOUT`] ends the session, TCP keep-alive finds a
+//! peer that vanished, and an optional deadline (`--timeout`) ends any session.
 
 use gdbstub::conn::{Connection, ConnectionExt};
 use std::io::{Read, Write};
@@ -7,7 +11,24 @@ use std::net::TcpStream;
 use std::net::{SocketAddr, TcpListener};
 use std::os::unix::net::UnixListener;
 use std::os::unix::net::UnixStream;
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+use std::time::{Duration, Instant};
+
+/// How long a client may take to finish a packet it started (from `$` to the checksum), and
+/// to send its first packet after connecting. gdb writes each packet at once.
+pub const PACKET_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// How long a reply may take to be written (a client that stops reading ends its session).
+pub const WRITE_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// How often a blocked read wakes up to check the limits.
+const TICK: Duration = Duration::from_millis(200);
+
+/// TCP keep-alive: probes after this much silence, every `KEEPALIVE_INTERVAL`, and the peer
+/// is gone after `KEEPALIVE_PROBES` unanswered ones (about a minute in all).
+const KEEPALIVE_IDLE_S: u32 = 30;
+const KEEPALIVE_INTERVAL_S: u32 = 10;
+const KEEPALIVE_PROBES: u32 = 3;
 
 /// A place to listen.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -23,6 +44,17 @@ impl std::fmt::Display for ListenAddr {
         match self {
             ListenAddr::Tcp(a) => write!(f, "{a}"),
             ListenAddr::Unix(p) => write!(f, "unix:{}", p.display()),
+        }
+    }
+}
+
+impl ListenAddr {
+    /// Whether only this machine can connect: a loopback TCP address or a unix socket.
+    /// Anything else lets whoever reaches it read and write guest memory.
+    pub fn is_local(&self) -> bool {
+        match self {
+            ListenAddr::Tcp(a) => a.ip().is_loopback(),
+            ListenAddr::Unix(_) => true,
         }
     }
 }
@@ -50,8 +82,9 @@ impl std::str::FromStr for ListenAddr {
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// Unix socket (removed when dropped).
-    Unix(UnixListener, PathBuf),
+    /// Unix socket (removed when dropped, if it is still the one bound: same device and
+    /// inode).
+    Unix(UnixListener, PathBuf, (u64, u64)),
 }
 
 /// A gdb connection.
@@ -60,12 +93,25 @@ pub type Conn = Box<dyn ConnectionExt<Error = std::io::Error>>;
 /// A socket as gdbstub wants it: writes are buffered until gdbstub flushes a packet (it
 /// writes byte by byte), reads are buffered (it reads byte by byte too), and `peek`
 /// reads ahead without blocking, reporting a closed peer as an error (so the stub never
-/// waits on a dead client).
+/// waits on a dead client). A blocking read wakes every [`TICK`] to enforce the limits:
+/// the deadline, [`PACKET_TIMEOUT`] for a started packet and for the first one.
 struct Stream<S> {
     inner: S,
     /// Bytes read ahead of gdbstub's byte-by-byte reads.
     input: std::collections::VecDeque<u8>,
     out: Vec<u8>,
+    /// When the session must end whatever happens (`--timeout`).
+    deadline: Option<Instant>,
+    /// When the packet being read started (`$` seen, checksum not yet).
+    packet_started: Option<Instant>,
+    /// Checksum digits still to come after `#`.
+    checksum_left: u8,
+    /// Until the first whole packet: when it must have arrived.
+    first_packet_by: Option<Instant>,
+}
+
+fn timed_out(why: String) -> std::io::Error {
+    std::io::Error::new(std::io::ErrorKind::TimedOut, why)
 }
 
 /// What `Stream` needs of a socket.
@@ -86,8 +132,48 @@ impl Socket for UnixStream {
 }
 
 impl<S: Socket> Stream<S> {
-    fn new(inner: S) -> Self {
-        Self { inner, input: std::collections::VecDeque::with_capacity(4096), out: Vec::with_capacity(4096) }
+    fn new(inner: S, deadline: Option<Instant>) -> Self {
+        Self {
+            inner,
+            input: std::collections::VecDeque::with_capacity(4096),
+            out: Vec::with_capacity(4096),
+            deadline,
+            packet_started: None,
+            checksum_left: 0,
+            first_packet_by: Some(Instant::now() + PACKET_TIMEOUT),
+        }
+    }
+
+    /// An error if a limit has passed.
+    fn check_limits(&self) -> std::io::Result<()> {
+        let now = Instant::now();
+        if self.deadline.is_some_and(|d| now >= d) {
+            return Err(timed_out("the --timeout limit passed".into()));
+        }
+        if self.packet_started.is_some_and(|t| now >= t + PACKET_TIMEOUT) {
+            return Err(timed_out(format!("a packet stayed unfinished for {} s", PACKET_TIMEOUT.as_secs())));
+        }
+        if self.first_packet_by.is_some_and(|t| now >= t) {
+            return Err(timed_out(format!("no packet within {} s of connecting", PACKET_TIMEOUT.as_secs())));
+        }
+        Ok(())
+    }
+
+    /// Follows the packet framing of the bytes gdbstub consumes.
+    fn track(&mut self, byte: u8) {
+        if self.checksum_left > 0 {
+            self.checksum_left -= 1;
+            if self.checksum_left == 0 {
+                self.packet_started = None;
+                self.first_packet_by = None;
+            }
+        } else if self.packet_started.is_some() {
+            if byte == b'#' {
+                self.checksum_left = 2;
+            }
+        } else if byte == b'$' {
+            self.packet_started = Some(Instant::now());
+        }
     }
 }
 
@@ -127,9 +213,19 @@ impl<S: Socket> Stream<S> {
 impl<S: Socket> ConnectionExt for Stream<S> {
     fn read(&mut self) -> std::io::Result<u8> {
         while self.input.is_empty() {
-            self.fill()?;
+            self.check_limits()?;
+            match self.fill() {
+                Ok(_) => {}
+                // The read timeout (TICK): look at the limits again.
+                Err(e)
+                    if matches!(e.kind(), std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut) => {}
+                Err(e) if e.kind() == std::io::ErrorKind::Interrupted => {}
+                Err(e) => return Err(e),
+            }
         }
-        Ok(self.input.pop_front().expect("not empty"))
+        let byte = self.input.pop_front().expect("not empty");
+        self.track(byte);
+        Ok(byte)
     }
 
     fn peek(&mut self) -> std::io::Result<Option<u8>> {
@@ -148,20 +244,17 @@ impl<S: Socket> ConnectionExt for Stream<S> {
 }
 
 impl Listener {
-    /// Binds `addr`.
+    /// Binds `addr`. A unix socket is created with mode 0600 (only this user may connect);
+    /// a stale socket at its path is replaced, anything else there (a file, a directory, a
+    /// socket another process still listens on) is an error naming the path.
     pub fn bind(addr: &ListenAddr) -> std::io::Result<Self> {
         let l = match addr {
             ListenAddr::Tcp(a) => Listener::Tcp(TcpListener::bind(a)?),
-            ListenAddr::Unix(p) => {
-                if p.exists() {
-                    std::fs::remove_file(p)?;
-                }
-                Listener::Unix(UnixListener::bind(p)?, p.clone())
-            }
+            ListenAddr::Unix(p) => bind_unix(p)?,
         };
         match &l {
             Listener::Tcp(t) => t.set_nonblocking(true)?,
-            Listener::Unix(u, _) => u.set_nonblocking(true)?,
+            Listener::Unix(u, _, _) => u.set_nonblocking(true)?,
         }
         Ok(l)
     }
@@ -170,7 +263,7 @@ impl Listener {
     pub fn local_addr(&self) -> String {
         match self {
             Listener::Tcp(t) => t.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Listener::Unix(_, p) => format!("unix:{}", p.display()),
+            Listener::Unix(_, p, _) => format!("unix:{}", p.display()),
         }
     }
 
@@ -179,21 +272,27 @@ impl Listener {
     pub fn gdb_target(&self) -> String {
         match self {
             Listener::Tcp(_) => self.local_addr(),
-            Listener::Unix(_, p) => p.display().to_string(),
+            Listener::Unix(_, p, _) => p.display().to_string(),
         }
     }
 
-    /// A connection, if one is waiting.
-    pub fn try_accept(&self) -> std::io::Result<Option<Conn>> {
+    /// A connection, if one is waiting. Its reads and writes have the limits of this
+    /// module, and end by `deadline` if one is given.
+    pub fn try_accept(&self, deadline: Option<Instant>) -> std::io::Result<Option<Conn>> {
         let r = match self {
-            Listener::Tcp(t) => t.accept().map(|(s, _)| {
+            Listener::Tcp(t) => t.accept().and_then(|(s, _)| {
                 let _ = s.set_nodelay(true);
-                let _ = TcpStream::set_nonblocking(&s, false);
-                Box::new(Stream::new(s)) as Conn
+                keep_alive(&s);
+                s.set_nonblocking(false)?;
+                s.set_read_timeout(Some(TICK))?;
+                s.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                Ok(Box::new(Stream::new(s, deadline)) as Conn)
             }),
-            Listener::Unix(u, _) => u.accept().map(|(s, _)| {
-                let _ = UnixStream::set_nonblocking(&s, false);
-                Box::new(Stream::new(s)) as Conn
+            Listener::Unix(u, _, _) => u.accept().and_then(|(s, _)| {
+                s.set_nonblocking(false)?;
+                s.set_read_timeout(Some(TICK))?;
+                s.set_write_timeout(Some(WRITE_TIMEOUT))?;
+                Ok(Box::new(Stream::new(s, deadline)) as Conn)
             }),
         };
         match r {
@@ -204,10 +303,68 @@ impl Listener {
     }
 }
 
+/// Turns on TCP keep-alive, so that a peer whose machine or network vanished is noticed
+/// (a read then fails) instead of holding the session for ever. Best effort.
+fn keep_alive(s: &TcpStream) {
+    use nix::sys::socket::{setsockopt, sockopt};
+    let on = setsockopt(s, sockopt::KeepAlive, &true)
+        .and_then(|()| setsockopt(s, sockopt::TcpKeepIdle, &KEEPALIVE_IDLE_S))
+        .and_then(|()| setsockopt(s, sockopt::TcpKeepInterval, &KEEPALIVE_INTERVAL_S))
+        .and_then(|()| setsockopt(s, sockopt::TcpKeepCount, &KEEPALIVE_PROBES));
+    if let Err(e) = on {
+        tracing::warn!("cannot turn on TCP keep-alive for a gdb connection: {e}");
+    }
+}
+
+/// The device and inode of the file at `p` (not following a symlink).
+fn identity(p: &Path) -> std::io::Result<(u64, u64)> {
+    use std::os::unix::fs::MetadataExt;
+    let m = std::fs::symlink_metadata(p)?;
+    Ok((m.dev(), m.ino()))
+}
+
+/// Binds a unix socket at `p` with mode 0600. Only a stale socket (one nobody listens on)
+/// is removed first.
+fn bind_unix(p: &Path) -> std::io::Result<Listener> {
+    use std::io::{Error, ErrorKind};
+    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
+    match std::fs::symlink_metadata(p) {
+        Ok(m) if m.file_type().is_socket() => {
+            if UnixStream::connect(p).is_ok() {
+                return Err(Error::new(
+                    ErrorKind::AddrInUse,
+                    format!("{} is a socket another process is listening on", p.display()),
+                ));
+            }
+            std::fs::remove_file(p)?;
+        }
+        Ok(_) => {
+            return Err(Error::new(
+                ErrorKind::AlreadyExists,
+                format!("{} exists and is not a socket; vmscope will not replace it", p.display()),
+            ))
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {}
+        Err(e) => return Err(e),
+    }
+    // The umask decides the socket's mode at creation: 0177 leaves 0600, so no other user
+    // can connect even for an instant. (It is process-wide for the moment of the bind; a
+    // file another thread creates then is at most more private than it asked.)
+    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
+    let bound = UnixListener::bind(p);
+    nix::sys::stat::umask(old);
+    let listener = bound?;
+    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
+    Ok(Listener::Unix(listener, p.to_path_buf(), identity(p)?))
+}
+
 impl Drop for Listener {
     fn drop(&mut self) {
-        if let Listener::Unix(_, p) = self {
-            let _ = std::fs::remove_file(p);
+        // Only the socket this listener created: not whatever replaced it since.
+        if let Listener::Unix(_, p, id) = self {
+            if identity(p).is_ok_and(|now| now == *id) {
+                let _ = std::fs::remove_file(p);
+            }
         }
     }
 }
@@ -223,5 +380,56 @@ mod tests {
         assert_eq!("0.0.0.0:9".parse::<ListenAddr>().unwrap().to_string(), "0.0.0.0:9");
         assert_eq!("unix:/tmp/g.sock".parse::<ListenAddr>().unwrap(), ListenAddr::Unix("/tmp/g.sock".into()));
         assert!("nonsense".parse::<ListenAddr>().is_err());
+    }
+
+    #[test]
+    fn only_loopback_and_unix_sockets_are_local() {
+        assert!("1234".parse::<ListenAddr>().unwrap().is_local());
+        assert!("[::1]:9".parse::<ListenAddr>().unwrap().is_local());
+        assert!("unix:/tmp/g.sock".parse::<ListenAddr>().unwrap().is_local());
+        assert!(!"0.0.0.0:9".parse::<ListenAddr>().unwrap().is_local());
+        assert!(!"192.168.1.2:9".parse::<ListenAddr>().unwrap().is_local());
+    }
+
+    fn temp_dir(name: &str) -> PathBuf {
+        let dir = std::env::temp_dir().join(format!("vmscope-gdb-{name}-{}", std::process::id()));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(&dir).unwrap();
+        dir
+    }
+
+    #[test]
+    fn a_unix_socket_is_private_and_never_replaces_a_file() {
+        use std::os::unix::fs::PermissionsExt;
+        let dir = temp_dir("listen");
+        let path = dir.join("gdb.sock");
+        // A regular file at the path: an error naming it, and the file is untouched.
+        std::fs::write(&path, "precious").unwrap();
+        let e = Listener::bind(&ListenAddr::Unix(path.clone())).err().expect("a file is not replaced");
+        assert!(
+            e.to_string().contains(&*path.to_string_lossy()) && e.to_string().contains("not a socket"),
+            "{e}"
+        );
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "precious");
+        std::fs::remove_file(&path).unwrap();
+        // A fresh socket: mode 0600.
+        let l = Listener::bind(&ListenAddr::Unix(path.clone())).unwrap();
+        let mode = std::fs::metadata(&path).unwrap().permissions().mode() & 0o777;
+        assert_eq!(mode, 0o600, "{mode:o}");
+        // A second listener on a live socket: refused, the first keeps it.
+        let e = Listener::bind(&ListenAddr::Unix(path.clone())).err().expect("a live socket is not replaced");
+        assert!(e.to_string().contains("listening"), "{e}");
+        drop(l);
+        assert!(!path.exists(), "the listener removes its own socket");
+        // A stale socket (its listener gone without removing it) is replaced.
+        let stale = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        drop(stale);
+        let l = Listener::bind(&ListenAddr::Unix(path.clone())).unwrap();
+        // Something else put at the path meanwhile is not removed by the drop.
+        std::fs::remove_file(&path).unwrap();
+        std::fs::write(&path, "another").unwrap();
+        drop(l);
+        assert_eq!(std::fs::read_to_string(&path).unwrap(), "another");
+        std::fs::remove_dir_all(&dir).unwrap();
     }
 }

@@ -150,6 +150,10 @@ pub struct RunArgs {
     /// With --gdb: hold the vCPUs before the first instruction until gdb continues.
     #[arg(long, requires = "gdb")]
     pub(super) gdb_wait: bool,
+    /// With --gdb: confirm a non-loopback address (anyone who reaches it can read and write
+    /// guest memory).
+    #[arg(long, requires = "gdb")]
+    pub(super) gdb_any_address: bool,
 }
 
 pub(super) fn parse_disk(s: &str) -> Result<vmm::machine::DiskConfig, String> {
@@ -171,6 +175,7 @@ fn parse_ring(s: &str) -> Result<Ring, String> {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     let process_start = Instant::now();
     let host = vmm::host_kind();
+    super::gdb::configure(&args)?;
     let debugging = !args.breaks.is_empty() || args.script.is_some() || args.gdb.is_some();
     let ring = match args.ring {
         Some(r) => r,

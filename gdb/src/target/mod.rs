@@ -73,6 +73,10 @@ pub struct VmTarget<'a> {
     pub(crate) end: Option<GuestEnd>,
     /// gdb resumed a guest that had already faulted: tell it the process is gone.
     terminate: bool,
+    /// When the session must end (`--timeout`).
+    pub(crate) deadline: Option<std::time::Instant>,
+    /// The deadline passed while the guest ran: the session ended with SIGALRM.
+    pub(crate) timed_out: bool,
 }
 
 impl<'a> VmTarget<'a> {
@@ -95,6 +99,8 @@ impl<'a> VmTarget<'a> {
             ever_resumed: false,
             end: None,
             terminate: false,
+            deadline: None,
+            timed_out: false,
         }
     }
 
@@ -201,6 +207,14 @@ impl MultiThreadBase for VmTarget<'_> {
     }
 
     fn read_addrs(&mut self, start: u64, data: &mut [u8], tid: Tid) -> TargetResult<usize, Self> {
+        // gdbstub splits an `m` packet of any length into calls of at most its buffer's size
+        // and appends each to one reply; a gdb never asks for more than fits in the packet
+        // size it was told (MAX_MEM_READ). A larger `m` is refused on its first call, before
+        // any of the reply is written, so the client gets a clean E22 and the stub never
+        // reads (or buffers) what a client's length asks for.
+        if data.len() > crate::MAX_MEM_READ {
+            return Err(TargetError::Errno(22));
+        }
         let bytes = if self.phys {
             self.machine.read_phys(Gpa(start), data.len())
         } else {
