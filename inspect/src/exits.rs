@@ -1,9 +1,26 @@
 //! VMM exit statistics: plain data the VMM fills (one counter per exit reason, per port or
 //! MMIO address) and everyone renders.
+//!
+//! The guest chooses the ports and MMIO pages it touches, and can touch millions, so the
+//! keys that carry an address (or an unusual exit's name) are capped at [`MAX_KEYS`]:
+//! exits at further addresses are counted in their kind's "other addresses" row
+//! ([`ExitKey::overflow`]), which is shown in the table and in the JSON like any row, so
+//! totals and per-kind counts stay exact.
 
 use serde::{Deserialize, Serialize};
 use std::collections::BTreeMap;
 use std::fmt;
+
+/// The most distinct keys one [`ExitStats`] keeps before exits at new addresses go to their
+/// kind's overflow row: 256. vmscope's guests use a handful of ports and one MMIO page per
+/// device, so a real workload never reaches it, while a guest sweeping fresh MMIO pages
+/// (each one a new key) is held to a table that stays readable and a few tens of KiB. The
+/// keys without an address (one per exit kind, and the overflow rows) are always kept, so
+/// at most `MAX_KEYS` plus two per kind exist.
+pub const MAX_KEYS: usize = 256;
+
+/// The `detail` of a kind's overflow row (the exits at addresses beyond [`MAX_KEYS`]).
+pub const OVERFLOW_DETAIL: &str = "(other addresses)";
 
 /// The kind of a vCPU exit (`KVM_EXIT_*`), with vmscope's finer split of port I/O.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
@@ -123,6 +140,19 @@ impl ExitKey {
     pub fn other(name: &str) -> Self {
         Self { kind: ExitKind::Other, addr: None, detail: Some(name.to_string()) }
     }
+    /// The row that counts a kind's exits at addresses beyond [`MAX_KEYS`].
+    pub fn overflow(kind: ExitKind) -> Self {
+        Self { kind, addr: None, detail: Some(OVERFLOW_DETAIL.to_string()) }
+    }
+    /// Whether this is an overflow row.
+    pub fn is_overflow(&self) -> bool {
+        self.addr.is_none() && self.detail.as_deref() == Some(OVERFLOW_DETAIL)
+    }
+    /// Whether this key counts against [`MAX_KEYS`] (it has an address or a name that the
+    /// guest's behaviour chooses).
+    fn is_capped(&self) -> bool {
+        (self.addr.is_some() || self.detail.is_some()) && !self.is_overflow()
+    }
 }
 
 impl fmt::Display for ExitKey {
@@ -179,29 +209,58 @@ mod as_list {
 }
 
 impl ExitStats {
+    /// The counter for `key`: its own row, or its kind's overflow row once [`MAX_KEYS`]
+    /// keys exist and `key` is a new one with an address.
+    fn counter(&mut self, key: &ExitKey) -> &mut ExitCounter {
+        let key = if !self.per_key.contains_key(key) && key.is_capped() && self.per_key.len() >= MAX_KEYS {
+            ExitKey::overflow(key.kind)
+        } else {
+            key.clone()
+        };
+        self.per_key.entry(key).or_default()
+    }
+
     /// Counts one exit that took `ns` in the VMM.
     pub fn record(&mut self, key: ExitKey, ns: u64) {
-        let c = self.per_key.entry(key).or_default();
-        c.count += 1;
-        c.total_ns += ns;
+        // The common case (a key already counted) is one lookup.
+        let c = match self.per_key.get_mut(&key) {
+            Some(c) => c,
+            None => self.counter(&key),
+        };
+        c.count = c.count.saturating_add(1);
+        c.total_ns = c.total_ns.saturating_add(ns);
         c.max_ns = c.max_ns.max(ns);
     }
 
-    /// Adds `other` into this.
+    /// Adds `other` into this (under the same cap).
     pub fn merge(&mut self, other: &ExitStats) {
         for (k, o) in &other.per_key {
-            let c = self.per_key.entry(k.clone()).or_default();
-            c.count += o.count;
-            c.total_ns += o.total_ns;
+            let c = self.counter(k);
+            c.count = c.count.saturating_add(o.count);
+            c.total_ns = c.total_ns.saturating_add(o.total_ns);
             c.max_ns = c.max_ns.max(o.max_ns);
         }
     }
 
-    /// What happened since `earlier` (counts and times subtract; max is this one's).
+    /// Exits counted in overflow rows (at addresses beyond [`MAX_KEYS`]).
+    pub fn overflowed(&self) -> u64 {
+        self.per_key.iter().filter(|(k, _)| k.is_overflow()).map(|(_, c)| c.count).sum()
+    }
+
+    /// What happened since `earlier` (counts and times subtract; max is this one's). A key
+    /// of `earlier` that this one counts in its overflow row (a merge can place a key there
+    /// that had its own row before) is subtracted from that row.
     pub fn delta(&self, earlier: &ExitStats) -> ExitStats {
+        let mut before: BTreeMap<ExitKey, ExitCounter> = BTreeMap::new();
+        for (k, e) in &earlier.per_key {
+            let k = if self.per_key.contains_key(k) { k.clone() } else { ExitKey::overflow(k.kind) };
+            let b = before.entry(k).or_default();
+            b.count = b.count.saturating_add(e.count);
+            b.total_ns = b.total_ns.saturating_add(e.total_ns);
+        }
         let mut out = ExitStats::default();
         for (k, c) in &self.per_key {
-            let e = earlier.per_key.get(k).copied().unwrap_or_default();
+            let e = before.get(k).copied().unwrap_or_default();
             let d = ExitCounter {
                 count: c.count.saturating_sub(e.count),
                 total_ns: c.total_ns.saturating_sub(e.total_ns),
@@ -244,7 +303,14 @@ impl fmt::Display for ExitStats {
             let avg = c.total_ns.checked_div(c.count).unwrap_or(0);
             writeln!(f, "{:<28} {:>12} {:>11} ns {:>9} ns", k.to_string(), c.count, avg, c.max_ns)?;
         }
-        write!(f, "{:<28} {:>12}", "total", self.total())
+        write!(f, "{:<28} {:>12}", "total", self.total())?;
+        if self.overflowed() > 0 {
+            write!(
+                f,
+                "\n(past {MAX_KEYS} distinct ports/pages, exits at new ones are counted in the {OVERFLOW_DETAIL} rows)"
+            )?;
+        }
+        Ok(())
     }
 }
 
@@ -274,5 +340,46 @@ mod tests {
         let back: ExitStats = serde_json::from_str(&json).unwrap();
         assert_eq!(back, m);
         assert!(m.to_string().contains("io-out port 0x500"));
+    }
+
+    #[test]
+    fn a_million_fresh_pages_make_a_bounded_table_with_exact_totals() {
+        let mut s = ExitStats::default();
+        for page in 0..1_000_000u64 {
+            s.record(ExitKey::mmio_write(0x1_0000_0000 + page * 4096), 2);
+        }
+        assert!(s.per_key.len() <= MAX_KEYS + 1, "{} rows", s.per_key.len());
+        assert_eq!(s.total(), 1_000_000);
+        assert_eq!(s.count_kind(ExitKind::MmioWrite), 1_000_000);
+        let over = ExitKey::overflow(ExitKind::MmioWrite);
+        assert_eq!(s.count(&over), 1_000_000 - MAX_KEYS as u64);
+        assert_eq!(s.per_key[&over].total_ns, 2 * (1_000_000 - MAX_KEYS as u64));
+        assert_eq!(s.overflowed(), 1_000_000 - MAX_KEYS as u64);
+        // Pages counted before the cap keep their own rows.
+        s.record(ExitKey::mmio_write(0x1_0000_0000), 1);
+        assert_eq!(s.count(&ExitKey::mmio_write(0x1_0000_0000)), 2);
+        // Keys without an address are always kept.
+        s.record(ExitKey::hlt(), 1);
+        s.record(ExitKey::io_out(0x3f8), 1);
+        assert_eq!(s.count(&ExitKey::hlt()), 1);
+        assert_eq!(s.count(&ExitKey::overflow(ExitKind::IoOut)), 1);
+        assert_eq!(s.total(), 1_000_003);
+        // Shown in the table and in the JSON.
+        let table = s.to_string();
+        assert!(table.contains("mmio-write (other addresses)"), "{table}");
+        assert!(table.contains(&format!("past {MAX_KEYS} distinct")), "{table}");
+        let json = serde_json::to_value(&s).unwrap();
+        let rows = json["per_key"].as_array().unwrap();
+        assert!(rows.iter().any(|r| r["kind"] == "mmio-write" && r["detail"] == OVERFLOW_DETAIL));
+        let back: ExitStats = serde_json::from_value(json).unwrap();
+        assert_eq!(back, s);
+        // Merging keeps the cap and the totals.
+        let mut m = ExitStats::default();
+        m.merge(&s);
+        m.merge(&s);
+        assert!(m.per_key.len() <= MAX_KEYS + 3);
+        assert_eq!(m.total(), 2 * s.total());
+        let d = m.delta(&s);
+        assert_eq!(d.total(), s.total());
     }
 }
