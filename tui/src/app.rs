@@ -39,7 +39,8 @@ pub struct GuestView {
     pub vcpus: usize,
     /// The console (most recent last), bounded.
     pub console: VecDeque<String>,
-    /// A line being assembled from console output.
+    /// A line being assembled from console output (at most [`GuestView::MAX_LINE`] bytes:
+    /// a longer one is wrapped into the scrollback).
     pub partial_line: String,
     /// vCPU 0's registers now, and at the previous stop (to highlight changes).
     pub regs: Option<(Regs, SpecialRegs)>,
@@ -95,23 +96,37 @@ impl GuestView {
 
     /// Lines of console scrollback kept.
     pub const SCROLLBACK: usize = 2000;
+    /// The longest console line kept, in bytes: 1024. The guest decides where its newlines
+    /// go, and one that never sends any must not grow a line without end; a line is wrapped
+    /// here (at a character boundary) into the scrollback, which so holds at most
+    /// `SCROLLBACK * MAX_LINE` bytes (2 MiB). No terminal shows more than a few hundred
+    /// columns.
+    pub const MAX_LINE: usize = 1024;
     /// Points of exit-rate history kept.
     pub const RATE_HISTORY: usize = 120;
 
-    /// Adds console output.
+    /// Adds console output (lines longer than [`GuestView::MAX_LINE`] are wrapped).
     pub fn push_console(&mut self, bytes: &[u8]) {
         for ch in String::from_utf8_lossy(bytes).chars() {
             match ch {
-                '\n' => {
-                    let line = std::mem::take(&mut self.partial_line);
-                    self.console.push_back(line);
-                    if self.console.len() > Self::SCROLLBACK {
-                        self.console.pop_front();
-                    }
-                }
+                '\n' => self.end_line(),
                 '\r' => {}
-                c => self.partial_line.push(c),
+                c => {
+                    if self.partial_line.len() + c.len_utf8() > Self::MAX_LINE {
+                        self.end_line();
+                    }
+                    self.partial_line.push(c);
+                }
             }
+        }
+    }
+
+    /// Moves the partial line into the scrollback.
+    fn end_line(&mut self) {
+        let line = std::mem::take(&mut self.partial_line);
+        self.console.push_back(line);
+        if self.console.len() > Self::SCROLLBACK {
+            self.console.pop_front();
         }
     }
 
@@ -475,5 +490,29 @@ mod tests {
             v.push_rate(i);
         }
         assert_eq!(v.exit_rate.len(), GuestView::RATE_HISTORY);
+    }
+
+    #[test]
+    fn a_console_flood_without_newline_is_wrapped() {
+        let mut v = GuestView::new("g", "pvm", 1);
+        let chunk = vec![b'.'; 64 * 1024];
+        for _ in 0..160 {
+            v.push_console(&chunk); // 10 MiB, no newline
+        }
+        assert!(v.partial_line.len() <= GuestView::MAX_LINE);
+        assert_eq!(v.console.len(), GuestView::SCROLLBACK);
+        assert!(v.console.iter().all(|l| l.len() == GuestView::MAX_LINE));
+        let kept: usize = v.console.iter().map(String::len).sum::<usize>() + v.partial_line.len();
+        assert!(kept <= (GuestView::SCROLLBACK + 1) * GuestView::MAX_LINE);
+        // 10 MiB is a whole number of lines: the last one stays partial, full, until the
+        // next character wraps it.
+        assert_eq!(v.partial_line.len(), GuestView::MAX_LINE);
+        // Multibyte characters are never split: each wrapped line is whole characters.
+        let mut v = GuestView::new("g", "pvm", 1);
+        v.push_console("€".repeat(2000).as_bytes());
+        assert_eq!(v.console[0].len(), 1023, "341 three-byte characters fit in 1024 bytes");
+        assert!(v.console.iter().chain([&v.partial_line]).all(|l| l.chars().all(|c| c == '€')));
+        v.push_console(b"\nend\n");
+        assert_eq!(v.console.back().map(String::as_str), Some("end"));
     }
 }
