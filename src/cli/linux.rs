@@ -133,9 +133,22 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
         None => machine.wait(args.timeout.map(Duration::from_secs_f64)),
     };
     let tail = String::from_utf8_lossy(&console.tail()).into_owned();
-    let panic_text = tail.find("Kernel panic").map(|i| tail[i.saturating_sub(2000)..].to_string());
+    let panic_text = panic_excerpt(&tail);
     let hint = pvm.then_some("on PVM the guest kernel runs in KVM's instruction emulator; an instruction it cannot run ends the guest (see guests/linux/README.md)");
     finish(args, &machine, outcome, process_start, Ring::Ring0, hint, panic_text.as_deref())
+}
+
+/// How many characters of console text before "Kernel panic" the report quotes.
+const PANIC_CONTEXT_CHARS: usize = 2000;
+
+/// The guest's panic message with up to [`PANIC_CONTEXT_CHARS`] characters before it, or
+/// `None` when the console shows no panic. The text is the guest's, so it is cut by
+/// character, never at a byte offset that could fall inside one.
+fn panic_excerpt(tail: &str) -> Option<String> {
+    let at = tail.find("Kernel panic")?;
+    let before = &tail[..at];
+    let start = before.char_indices().rev().nth(PANIC_CONTEXT_CHARS - 1).map_or(0, |(i, _)| i);
+    Some(tail[start..].to_string())
 }
 
 /// Feeds this process's standard input to the guest's serial port.
@@ -158,4 +171,32 @@ fn forward_stdin(machine: &Machine) {
             }
         }
     });
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_panic_excerpt_is_cut_by_character() {
+        assert_eq!(panic_excerpt("all well\n"), None);
+        assert_eq!(
+            panic_excerpt("Kernel panic - not syncing").as_deref(),
+            Some("Kernel panic - not syncing")
+        );
+        // Multibyte characters everywhere around the cut: 2001 bytes before the panic is
+        // where a byte offset of 2000 would land, inside a 2-, 3- or 4-byte character.
+        for ch in ['é', '€', '🦀'] {
+            for pad in 0..4 {
+                let text: String = "x".repeat(pad) + &ch.to_string().repeat(2500);
+                let tail = format!("{text}Kernel panic - not syncing: {ch}\n");
+                let e = panic_excerpt(&tail).unwrap();
+                let context = e.split("Kernel panic").next().unwrap();
+                assert_eq!(context.chars().count(), PANIC_CONTEXT_CHARS, "{ch} {pad}");
+                assert!(e.ends_with(&format!("not syncing: {ch}\n")));
+            }
+        }
+        // Less context than the limit: all of it.
+        assert_eq!(panic_excerpt("ü\nKernel panic").as_deref(), Some("ü\nKernel panic"));
+    }
 }
