@@ -6,6 +6,12 @@
 //! assert_eq!(parse("x/16 0x1000").unwrap(), Command::ReadVirt { addr: Addr::Number(0x1000), len: 16 });
 //! assert_eq!(parse("step 3").unwrap(), Command::Step(3));
 //! ```
+//!
+//! Every count, length and address typed here comes from outside (a script, a gdb client's
+//! `monitor`, the TUI), so [`Command::check_limits`] bounds each one at a documented maximum
+//! ([`MAX_READ_LEN`], [`MAX_DIS_COUNT`], [`MAX_STEP_COUNT`], [`WATCH_LENGTHS`]) and a range
+//! that would wrap past `u64::MAX` is an error ([`check_range`]): a request gets a one-line
+//! error naming the argument and the limit, never an allocation of the size it asked for.
 
 use serde::Serialize;
 
@@ -98,22 +104,110 @@ pub enum Command {
 #[error("{0} (type `help` for the commands)")]
 pub struct ParseError(pub String);
 
+/// A count, length or address outside what a command accepts (one line: the argument
+/// and the limit).
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+#[error("{0}")]
+pub struct LimitError(pub String);
+
+impl From<LimitError> for ParseError {
+    fn from(e: LimitError) -> Self {
+        ParseError(e.0)
+    }
+}
+
+/// The most bytes one `x`/`xp` reads: 64 KiB. Its hex dump is 4096 lines (and its JSON a
+/// 65536-element array), already more than a person reads or a gdb `monitor` reply should
+/// carry; a bigger region is read in steps by a script.
+pub const MAX_READ_LEN: u64 = 64 * 1024;
+
+/// The most instructions one `dis` decodes: 1024. It reads up to
+/// [`MAX_INSN_LEN`] bytes per instruction (15 KiB), and a listing longer than that is read in
+/// steps (`dis ADDR N` from the last address shown).
+pub const MAX_DIS_COUNT: u64 = 1024;
+
+/// The longest x86 instruction, in bytes: `dis N` reads `N * MAX_INSN_LEN` bytes.
+pub const MAX_INSN_LEN: u64 = 15;
+
+/// The most instructions one `step N` executes: 1,000,000. A single-step exit costs about
+/// 8 us on PVM (see ENVIRONMENT.md), so that is seconds, within a session's stop timeout;
+/// going further is what `break` + `cont` are for.
+pub const MAX_STEP_COUNT: u64 = 1_000_000;
+
+/// The lengths `watch ADDR LEN` accepts: what a debug register's LEN field encodes (DR7),
+/// and what the software watchpoints used on PVM compare after each step.
+pub const WATCH_LENGTHS: [u64; 4] = [1, 2, 4, 8];
+
+/// Checks that `len` bytes from `addr` do not run past `u64::MAX` (the last byte of the
+/// address space may be read; wrapping around to 0 is an error). `what` names the command.
+pub fn check_range(what: &str, addr: u64, len: u64) -> Result<(), LimitError> {
+    if len > 0 && addr.checked_add(len - 1).is_none() {
+        return Err(LimitError(format!(
+            "{what}: {addr:#x} + {len:#x} bytes runs past the end of the address space ({:#x})",
+            u64::MAX
+        )));
+    }
+    Ok(())
+}
+
+impl Command {
+    /// Checks every count and length against its limit, and a numeric address plus length
+    /// for wrapping (addresses given as symbols or registers are checked once resolved,
+    /// with [`check_range`]). [`parse`] calls it; so does a session before it runs a
+    /// command built some other way.
+    pub fn check_limits(&self) -> Result<(), LimitError> {
+        match self {
+            Command::ReadVirt { addr, len } | Command::ReadPhys { addr, len } => {
+                let what = if matches!(self, Command::ReadVirt { .. }) { "x" } else { "xp" };
+                if *len > MAX_READ_LEN {
+                    return Err(LimitError(format!(
+                        "{what}: length {len} is over the limit of {MAX_READ_LEN} bytes per read"
+                    )));
+                }
+                if let Addr::Number(a) = addr {
+                    check_range(what, *a, *len)?;
+                }
+            }
+            Command::Dis { count, .. } if *count > MAX_DIS_COUNT => {
+                return Err(LimitError(format!(
+                    "dis: count {count} is over the limit of {MAX_DIS_COUNT} instructions"
+                )));
+            }
+            Command::Step(n) if *n > MAX_STEP_COUNT => {
+                return Err(LimitError(format!(
+                    "step: count {n} is over the limit of {MAX_STEP_COUNT} instructions (use break and cont to go further)"
+                )));
+            }
+            Command::Watch { addr, len } => {
+                if !WATCH_LENGTHS.contains(len) {
+                    return Err(LimitError(format!("watch: length {len} is not 1, 2, 4 or 8 bytes")));
+                }
+                if let Addr::Number(a) = addr {
+                    check_range("watch", *a, *len)?;
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+}
+
 /// One line of help per command.
 pub const HELP: &[(&str, &str)] = &[
     ("regs", "general registers"),
     ("sregs", "segment, control and system registers, decoded"),
-    ("step [N]", "execute N instructions (default 1)"),
+    ("step [N]", "execute N instructions (default 1, at most 1000000)"),
     ("next", "step over a call"),
     ("cont", "run until the next breakpoint, watchpoint or exit"),
     ("pt ADDR", "walk the page tables for ADDR: every level and its bits"),
     ("mappings", "every mapping of the current address space"),
-    ("x/N ADDR", "N bytes of guest-virtual memory"),
-    ("xp/N GPA", "N bytes of guest-physical memory"),
-    ("dis [ADDR] [N]", "disassemble N instructions (default: 8 at RIP)"),
+    ("x/N ADDR", "N bytes of guest-virtual memory (or x ADDR N; default 16, at most 65536)"),
+    ("xp/N GPA", "N bytes of guest-physical memory (or xp GPA N)"),
+    ("dis [ADDR] [N]", "disassemble N instructions (default: 8 at RIP, at most 1024)"),
     ("sym NAME|ADDR", "symbol lookup both ways"),
     ("break ADDR", "software breakpoint (int3)"),
     ("hbreak ADDR", "hardware breakpoint (DR0-DR3)"),
-    ("watch ADDR [LEN]", "hardware write watchpoint"),
+    ("watch ADDR [LEN]", "hardware write watchpoint of 1, 2, 4 or 8 bytes (default 8)"),
     ("delete ADDR", "remove a breakpoint or watchpoint"),
     ("devices", "virtio devices: MMIO window, IRQ, status, queues, counters"),
     ("vq DEVICE QUEUE", "decode a virtqueue: rings, chains in flight"),
@@ -132,7 +226,9 @@ pub fn parse_addr(s: &str) -> Result<Addr, ParseError> {
         return Ok(Addr::Register(reg.to_lowercase(), off));
     }
     if let Some(n) = parse_number(base) {
-        return Ok(Addr::Number(n.wrapping_add(off)));
+        return n.checked_add(off).map(Addr::Number).ok_or_else(|| {
+            ParseError(format!("{s:?} runs past the end of the address space ({:#x})", u64::MAX))
+        });
     }
     if base.is_empty() || !base.chars().all(|c| c.is_alphanumeric() || "_.$@".contains(c)) {
         return Err(ParseError(format!("{s:?} is not an address, register or symbol")));
@@ -166,8 +262,14 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
     let addr = |i: usize| -> Result<Addr, ParseError> {
         rest.get(i).ok_or_else(|| ParseError(format!("{verb} needs an address"))).and_then(|s| parse_addr(s))
     };
-    let count =
-        slash.map_or(Ok(16), |n| parse_number(n).ok_or_else(|| ParseError(format!("bad count {n:?}"))));
+    // `x/N ADDR` or `x ADDR N` (as gdb's `monitor xp ADDR LEN`), not both.
+    let count = match (slash, rest.get(1)) {
+        (Some(_), Some(_)) if matches!(verb, "x" | "xp") => {
+            Err(ParseError(format!("{verb}: give the length once (x/N ADDR or x ADDR N)")))
+        }
+        (Some(n), _) => parse_number(n).ok_or_else(|| ParseError(format!("bad count {n:?}"))),
+        (None, _) => num(1, 16),
+    };
     let cmd = match verb {
         "regs" | "r" => Command::Regs,
         "sregs" => Command::Sregs,
@@ -198,6 +300,7 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "quit" | "q" | "exit" => Command::Quit,
         other => return Err(ParseError(format!("unknown command {other:?}"))),
     };
+    cmd.check_limits()?;
     Ok(cmd)
 }
 
@@ -233,5 +336,70 @@ mod tests {
         assert!(parse("pt").unwrap_err().to_string().contains("needs an address"));
         assert!(parse("pt a-b").is_err());
         assert!(parse("").is_err());
+        assert_eq!(parse("xp 0x9000 64").unwrap(), Command::ReadPhys { addr: Addr::Number(0x9000), len: 64 });
+        assert!(parse("xp/8 0x9000 64").unwrap_err().to_string().contains("length once"));
+    }
+
+    /// The message of a command refused for its size.
+    fn refused(line: &str) -> String {
+        parse(line).expect_err(line).to_string()
+    }
+
+    #[test]
+    fn counts_and_lengths_are_bounded() {
+        // At the limit: accepted.
+        assert_eq!(
+            parse("x/65536 0").unwrap(),
+            Command::ReadVirt { addr: Addr::Number(0), len: MAX_READ_LEN }
+        );
+        assert_eq!(parse("dis 0 1024").unwrap(), Command::Dis { addr: Some(Addr::Number(0)), count: 1024 });
+        assert_eq!(parse("step 1000000").unwrap(), Command::Step(MAX_STEP_COUNT));
+        // One past it, or far past it: a one-line error naming the argument and the limit.
+        for (line, words) in [
+            ("x/65537 0", ["x: length 65537", "limit of 65536 bytes"]),
+            ("x/99999999999 0", ["x: length 99999999999", "limit of 65536 bytes"]),
+            ("xp 0 0x10001", ["xp: length 65537", "limit of 65536 bytes"]),
+            ("xp/18446744073709551615 0", ["xp: length 18446744073709551615", "65536"]),
+            ("dis 1025", ["dis: count 1025", "limit of 1024 instructions"]),
+            ("dis 0 18446744073709551615", ["dis: count 18446744073709551615", "1024"]),
+            ("dis main 4096", ["dis: count 4096", "1024"]),
+            ("step 1000001", ["step: count 1000001", "limit of 1000000"]),
+            ("si 18446744073709551615", ["step: count", "1000000"]),
+            ("watch 0x1000 16", ["watch: length 16", "1, 2, 4 or 8"]),
+            ("watch 0x1000 0", ["watch: length 0", "1, 2, 4 or 8"]),
+            ("watch x 18446744073709551615", ["watch: length", "1, 2, 4 or 8"]),
+        ] {
+            let e = refused(line);
+            assert!(words.iter().all(|w| e.contains(w)), "{line}: {e}");
+            assert!(!e.contains('\n'), "{line}: one line: {e}");
+        }
+        // Numbers that do not fit in 64 bits are not numbers.
+        assert!(refused("x/18446744073709551616 0").contains("bad count"));
+    }
+
+    #[test]
+    fn ranges_that_wrap_are_refused() {
+        let e = refused("xp 0xffffffffffffff00 0x1000");
+        assert!(
+            e.contains("xp: 0xffffffffffffff00 + 0x1000 bytes runs past the end of the address space"),
+            "{e}"
+        );
+        assert!(refused("x/2 0xffffffffffffffff").contains("runs past the end"));
+        assert!(refused("watch 0xfffffffffffffffc 8").contains("runs past the end"));
+        assert!(refused("pt 0xffffffffffffffff+1").contains("runs past the end"));
+        assert!(refused("x 0xfffffffffffffff0+0x20").contains("runs past the end"));
+        // The last bytes of the address space can be read: that is not a wrap.
+        assert_eq!(
+            parse("x/16 0xfffffffffffffff0").unwrap(),
+            Command::ReadVirt { addr: Addr::Number(0xffff_ffff_ffff_fff0), len: 16 }
+        );
+        assert!(parse("x/1 0xffffffffffffffff").is_ok());
+        assert!(parse("x/0 0xffffffffffffffff").is_ok());
+        assert!(check_range("x", u64::MAX, 1).is_ok());
+        assert!(check_range("x", u64::MAX, 2).is_err());
+        assert!(check_range("x", 0, u64::MAX).is_ok());
+        // Symbols and registers are resolved later; their lengths are checked now.
+        assert!(refused("x/65537 $rsp").contains("limit of 65536"));
+        assert!(parse("x/16 $rsp+0xffffffffffffffff").is_ok());
     }
 }

@@ -1,11 +1,17 @@
 //! Executing the inspection command language (`inspect::command`) against a machine:
 //! each command produces text for people and JSON for scripts. Stepping and continuing
 //! wait for the vCPU's next stop (with a time limit).
+//!
+//! Every count and length is checked against the limits of `inspect::command` before
+//! anything is read or allocated ([`Command::check_limits`], also for commands that did not
+//! come through the parser), addresses given as symbols or registers are checked for
+//! wrapping once resolved, and what a guest's page tables can make long (the mappings
+//! listing) is shown up to [`MAX_LISTED_MAPPINGS`].
 
 use super::{HwBreakpoint, HwKind, Machine, MachineError, Outcome};
 use crate::vstate::memory::PhysView;
 use crate::vstate::vcpu::{StopReason, VcpuEventKind, VcpuSnapshot};
-use inspect::command::{Addr, Command, HELP};
+use inspect::command::{check_range, Addr, Command, LimitError, HELP, MAX_INSN_LEN};
 use inspect::disasm::{self, Options};
 use inspect::paging;
 use inspect::symbols::SymbolTable;
@@ -13,6 +19,17 @@ use inspect::{Gpa, Gva};
 use serde_json::{json, Value};
 use std::fmt::Write;
 use std::time::Duration;
+
+/// The most mappings `mappings` lists: 4096. A guest's page tables can alias one table
+/// under every entry and so describe millions of ranges (the walk itself stops at
+/// `inspect::paging::MAX_ENTRIES` entries); more than a few thousand lines is not a listing a
+/// person or a gdb `monitor` reply can use. The total is shown beside the cut.
+pub const MAX_LISTED_MAPPINGS: usize = 4096;
+
+/// The most software watchpoints a session keeps: 16. On PVM each one is read back after
+/// every single-stepped instruction of `cont`, so a long list slows it to a crawl; real
+/// hardware has four slots (DR0-DR3).
+pub const MAX_SOFT_WATCHES: usize = 16;
 
 /// What a command produced.
 #[derive(Debug)]
@@ -59,6 +76,12 @@ pub enum CommandError {
         /// The queue.
         queue: u64,
     },
+    /// A count, length or address over its limit, or a range that wraps.
+    #[error(transparent)]
+    Limit(#[from] LimitError),
+    /// Too many software watchpoints.
+    #[error("watch: {MAX_SOFT_WATCHES} software watchpoints are set, the limit (delete one first)")]
+    TooManyWatches,
     /// The queue's rings cannot be read.
     #[error(transparent)]
     Queue(#[from] inspect::virtqueue::QueueError),
@@ -135,7 +158,7 @@ fn hex_dump(base: u64, bytes: &[u8]) -> String {
         let hex: Vec<String> = chunk.iter().map(|b| format!("{b:02x}")).collect();
         let ascii: String =
             chunk.iter().map(|&b| if (0x20..0x7f).contains(&b) { b as char } else { '.' }).collect();
-        let _ = writeln!(out, "{:016x}  {:<48} {ascii}", base + i as u64 * 16, hex.join(" "));
+        let _ = writeln!(out, "{:016x}  {:<48} {ascii}", base.wrapping_add(i as u64 * 16), hex.join(" "));
     }
     out
 }
@@ -145,20 +168,27 @@ impl Session<'_> {
         Ok(self.machine.snapshot(self.vcpu)?)
     }
 
-    /// Resolves a typed address.
+    /// Resolves a typed address (a base plus an offset that wraps past `u64::MAX` is an
+    /// error).
     pub fn resolve(&self, addr: &Addr) -> Result<u64, CommandError> {
+        let plus = |what: String, base: u64, off: u64| {
+            base.checked_add(off).ok_or_else(|| {
+                LimitError(format!(
+                    "{what} ({base:#x}) + {off:#x} runs past the end of the address space ({:#x})",
+                    u64::MAX
+                ))
+            })
+        };
         match addr {
             Addr::Number(n) => Ok(*n),
-            Addr::Symbol(name, off) => self
-                .symbols
-                .resolve(name)
-                .map(|a| a.wrapping_add(*off))
-                .ok_or_else(|| CommandError::NoSymbol(name.clone())),
+            Addr::Symbol(name, off) => {
+                let base = self.symbols.resolve(name).ok_or_else(|| CommandError::NoSymbol(name.clone()))?;
+                Ok(plus(name.clone(), base, *off)?)
+            }
             Addr::Register(name, off) => {
                 let snap = self.snapshot()?;
-                register(&snap, name)
-                    .map(|v| v.wrapping_add(*off))
-                    .ok_or_else(|| CommandError::NoRegister(name.clone()))
+                let base = register(&snap, name).ok_or_else(|| CommandError::NoRegister(name.clone()))?;
+                Ok(plus(format!("${name}"), base, *off)?)
             }
         }
     }
@@ -169,6 +199,7 @@ impl Session<'_> {
 
     /// Runs one command.
     pub fn execute(&self, cmd: &Command) -> Result<Output, CommandError> {
+        cmd.check_limits()?;
         match cmd {
             Command::Regs => {
                 let s = self.snapshot()?;
@@ -204,14 +235,25 @@ impl Session<'_> {
             }
             Command::Mappings => {
                 let ctx = self.machine.paging_context(self.vcpu)?;
-                let list = paging::mappings(&PhysView(self.machine.memory()), &ctx);
+                let mut list = paging::mappings(&PhysView(self.machine.memory()), &ctx);
+                let total = list.mappings.len();
+                list.mappings.truncate(MAX_LISTED_MAPPINGS);
+                let mut text = format!("{list}\n");
+                if total > MAX_LISTED_MAPPINGS {
+                    let _ = writeln!(
+                        text,
+                        "(listed the first {MAX_LISTED_MAPPINGS} of {total} ranges, the limit; `pt ADDR` walks any one address)"
+                    );
+                }
                 Ok(Output::new(
-                    format!("{list}\n"),
-                    json!({ "mode": ctx.mode, "cr3": ctx.cr3, "mappings": list }),
+                    text,
+                    json!({ "mode": ctx.mode, "cr3": ctx.cr3, "mappings": list, "ranges_total": total, "ranges_listed": list.mappings.len() }),
                 ))
             }
             Command::ReadVirt { addr, len } => {
                 let a = self.resolve(addr)?;
+                check_range("x", a, *len)?;
+                // `len` is at most MAX_READ_LEN (checked above).
                 let bytes = self.machine.read_virt(self.vcpu, Gva(a), *len as usize)?;
                 let mut text = hex_dump(a, &bytes);
                 if (bytes.len() as u64) < *len {
@@ -221,6 +263,7 @@ impl Session<'_> {
             }
             Command::ReadPhys { addr, len } => {
                 let a = self.resolve(addr)?;
+                check_range("xp", a, *len)?;
                 let bytes = self.machine.read_phys(Gpa(a), *len as usize);
                 let mut text = hex_dump(a, &bytes);
                 if (bytes.len() as u64) < *len {
@@ -234,7 +277,16 @@ impl Session<'_> {
                     Some(a) => self.resolve(a)?,
                     None => snap.regs.rip,
                 };
-                let code = self.machine.read_virt(self.vcpu, Gva(at), (*count as usize) * 15)?;
+                // At most MAX_DIS_COUNT * 15 bytes, and never past the end of the address space.
+                let want = count
+                    .checked_mul(MAX_INSN_LEN)
+                    .ok_or_else(|| LimitError(format!("dis: count {count} is too large")))?
+                    .min((u64::MAX - at).saturating_add(1));
+                let code = self.machine.read_virt(
+                    self.vcpu,
+                    Gva(at),
+                    usize::try_from(want).unwrap_or(usize::MAX),
+                )?;
                 let opts = Options { decoder: self.decoder, ..Options::default() };
                 let insns = disasm::disassemble(
                     &code,
@@ -293,8 +345,16 @@ impl Session<'_> {
             }
             Command::Watch { addr, len } => {
                 let a = self.resolve(addr)?;
+                check_range("watch", a, *len)?;
                 if self.machine.host() == inspect::HostKind::Pvm {
-                    self.soft_watches.borrow_mut().push((a, *len));
+                    let mut watches = self.soft_watches.borrow_mut();
+                    if !watches.contains(&(a, *len)) {
+                        if watches.len() >= MAX_SOFT_WATCHES {
+                            return Err(CommandError::TooManyWatches);
+                        }
+                        watches.push((a, *len));
+                    }
+                    drop(watches);
                     let text = format!(
                         "watchpoint (write, {len} bytes) at {a:#x}{}, in software: this PVM host does not fire hardware watchpoints, so `cont` single-steps\n",
                         self.name_of(a)

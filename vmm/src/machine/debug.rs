@@ -2,6 +2,12 @@
 //! them: guest memory by physical and virtual address (our `int3` bytes hidden), software
 //! and hardware breakpoints, watchpoints, and stepping. Everything goes through vCPU
 //! requests or the shared memory map; nothing here holds a vCPU fd.
+//!
+//! Lengths come from outside (gdb packets, session commands), so reads allocate as the
+//! bytes arrive ([`READ_CHUNK`] at a time), never the requested size up front, and stop at
+//! the end of the address space instead of wrapping to 0. Callers still bound what they
+//! ask for (`inspect::command::MAX_READ_LEN` for session commands): a guest-virtual read
+//! can alias one page many times over.
 
 use super::{Machine, MachineError};
 use crate::vstate::memory::{write_phys, PhysView};
@@ -39,6 +45,14 @@ pub enum DebugError {
     /// No hardware breakpoint/watchpoint there.
     #[error("no hardware breakpoint or watchpoint at {0:#x}")]
     NoHwBreakpoint(u64),
+    /// A guest-virtual range that runs past the end of the address space.
+    #[error("{len} bytes at {gva} run past the end of the address space")]
+    WrapsAround {
+        /// Where.
+        gva: Gva,
+        /// How much.
+        len: usize,
+    },
     /// A write outside guest memory.
     #[error("cannot write {len} bytes at {gpa}: outside guest memory")]
     WriteOutside {
@@ -113,13 +127,29 @@ impl HwSlots {
     }
 }
 
+/// How much a debug read allocates at a time: 64 KiB. A read grows by this much while
+/// guest memory keeps answering, so a request far larger than guest memory costs at most
+/// the memory that exists plus one chunk.
+pub const READ_CHUNK: usize = 64 * 1024;
+
 impl Machine {
-    /// Reads guest-physical memory; returns the readable prefix. Our breakpoint bytes are
-    /// shown as the guest's original bytes.
+    /// Reads guest-physical memory; returns the readable prefix (it ends where guest memory
+    /// does, or at the end of the address space). Our breakpoint bytes are shown as the
+    /// guest's original bytes.
     pub fn read_phys(&self, gpa: Gpa, len: usize) -> Vec<u8> {
-        let mut buf = vec![0u8; len];
-        let n = PhysView(&self.mem).read_phys(gpa, &mut buf);
-        buf.truncate(n);
+        let view = PhysView(&self.mem);
+        let mut buf = Vec::new();
+        while buf.len() < len {
+            let Some(at) = gpa.checked_add(buf.len() as u64) else { break };
+            let start = buf.len();
+            let want = (len - start).min(READ_CHUNK);
+            buf.resize(start + want, 0);
+            let n = view.read_phys(at, &mut buf[start..]);
+            buf.truncate(start + n);
+            if n < want {
+                break;
+            }
+        }
         self.breakpoints.hide_in(gpa, &mut buf);
         buf
     }
@@ -152,7 +182,7 @@ impl Machine {
     /// often while the guest is stopped keep the context instead of asking the vCPU again).
     pub fn read_virt_in(&self, ctx: &PagingContext, gva: Gva, len: usize) -> Vec<u8> {
         let view = PhysView(&self.mem);
-        let mut out = Vec::with_capacity(len);
+        let mut out = Vec::with_capacity(len.min(READ_CHUNK));
         let mut addr = gva;
         while out.len() < len {
             let Ok(t) = inspect::paging::translate(&view, ctx, addr) else { break };
@@ -164,7 +194,9 @@ impl Machine {
             if short {
                 break;
             }
-            addr = addr.wrapping_add(chunk as u64);
+            // The end of the address space ends the read; it does not wrap to 0.
+            let Some(next) = addr.checked_add(chunk as u64) else { break };
+            addr = next;
         }
         out
     }
@@ -176,7 +208,8 @@ impl Machine {
         let view = PhysView(&self.mem);
         let mut done = 0;
         while done < data.len() {
-            let addr = gva.wrapping_add(done as u64);
+            let addr =
+                gva.checked_add(done as u64).ok_or(DebugError::WrapsAround { gva, len: data.len() })?;
             let t = inspect::paging::translate(&view, &ctx, addr)
                 .map_err(|source| DebugError::Translate { gva: addr, source })?;
             let page_left = t.page_size - (addr.0 & (t.page_size - 1));
