@@ -95,7 +95,7 @@ fn an_interrupt_ends_the_container_and_removes_its_bundle() {
         let cache = tempfile::tempdir().unwrap();
         let bundles = cache.path().join("containers");
         common::require_kvm();
-        let mut child = std::process::Command::new(env!("CARGO_BIN_EXE_vmscope"))
+        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vmscope"))
             .args(["run", "container", "--runtime", runtime, "--workload", "syscalls", "100000000000"])
             .env("VMSCOPE_CACHE", cache.path())
             .stderr(std::process::Stdio::piped())
