@@ -5,7 +5,7 @@
 //! instruction: the workloads are small.
 
 mod common;
-use std::io::{BufRead, BufReader, Write};
+use std::io::Write;
 use std::process::{Child, Command, Output, Stdio};
 use std::sync::mpsc;
 use std::time::Duration;
@@ -27,19 +27,7 @@ fn serve_on(listen: &str, workload: &[&str], wait: bool) -> Served {
     if wait {
         args.push("--gdb-wait");
     }
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmscope"))
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, rx) = common::spawn_with_stderr_lines(&args);
     let line = rx.recv_timeout(Duration::from_secs(30)).expect("vmscope announces its gdb address");
     let addr = line.split("target remote ").nth(1).expect(&line).trim_end_matches('\'').to_string();
     Served { child, addr, stderr: rx }

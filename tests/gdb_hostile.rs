@@ -7,9 +7,9 @@
 //! failure.
 
 mod common;
-use std::io::{BufRead, BufReader, Read, Write};
+use std::io::{Read, Write};
 use std::net::TcpStream;
-use std::process::{Child, Command, Stdio};
+use std::process::Child;
 use std::sync::mpsc;
 use std::time::Duration;
 
@@ -32,19 +32,7 @@ fn serve_with(listen: &str, extra: &[&str], workload: &[&str]) -> Served {
     args.extend_from_slice(extra);
     args.push("--workload");
     args.extend_from_slice(workload);
-    let mut child = Command::new(env!("CARGO_BIN_EXE_vmscope"))
-        .args(&args)
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    let (tx, rx) = mpsc::channel();
-    let stderr = child.stderr.take().unwrap();
-    std::thread::spawn(move || {
-        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
-            let _ = tx.send(line);
-        }
-    });
+    let (child, rx) = common::spawn_with_stderr_lines(&args);
     let mut early = vec![];
     let addr = loop {
         let line = rx.recv_timeout(Duration::from_secs(60)).expect("vmscope announces its gdb address");

@@ -43,3 +43,24 @@ pub fn host_kind_name() -> serde_json::Value {
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).expect("vmscope host --json prints JSON");
     v["host_kind"].clone()
 }
+
+/// Starts `vmscope ARGS…` with stdout piped and its stderr lines sent, as they come, to the
+/// returned channel (so a test can wait for an announcement with a bound).
+pub fn spawn_with_stderr_lines(args: &[&str]) -> (std::process::Child, std::sync::mpsc::Receiver<String>) {
+    use std::io::BufRead;
+    require_kvm();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmscope"))
+        .args(args)
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .expect("cannot start the vmscope binary");
+    let (tx, rx) = std::sync::mpsc::channel();
+    let stderr = child.stderr.take().expect("piped");
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stderr).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    (child, rx)
+}
