@@ -139,7 +139,9 @@ fn complete_entry(dir: &Path) -> Option<LinuxArtifacts> {
 
 impl LinuxArtifacts {
     /// The same entry with its paths under `dir`: a cache that was moved or copied (a new
-    /// `$VMSCOPE_CACHE`) still finds its files.
+    /// `$VMSCOPE_CACHE`) still finds its files and boots. The DWARF in `vmlinux` keeps the
+    /// source paths of the place it was built, so gdb's `list` needs `set substitute-path`
+    /// there.
     fn rebased(mut self, dir: &Path) -> Self {
         let old = std::mem::replace(&mut self.dir, dir.into());
         for p in [
