@@ -72,7 +72,10 @@ impl GuestPhysMemory for BufferMemory {
         if off >= self.bytes.len() {
             return 0;
         }
-        let n = buf.len().min(self.bytes.len() - off);
+        // No byte lies past the top of the address space, even when `base + bytes.len()`
+        // does (a snapshot or test buffer placed at the very top).
+        let to_top = usize::try_from(u64::MAX - gpa.0).map_or(usize::MAX, |n| n.saturating_add(1));
+        let n = buf.len().min(self.bytes.len() - off).min(to_top);
         buf[..n].copy_from_slice(&self.bytes[off..off + n]);
         n
     }
@@ -92,5 +95,18 @@ mod tests {
         assert_eq!(m.read_phys(Gpa(16), &mut b), 0);
         assert_eq!(m.read_u64(Gpa(12)), None);
         assert_eq!(m.read_u32(Gpa(12)), Some(0x0403_0201));
+    }
+
+    /// Found by fuzzing (fuzz/regressions/virtqueue/memory-past-top-of-address-space): a
+    /// buffer whose end lies past 2^64 - 1 has no bytes there, so a reader that checked a
+    /// range never computes an address that wraps.
+    #[test]
+    fn no_byte_past_the_top_of_the_address_space() {
+        let m = BufferMemory { base: Gpa(u64::MAX - 7), bytes: vec![7; 0x100] };
+        let mut b = [0u8; 16];
+        assert_eq!(m.read_phys(Gpa(u64::MAX - 7), &mut b), 8);
+        assert_eq!(m.read_phys(Gpa(u64::MAX), &mut b), 1);
+        assert_eq!(m.read_u64(Gpa(u64::MAX - 7)), Some(0x0707_0707_0707_0707));
+        assert_eq!(m.read_u16(Gpa(u64::MAX)), None);
     }
 }

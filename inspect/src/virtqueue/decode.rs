@@ -41,7 +41,11 @@ fn read_desc(
     index: u16,
     indirect: bool,
 ) -> Result<Descriptor, ChainError> {
-    let at = Gpa(table.0 + u64::from(index) * 16);
+    // An indirect table's address is the driver's: one that ends at the top of the address
+    // space must not wrap around to GPA 0.
+    let Some(at) = table.0.checked_add(u64::from(index) * 16).map(Gpa) else {
+        return Err(ChainError::Unreadable(table));
+    };
     let mut b = [0u8; 16];
     if mem.read_phys(at, &mut b) != 16 {
         return Err(ChainError::Unreadable(at));

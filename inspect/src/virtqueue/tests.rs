@@ -199,3 +199,44 @@ fn suppression_flags_and_event_idx() {
     assert!(!q.decode().unwrap().interrupts_suppressed);
     assert!(q.decode().unwrap().to_string().contains("EVENT_IDX"));
 }
+
+/// Found by fuzzing (fuzz/regressions/virtqueue/): rings and an indirect table at the very
+/// top of the address space are reported, never followed past 2^64 - 1 (an overflow panic,
+/// or a wrap to GPA 0 in a release build).
+#[test]
+fn nothing_wraps_at_the_top_of_the_address_space() {
+    // Memory that would run past 2^64 - 1: the used ring does not fit.
+    let top = u64::MAX - 0x1f;
+    let mem = BufferMemory { base: Gpa(top), bytes: vec![0; 0x100] };
+    let layout = QueueLayout {
+        size: 1,
+        desc_table: Gpa(top),
+        avail_ring: Gpa(top + 0x10),
+        used_ring: Gpa(top + 0x18),
+        event_idx: true,
+    };
+    assert!(matches!(decode(&mem, &layout), Err(QueueError::OutsideMemory { ring: "used ring", .. })));
+
+    // An indirect table in the last 32 bytes whose second entry says NEXT: the third would
+    // be at 2^64.
+    let base = u64::MAX - 0x2ff;
+    let mut mem = BufferMemory { base: Gpa(base), bytes: vec![0; 0x300] };
+    let desc = |addr: u64, len: u32, flags: u16, next: u16| {
+        [&addr.to_le_bytes()[..], &len.to_le_bytes(), &flags.to_le_bytes(), &next.to_le_bytes()].concat()
+    };
+    mem.write(Gpa(base), &desc(u64::MAX - 0x1f, 48, VIRTQ_DESC_F_INDIRECT, 0));
+    mem.write(Gpa(u64::MAX - 0x1f), &desc(0x1000, 1, VIRTQ_DESC_F_NEXT, 1));
+    mem.write(Gpa(u64::MAX - 0xf), &desc(0x1000, 1, VIRTQ_DESC_F_NEXT, 2));
+    mem.write(Gpa(base + 0x102), &1u16.to_le_bytes());
+    let layout = QueueLayout {
+        size: 4,
+        desc_table: Gpa(base),
+        avail_ring: Gpa(base + 0x100),
+        used_ring: Gpa(base + 0x180),
+        event_idx: false,
+    };
+    let s = decode(&mem, &layout).unwrap();
+    assert_eq!(s.in_flight.len(), 1);
+    assert_eq!(s.in_flight[0].descriptors.len(), 2);
+    assert_eq!(s.in_flight[0].error, Some(ChainError::Unreadable(Gpa(u64::MAX - 0x1f))));
+}
