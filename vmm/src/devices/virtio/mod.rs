@@ -10,8 +10,8 @@
 
 pub mod block;
 pub mod mmio;
-#[cfg(test)]
-mod test_driver;
+#[cfg(any(test, feature = "fuzzing"))]
+pub mod test_driver;
 
 use crate::vstate::memory::GuestMemory;
 use virtio_queue::Queue;

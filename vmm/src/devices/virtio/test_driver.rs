@@ -1,5 +1,6 @@
 //! A minimal virtio driver for unit tests: sets a transport up through its registers and
-//! puts descriptor chains on queue 0, the way Linux's virtio-mmio driver does.
+//! puts descriptor chains on queue 0, the way Linux's virtio-mmio driver does. Built for
+//! unit tests and, with the `fuzzing` feature, for the fuzz targets in `fuzz/`.
 
 use super::mmio::MmioTransport;
 use super::{status, VirtioDevice};
@@ -7,20 +8,29 @@ use crate::vstate::memory::{create_guest_memory, GuestMemory};
 use vm_memory::{Bytes, GuestAddress};
 use vmm_sys_util::eventfd::EventFd;
 
+/// Where [`Driver::setup`] puts queue 0's descriptor table.
 pub const DESC_TABLE: u64 = 0x10000;
+/// Where [`Driver::setup`] puts queue 0's available ring.
 pub const AVAIL_RING: u64 = 0x11000;
+/// Where [`Driver::setup`] puts queue 0's used ring.
 pub const USED_RING: u64 = 0x12000;
+/// The queue size the driver sets.
 pub const DRIVER_QUEUE_SIZE: u16 = 16;
 /// Where tests put request buffers.
 pub const BUFFERS: u64 = 0x20000;
 
-/// VRING_DESC_F_NEXT / VRING_DESC_F_WRITE.
+/// VRING_DESC_F_NEXT.
 pub const NEXT: u16 = 1;
+/// VRING_DESC_F_WRITE.
 pub const WRITE: u16 = 2;
 
+/// A driver for one transport over its own guest memory.
 pub struct Driver {
+    /// The guest memory the queues live in.
     pub mem: GuestMemory,
+    /// The transport under test.
     pub transport: MmioTransport,
+    /// The interrupt line the transport raises.
     pub irq: EventFd,
     next_desc: u16,
     avail_idx: u16,
@@ -35,12 +45,14 @@ impl Driver {
         Self { mem, transport, irq, next_desc: 0, avail_idx: 0 }
     }
 
+    /// Reads the 32-bit register at `offset`.
     pub fn read32(&mut self, offset: u64) -> u32 {
         let mut b = [0u8; 4];
         self.transport.read(offset, &mut b);
         u32::from_le_bytes(b)
     }
 
+    /// Writes the 32-bit register at `offset`.
     pub fn write32(&mut self, offset: u64, v: u32) {
         self.transport.write(offset, &v.to_le_bytes());
     }
@@ -110,6 +122,7 @@ impl Driver {
         head
     }
 
+    /// Notifies queue 0.
     pub fn notify(&mut self) {
         self.write32(0x50, 0);
     }
