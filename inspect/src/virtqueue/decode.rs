@@ -60,12 +60,17 @@ fn read_desc(
     })
 }
 
-/// Follows the chain at `head`, expanding an indirect table, bounded by the table sizes.
-fn chain(mem: &dyn GuestPhysMemory, layout: &QueueLayout, head: u16) -> DescriptorChain {
+/// Follows the chain at `head`, expanding an indirect table, bounded by the table sizes and
+/// by `budget`, the descriptors left for the whole queue.
+fn chain(mem: &dyn GuestPhysMemory, layout: &QueueLayout, head: u16, budget: &mut usize) -> DescriptorChain {
     let mut out = DescriptorChain { head, descriptors: vec![], error: None };
     let mut index = head;
     let mut steps = 0u16;
     loop {
+        if *budget == 0 {
+            out.error = Some(ChainError::TooManyDescriptors(MAX_DECODED_DESCRIPTORS));
+            return out;
+        }
         if index >= layout.size {
             out.error = Some(ChainError::IndexOutOfRange { index, size: layout.size });
             return out;
@@ -96,10 +101,12 @@ fn chain(mem: &dyn GuestPhysMemory, layout: &QueueLayout, head: u16) -> Descript
                 d.addr,
                 (d.len / 16).min(u32::from(MAX_QUEUE_SIZE)) as u16,
                 &mut out.descriptors,
+                budget,
             )
             .err();
             return out;
         }
+        *budget -= 1;
         out.descriptors.push(d);
         if d.flags & VIRTQ_DESC_F_NEXT == 0 {
             return out;
@@ -113,13 +120,18 @@ fn indirect(
     table: Gpa,
     count: u16,
     out: &mut Vec<Descriptor>,
+    budget: &mut usize,
 ) -> Result<(), ChainError> {
     let mut index = 0u16;
     for _ in 0..count {
+        if *budget == 0 {
+            return Err(ChainError::TooManyDescriptors(MAX_DECODED_DESCRIPTORS));
+        }
         let d = read_desc(mem, table, index, true)?;
         if d.flags & VIRTQ_DESC_F_INDIRECT != 0 {
             return Err(ChainError::NestedIndirect(index));
         }
+        *budget -= 1;
         out.push(d);
         if d.flags & VIRTQ_DESC_F_NEXT == 0 {
             return Ok(());
@@ -161,10 +173,12 @@ pub fn decode(mem: &dyn GuestPhysMemory, layout: &QueueLayout) -> Result<QueueSn
     // In flight: entries the driver published that the device has not returned. A
     // hostile driver can claim more than the queue holds; never look at more than n.
     let pending = avail.idx.wrapping_sub(used.idx).min(n);
+    // Chains may share descriptors (a hostile driver's): the whole queue gets one budget.
+    let mut budget = MAX_DECODED_DESCRIPTORS;
     let in_flight = (0..pending)
         .map(|k| {
             let slot = used.idx.wrapping_add(k) % n;
-            chain(mem, layout, avail.ring[usize::from(slot)])
+            chain(mem, layout, avail.ring[usize::from(slot)], &mut budget)
         })
         .collect();
     let interrupts_suppressed = match avail.used_event {

@@ -25,6 +25,11 @@ pub const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
 pub const VIRTQ_USED_F_NO_NOTIFY: u16 = 1;
 /// The largest queue size the spec allows.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
+/// The most descriptors one [`decode`] follows over all in-flight chains. A hostile driver
+/// can make every ring entry point into one long chain (size x size descriptors, 34 GB of
+/// decoded entries at size 32768); a well-behaved queue has at most `size` descriptors in
+/// flight plus its indirect tables.
+pub const MAX_DECODED_DESCRIPTORS: usize = 4 * MAX_QUEUE_SIZE as usize;
 
 /// A queue that cannot be decoded at all.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
@@ -85,6 +90,10 @@ pub enum ChainError {
     /// A descriptor (table entry) that cannot be read.
     #[error("descriptor at {0} is outside guest memory")]
     Unreadable(Gpa),
+    /// The queue's chains hold more descriptors in all than the decoder follows
+    /// ([`MAX_DECODED_DESCRIPTORS`]); this chain and the ones after it are cut short.
+    #[error("not decoded further: the in-flight chains hold more than {0} descriptors in all")]
+    TooManyDescriptors(usize),
 }
 
 /// One descriptor.

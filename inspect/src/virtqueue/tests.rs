@@ -240,3 +240,39 @@ fn nothing_wraps_at_the_top_of_the_address_space() {
     assert_eq!(s.in_flight[0].descriptors.len(), 2);
     assert_eq!(s.in_flight[0].error, Some(ChainError::Unreadable(Gpa(u64::MAX - 0x1f))));
 }
+
+/// Found by the virtqueue fuzz target's out-of-memory check
+/// (fuzz/regressions/virtqueue/chains-sharing-one-long-tail): every avail entry pointing at
+/// the head of one long chain made the decoder build size x size descriptors (2 GB at size
+/// 8192, 34 GB at 32768). The whole queue now has one budget.
+#[test]
+fn chains_sharing_one_long_tail_are_bounded() {
+    let n: u16 = 8192;
+    let mut mem = BufferMemory::zeroed(16 * usize::from(n) + 6 + 2 * usize::from(n));
+    for i in 0..n {
+        let (flags, next) = if i + 1 < n { (VIRTQ_DESC_F_NEXT, i + 1) } else { (0, 0) };
+        let d = [&0u64.to_le_bytes()[..], &1u32.to_le_bytes(), &flags.to_le_bytes(), &next.to_le_bytes()]
+            .concat();
+        mem.write(Gpa(16 * u64::from(i)), &d);
+    }
+    let avail = 16 * u64::from(n);
+    mem.write(Gpa(avail + 2), &n.to_le_bytes());
+    // The used ring overlaps the table; its idx (descriptor 0's address bytes) reads 0.
+    let layout = QueueLayout {
+        size: n,
+        desc_table: Gpa(0),
+        avail_ring: Gpa(avail),
+        used_ring: Gpa(0),
+        event_idx: false,
+    };
+    let s = decode(&mem, &layout).unwrap();
+    assert_eq!(s.in_flight.len(), usize::from(n));
+    let total: usize = s.in_flight.iter().map(|c| c.descriptors.len()).sum();
+    assert_eq!(total, MAX_DECODED_DESCRIPTORS);
+    assert_eq!(s.in_flight[0].descriptors.len(), usize::from(n));
+    assert_eq!(s.in_flight[0].error, None);
+    let last = s.in_flight.last().unwrap();
+    assert!(last.descriptors.is_empty());
+    assert_eq!(last.error, Some(ChainError::TooManyDescriptors(MAX_DECODED_DESCRIPTORS)));
+    assert!(s.to_string().contains("more than 131072 descriptors in all"));
+}
