@@ -14,6 +14,11 @@ use std::fmt;
 /// The most present entries one listing visits.
 pub const MAX_ENTRIES: u64 = 1 << 22;
 
+/// The most problems one listing describes; the rest are counted in a last line. Tables
+/// that point at one shared table full of bad entries would otherwise give one message per
+/// visited entry (4 Mi strings, over a gigabyte, from three pages of guest memory).
+pub const MAX_PROBLEMS: usize = 256;
+
 /// A range of linear addresses mapped to a contiguous physical range.
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
 pub struct Mapping {
@@ -58,6 +63,8 @@ struct Walker<'a> {
     entry_size: u64,
     out: MappingList,
     ancestors: Vec<Gpa>,
+    /// Problems found beyond [`MAX_PROBLEMS`].
+    unlisted_problems: u64,
 }
 
 /// Lists every mapping of the address space `ctx` describes.
@@ -69,8 +76,19 @@ pub fn mappings(mem: &dyn GuestPhysMemory, ctx: &PagingContext) -> MappingList {
         };
     }
     let (levels, entry_size) = shapes(ctx);
-    let mut w = Walker { mem, ctx, levels, entry_size, out: MappingList::default(), ancestors: vec![] };
+    let mut w = Walker {
+        mem,
+        ctx,
+        levels,
+        entry_size,
+        out: MappingList::default(),
+        ancestors: vec![],
+        unlisted_problems: 0,
+    };
     w.table(0, root_table(ctx), 0, Perms { writable: true, user: true, executable: true });
+    if w.unlisted_problems > 0 {
+        w.out.problems.push(format!("... and {} more problems, not listed", w.unlisted_problems));
+    }
     w.out
 }
 
@@ -84,6 +102,15 @@ impl Walker<'_> {
         (((va << shift) as i64) >> shift) as u64
     }
 
+    /// Records a problem; the message is only built while fewer than [`MAX_PROBLEMS`] are.
+    fn problem(&mut self, message: impl FnOnce() -> String) {
+        if self.out.problems.len() < MAX_PROBLEMS {
+            self.out.problems.push(message());
+        } else {
+            self.unlisted_problems += 1;
+        }
+    }
+
     fn table(&mut self, depth: usize, table: Gpa, base: u64, perms: Perms) {
         let shape = self.levels[depth];
         self.ancestors.push(table);
@@ -92,7 +119,7 @@ impl Walker<'_> {
                 break;
             }
             let Some(raw) = read_entry(self.mem, table, index, self.entry_size) else {
-                self.out.problems.push(format!("{} table at {table} is outside guest memory", shape.level));
+                self.problem(|| format!("{} table at {table} is outside guest memory", shape.level));
                 break;
             };
             let flags = EntryFlags::decode(raw, self.ctx.nxe, self.ctx.pke);
@@ -107,10 +134,9 @@ impl Walker<'_> {
             let va = self.sign_extend(base | (index << shape.shift));
             let large = shape.large_ok && flags.ps && (self.ctx.mode != PagingMode::Bits32 || self.ctx.pse);
             if reserved_bits(self.ctx, &shape, raw, large) != 0 {
-                self.out.problems.push(format!(
-                    "{} {raw:#018x} at index {index} of {table} has reserved bits set",
-                    shape.level
-                ));
+                self.problem(|| {
+                    format!("{} {raw:#018x} at index {index} of {table} has reserved bits set", shape.level)
+                });
                 continue;
             }
             let pae_pdpt = self.ctx.mode == PagingMode::Pae && shape.level == super::Level::Pdpt;
@@ -146,10 +172,12 @@ impl Walker<'_> {
             } else {
                 let next = Gpa(if bits32 { raw & 0xffff_f000 } else { raw & phys_mask(self.ctx) });
                 if self.ancestors.contains(&next) {
-                    self.out.problems.push(format!(
-                        "loop: {} at index {index} of {table} points back to the table at {next}; not followed",
-                        shape.level
-                    ));
+                    self.problem(|| {
+                        format!(
+                            "loop: {} at index {index} of {table} points back to the table at {next}; not followed",
+                            shape.level
+                        )
+                    });
                     continue;
                 }
                 self.table(depth + 1, next, va, p);

@@ -175,3 +175,31 @@ fn host_address_comes_from_the_memory() {
     assert_eq!(b.mem.host_addr(Gpa(0)), None);
     assert_eq!(translate(&b.mem, &ctx, Gva(0x20_2000)).unwrap().host, None);
 }
+
+/// Seen while fuzzing the walker, reproduced by fuzz/regressions/paging/shared-table-of-bad-entries:
+/// three tables, each entry pointing at the next one, the last full of large pages with
+/// reserved bits, gave one problem message per visited entry (4 Mi strings, 1.4 GB). The
+/// list keeps MAX_PROBLEMS and counts the rest.
+#[test]
+fn problems_from_a_shared_bad_table_are_capped() {
+    let mut b = TableBuilder::new(0x5000);
+    let (pml4, pdpt, pd) = (b.table(), b.table(), b.table());
+    for i in 0..512 {
+        b.set(pml4, i, pdpt.0 | P | RW);
+        b.set(pdpt, i, pd.0 | P | RW);
+        b.set(pd, i, 0x20_0000 | P | PS | (1 << 13));
+    }
+    let l = mappings(&b.mem, &PagingContext::long_mode(pml4.0, false));
+    assert!(l.truncated);
+    assert!(l.mappings.is_empty());
+    assert_eq!(l.problems.len(), super::map::MAX_PROBLEMS + 1);
+    assert!(l.problems[0].contains("reserved bits set"), "{}", l.problems[0]);
+    // Every visited entry but the PML4 and PDPT ones (at most 16 + 16 * 512) is a problem.
+    let last = l.problems.last().unwrap();
+    let more: u64 = last.strip_prefix("... and ").unwrap().split(' ').next().unwrap().parse().unwrap();
+    let problems = more + super::map::MAX_PROBLEMS as u64;
+    assert!(
+        problems < super::map::MAX_ENTRIES && problems > super::map::MAX_ENTRIES - 1 - 16 * 513,
+        "{last}"
+    );
+}
