@@ -28,9 +28,16 @@ fn check_ring(
     if !gpa.0.is_multiple_of(align) {
         return Err(QueueError::Misaligned { ring, gpa, align });
     }
-    let mut probe = vec![0u8; len as usize];
-    if mem.read_phys(gpa, &mut probe) as u64 != len {
-        return Err(QueueError::OutsideMemory { ring, gpa, len });
+    // Probe in pages: no buffer sized by the driver's queue size.
+    let mut probe = [0u8; 4096];
+    let mut done = 0u64;
+    while done < len {
+        let n = (len - done).min(probe.len() as u64) as usize;
+        let readable = gpa.0.checked_add(done).is_some_and(|at| mem.read_phys(Gpa(at), &mut probe[..n]) == n);
+        if !readable {
+            return Err(QueueError::OutsideMemory { ring, gpa, len });
+        }
+        done += n as u64;
     }
     Ok(())
 }
