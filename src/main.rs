@@ -12,6 +12,10 @@ use std::process::ExitCode;
 struct Cli {
     #[command(subcommand)]
     command: Command,
+    /// Run the VMM's threads without their seccomp filters (for experiments: a system call a
+    /// thread's allow-list denies otherwise ends vmscope with status 159).
+    #[arg(long, global = true)]
+    no_seccomp: bool,
 }
 
 #[derive(Subcommand, Debug)]
@@ -41,6 +45,9 @@ fn main() -> ExitCode {
         .with_writer(std::io::stderr)
         .init();
     let cli = Cli::parse();
+    if cli.no_seccomp {
+        vmm::seccomp::set_policy(vmm::seccomp::Policy::Off);
+    }
     let result = match cli.command {
         Command::Run(args) => cli::run::run(*args),
         Command::Host(args) => cli::host::run(args),

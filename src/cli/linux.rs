@@ -113,6 +113,7 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
             .and_then(|p| inspect::symbols::SymbolTable::from_elf_file(p).ok())
             .unwrap_or_default()
     };
+    vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
     let outcome = match &args.gdb {
         Some(addr) => {
             let symbols = symbols();

@@ -122,9 +122,10 @@ pub struct RunArgs {
     /// Linux: an interactive busybox shell on the console instead of the workload.
     #[arg(long)]
     pub(super) shell: bool,
-    /// Linux: attach this disk image as a virtio-blk device (/dev/vda, /dev/vdb, …; up to
-    /// 3); `PATH,ro` attaches it read-only. /init mounts /dev/vda at /mnt when it holds a
-    /// file system.
+    /// Attach this disk image as a virtio-blk device (Linux: /dev/vda, /dev/vdb, …; an ELF
+    /// guest finds virtio-mmio windows from 0xd0000000, without interrupts; up to 3);
+    /// `PATH,ro` attaches it read-only. Linux's /init mounts /dev/vda at /mnt when it holds
+    /// a file system.
     #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = parse_disk)]
     pub(super) disks: Vec<vmm::machine::DiskConfig>,
     /// Stop at this symbol or address and take debug commands (repeatable). On PVM the
@@ -189,8 +190,8 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             "--break needs --ring 0 on this PVM host: PVM delivers a CPL3 int3 to the guest, not to vmscope"
         );
     }
-    if !args.disks.is_empty() && args.guest != Some(GuestKind::Linux) {
-        anyhow::bail!("--disk attaches a virtio-blk device, which only the Linux guest has a driver for");
+    if !args.disks.is_empty() && args.guest == Some(GuestKind::Container) {
+        anyhow::bail!("--disk attaches a virtio-blk device to a VM; a container has none");
     }
     match args.guest {
         Some(GuestKind::Linux) => return super::linux::run(&args, process_start),
@@ -232,7 +233,9 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let console = if args.json { Console::writer(std::io::stderr()) } else { Console::stdout() };
-    let mut machine = Machine::boot_elf(&cfg, console).with_context(|| format!("cannot boot {name}"))?;
+    let mut machine = Machine::boot_elf_with_disks(&cfg, &args.disks, console)
+        .with_context(|| format!("cannot boot {name}"))?;
+    vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
     let outcome = if let Some(addr) = &args.gdb {
         let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
         match super::gdb::serve(&machine, addr, &symbols, args.elf.as_deref(), args.gdb_wait)? {
@@ -353,6 +356,8 @@ fn write_stats(
         // vCPU): exits handled inside the kernel show here and not in "exits".
         "kvm_stats": machine.kvm_stats().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "doorbell_rings": machine.doorbell_rings(),
+        // Each virtio device's registers and counters (refused accesses, errors, …).
+        "virtio": machine.bus().mmio().devices(),
         "shared_ring": machine.ring_stats().map(|(bytes, sleeps, errors)| serde_json::json!({
             "consumer": machine.ring_consumer().map(|m| m.name()),
             "bytes": bytes,

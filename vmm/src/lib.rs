@@ -3,7 +3,8 @@
 //! The layout follows the machine: [`vstate`] (KVM, the VM, memory, vCPU threads),
 //! [`arch`] (x86_64 descriptor tables, page tables, CPUID, entry registers), [`boot`]
 //! (putting a guest in memory), [`devices`] (serial, exit port, hypercalls), [`debug`]
-//! (breakpoints) and [`machine`] (a running guest, as the CLI, gdb stub and TUI see it).
+//! (breakpoints), [`machine`] (a running guest, as the CLI, gdb stub and TUI see it) and
+//! [`seccomp`] (the system-call filters each VMM thread installs on itself).
 //! `unsafe` lives only where memory is mapped and ioctls are issued.
 //!
 //! ```no_run
@@ -34,6 +35,7 @@ pub mod host;
 pub mod loader;
 pub mod machine;
 pub mod report;
+pub mod seccomp;
 #[doc(hidden)]
 pub mod test_utils;
 pub mod vstate;

@@ -244,6 +244,7 @@ impl Doorbell {
         let drain_thread = std::thread::Builder::new()
             .name(format!("doorbell-{port:#x}"))
             .spawn(move || {
+                crate::seccomp::enter(crate::seccomp::Thread::Doorbell);
                 let consumer = match consumer {
                     Some((c, RingConsumerMode::Poll)) => {
                         return c.poll_until_stopped(&epoll, &t_ring, &t_rings)

@@ -201,6 +201,7 @@ impl Vcpu {
 
     fn run(mut self, requests: Receiver<VcpuRequest>) {
         kick::register_current_thread(self.fd.get_kvm_run());
+        crate::seccomp::enter(crate::seccomp::Thread::Vcpu);
         let events = self.events.clone();
         'outer: loop {
             loop {

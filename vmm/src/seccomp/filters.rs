@@ -1,0 +1,212 @@
+//! The allow-lists. Each entry was found by tracing what the thread calls (`strace -f` of
+//! `vmscope run unikernel` with every workload, `--elf`, `run linux` with a virtio-blk disk,
+//! `--gdb` over TCP and a unix socket, `--script` sessions, `--stats-json`), then widened
+//! only by what the C library and Rust's runtime may call on the same paths: memory
+//! allocation (`mmap`, `mremap`, `madvise`, `brk`), returning from a signal handler, thread
+//! exit (`sigaltstack`, `munmap`, `exit`), and the clock when the vDSO is not usable.
+//!
+//! Arguments are checked where that is cheap and says something: the ioctl request numbers a
+//! vCPU may issue, the signal the main thread may send (the kick), the `openat` flags the
+//! main thread may use (read-only, or create-and-write for `--stats-json` and the cache).
+
+use super::Thread;
+use kvm_bindings::{kvm_guest_debug, kvm_msrs, kvm_regs, kvm_sregs, kvm_vcpu_events, KVMIO};
+use seccompiler::{
+    BackendError, BpfProgram, SeccompAction, SeccompCmpArgLen, SeccompCmpOp, SeccompCondition, SeccompFilter,
+    SeccompRule, TargetArch,
+};
+use serde::Serialize;
+use std::collections::BTreeMap;
+
+pub(super) mod ioctls {
+    #![allow(missing_docs)]
+    use super::*;
+    vmm_sys_util::ioctl_io_nr!(KVM_RUN, KVMIO, 0x80);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_REGS, KVMIO, 0x81, kvm_regs);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_REGS, KVMIO, 0x82, kvm_regs);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_SREGS, KVMIO, 0x83, kvm_sregs);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_SREGS, KVMIO, 0x84, kvm_sregs);
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_MSRS, KVMIO, 0x88, kvm_msrs);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_MSRS, KVMIO, 0x89, kvm_msrs);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_GUEST_DEBUG, KVMIO, 0x9b, kvm_guest_debug);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_VCPU_EVENTS, KVMIO, 0xa0, kvm_vcpu_events);
+}
+
+/// One allowed system call.
+#[derive(Clone, Debug, PartialEq, Eq, Serialize)]
+pub struct Allowed {
+    /// Its name.
+    pub syscall: &'static str,
+    /// Its x86_64 number.
+    pub number: i64,
+    /// When it is held to certain argument values: which argument (0-based) and the values
+    /// allowed, by name. `None`: any arguments.
+    pub only: Option<(u8, Vec<&'static str>)>,
+}
+
+/// An allowed call: any arguments, or argument `arg` (compared as 32 bits) one of `values`.
+struct Entry {
+    nr: i64,
+    only: Option<(u8, Vec<(&'static str, u64)>)>,
+}
+
+fn any(nr: i64) -> Entry {
+    Entry { nr, only: None }
+}
+
+fn one_of(nr: i64, arg: u8, values: Vec<(&'static str, u64)>) -> Entry {
+    Entry { nr, only: Some((arg, values)) }
+}
+
+/// What every filtered thread needs: memory allocation, signal return, locks and channels,
+/// writing to standard error (the SIGSYS report itself), thread and process exit.
+fn common() -> Vec<Entry> {
+    use libc::*;
+    [
+        SYS_brk,
+        SYS_mmap,
+        SYS_munmap,
+        SYS_mremap,
+        SYS_mprotect,
+        SYS_madvise,
+        SYS_futex,
+        SYS_write,
+        SYS_close,
+        SYS_rt_sigreturn,
+        SYS_rt_sigprocmask,
+        SYS_sigaltstack,
+        SYS_sched_yield,
+        SYS_sched_getaffinity,
+        SYS_clock_gettime,
+        SYS_gettid,
+        SYS_getrandom,
+        SYS_exit,
+        SYS_exit_group,
+    ]
+    .into_iter()
+    .map(any)
+    .collect()
+}
+
+fn entries(thread: Thread) -> Vec<Entry> {
+    use libc::*;
+    let mut list = common();
+    match thread {
+        Thread::Vcpu => {
+            use ioctls::*;
+            let requests = vec![
+                ("KVM_RUN", KVM_RUN()),
+                ("KVM_GET_REGS", KVM_GET_REGS()),
+                ("KVM_SET_REGS", KVM_SET_REGS()),
+                ("KVM_GET_SREGS", KVM_GET_SREGS()),
+                ("KVM_SET_SREGS", KVM_SET_SREGS()),
+                ("KVM_GET_MSRS", KVM_GET_MSRS()),
+                ("KVM_SET_MSRS", KVM_SET_MSRS()),
+                ("KVM_SET_GUEST_DEBUG", KVM_SET_GUEST_DEBUG()),
+                ("KVM_GET_VCPU_EVENTS", KVM_GET_VCPU_EVENTS()),
+                ("KVM_SET_VCPU_EVENTS", KVM_SET_VCPU_EVENTS()),
+            ];
+            list.push(one_of(SYS_ioctl, 1, requests));
+            // virtio-blk requests are served on the vCPU that notified: reads, writes and
+            // FLUSH on the image; the irqfd is a `write`.
+            list.extend([SYS_pread64, SYS_pwrite64, SYS_fdatasync, SYS_fsync].map(any));
+        }
+        Thread::Doorbell => {
+            // The eventfd (read) and the stop eventfd, waited on with epoll.
+            list.extend([SYS_read, SYS_epoll_wait, SYS_epoll_pwait].map(any));
+        }
+        Thread::Main => {
+            list.extend(
+                [
+                    // Waiting for the guest, reading session scripts, standard input and the
+                    // KVM statistics fds.
+                    SYS_read,
+                    SYS_pread64,
+                    SYS_poll,
+                    SYS_getpid,
+                    SYS_lseek,
+                    SYS_fstat,
+                    SYS_newfstatat,
+                    SYS_statx,
+                    SYS_fcntl,
+                    // The gdb stub: its listener (TCP or a unix socket created 0600, removed
+                    // at the end) and the connection.
+                    SYS_socket,
+                    SYS_bind,
+                    SYS_listen,
+                    SYS_accept4,
+                    SYS_setsockopt,
+                    SYS_getsockopt,
+                    SYS_getsockname,
+                    SYS_getpeername,
+                    SYS_recvfrom,
+                    SYS_sendto,
+                    SYS_shutdown,
+                    SYS_umask,
+                    SYS_chmod,
+                    SYS_unlink,
+                    // The unikernel ELF gdb is pointed at is written to the cache if missing.
+                    SYS_mkdir,
+                    SYS_rename,
+                ]
+                .map(any),
+            );
+            list.push(one_of(
+                SYS_openat,
+                2,
+                vec![
+                    ("O_RDONLY|O_CLOEXEC", (O_RDONLY | O_CLOEXEC) as u64),
+                    ("O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC", (O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC) as u64),
+                    ("O_WRONLY|O_CREAT|O_EXCL|O_CLOEXEC", (O_WRONLY | O_CREAT | O_EXCL | O_CLOEXEC) as u64),
+                ],
+            ));
+            // Kicking vCPUs out of KVM_RUN is the only signal the main thread sends.
+            list.push(one_of(
+                SYS_tgkill,
+                2,
+                vec![("the kick signal", crate::vstate::vcpu::kick::kick_signal() as u64)],
+            ));
+            list.push(one_of(
+                SYS_ioctl,
+                1,
+                vec![("FIONBIO", FIONBIO), ("TCGETS", TCGETS), ("TIOCGWINSZ", TIOCGWINSZ)],
+            ));
+        }
+    }
+    list
+}
+
+/// The allow-list of `thread`, sorted by system call number.
+pub(super) fn allow_list(thread: Thread) -> Vec<Allowed> {
+    let mut list: Vec<Allowed> = entries(thread)
+        .into_iter()
+        .map(|e| Allowed {
+            syscall: super::syscall_name(e.nr).unwrap_or("?"),
+            number: e.nr,
+            only: e.only.map(|(arg, values)| (arg, values.into_iter().map(|(n, _)| n).collect())),
+        })
+        .collect();
+    list.sort_by_key(|a| a.number);
+    list
+}
+
+/// `thread`'s filter as BPF: allow what the list says, trap (SIGSYS) everything else.
+pub(super) fn compile(thread: Thread) -> Result<BpfProgram, BackendError> {
+    let mut rules: BTreeMap<i64, Vec<SeccompRule>> = BTreeMap::new();
+    for e in entries(thread) {
+        let these = match e.only {
+            None => vec![],
+            Some((arg, values)) => values
+                .into_iter()
+                .map(|(_, v)| {
+                    let cond = SeccompCondition::new(arg, SeccompCmpArgLen::Dword, SeccompCmpOp::Eq, v)?;
+                    SeccompRule::new(vec![cond])
+                })
+                .collect::<Result<_, _>>()?,
+        };
+        rules.insert(e.nr, these);
+    }
+    let filter = SeccompFilter::new(rules, SeccompAction::Trap, SeccompAction::Allow, TargetArch::x86_64)?;
+    BpfProgram::try_from(filter)
+}

@@ -1,0 +1,124 @@
+//! The filters compile, hold what they say, and a denied call ends the process with the
+//! report. Filters cannot be removed, so the cases that install one run in a child: this
+//! test binary started again on one test (`child_*`) that does its work only when
+//! `VMSCOPE_SECCOMP_CHILD` says which case to play.
+
+use super::*;
+use std::process::Command;
+
+const CHILD: &str = "VMSCOPE_SECCOMP_CHILD";
+
+#[test]
+fn every_filter_compiles_and_lists_each_call_once() {
+    for thread in Thread::ALL {
+        let program = filters::compile(thread).unwrap_or_else(|e| panic!("{}: {e}", thread.name()));
+        assert!(!program.is_empty());
+        let list = thread.allow_list();
+        let mut numbers: Vec<i64> = list.iter().map(|a| a.number).collect();
+        numbers.dedup();
+        assert_eq!(numbers.len(), list.len(), "{} lists a call twice", thread.name());
+        assert!(list.iter().all(|a| a.syscall != "?"), "{list:?}");
+        for needed in ["write", "exit_group", "rt_sigreturn", "futex"] {
+            assert!(list.iter().any(|a| a.syscall == needed), "{} lacks {needed}", thread.name());
+        }
+        for never in ["execve", "fork", "clone", "ptrace", "mount", "open_by_handle_at", "kill"] {
+            assert!(!list.iter().any(|a| a.syscall == never), "{} allows {never}", thread.name());
+        }
+    }
+}
+
+#[test]
+fn a_vcpu_may_issue_only_its_own_ioctls() {
+    let list = Thread::Vcpu.allow_list();
+    let ioctl = list.iter().find(|a| a.syscall == "ioctl").expect("vCPUs issue ioctls");
+    let (arg, values) = ioctl.only.clone().expect("held to request numbers");
+    assert_eq!(arg, 1);
+    assert!(values.contains(&"KVM_RUN") && values.contains(&"KVM_SET_GUEST_DEBUG"), "{values:?}");
+    assert!(!values.iter().any(|v| v.contains("CREATE")), "{values:?}");
+    // The request numbers, as the kernel headers spell them.
+    use filters::ioctls::*;
+    assert_eq!(KVM_RUN(), 0xae80);
+    assert_eq!(KVM_GET_REGS(), 0x8090_ae81);
+    assert_eq!(KVM_SET_REGS(), 0x4090_ae82);
+    assert_eq!(KVM_GET_SREGS(), 0x8138_ae83);
+    assert_eq!(KVM_SET_SREGS(), 0x4138_ae84);
+    assert_eq!(KVM_GET_MSRS(), 0xc008_ae88);
+    assert_eq!(KVM_SET_MSRS(), 0x4008_ae89);
+    assert_eq!(KVM_SET_GUEST_DEBUG(), 0x4048_ae9b);
+    assert_eq!(KVM_GET_VCPU_EVENTS(), 0x8040_ae9f);
+    assert_eq!(KVM_SET_VCPU_EVENTS(), 0x4040_aea0);
+}
+
+/// Runs `case` in a child (this binary, on `child_plays_a_case`) and returns its exit status
+/// and standard error.
+fn play(case: &str) -> (Option<i32>, String) {
+    let o = Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "seccomp::tests::child_plays_a_case", "--nocapture", "--test-threads", "1"])
+        .env(CHILD, case)
+        .output()
+        .unwrap();
+    (o.status.code(), String::from_utf8_lossy(&o.stderr).into_owned())
+}
+
+#[test]
+fn a_denied_call_ends_the_process_with_the_report() {
+    let (code, err) = play("denied");
+    assert_eq!(code, Some(EXIT_DENIED.into()), "{err}");
+    assert!(err.contains("allowed call went through"), "{err}");
+    assert!(err.contains("vmscope: seccomp: thread "), "{err}");
+    assert!(
+        err.contains("(vcpu filter) made system call 110 (getppid), which its allow-list denies"),
+        "{err}"
+    );
+    assert!(err.contains("--no-seccomp"), "{err}");
+    assert!(!err.contains("survived"), "{err}");
+}
+
+#[test]
+fn an_ioctl_outside_the_vcpu_list_is_denied_by_request_number() {
+    let (code, err) = play("ioctl");
+    assert_eq!(code, Some(EXIT_DENIED.into()), "{err}");
+    assert!(err.contains("KVM_RUN on /dev/null: allowed, ENOTTY"), "{err}");
+    assert!(err.contains("(vcpu filter) made system call 16 (ioctl)"), "{err}");
+}
+
+#[test]
+fn policy_off_installs_nothing() {
+    let (code, err) = play("off");
+    assert_eq!(code, Some(0), "{err}");
+    assert!(err.contains("installed: false, filtered: Some(false)"), "{err}");
+}
+
+/// The child side of the cases above; does nothing in a normal test run.
+#[test]
+fn child_plays_a_case() {
+    let Ok(case) = std::env::var(CHILD) else { return };
+    match case.as_str() {
+        "denied" => {
+            assert!(install(Thread::Vcpu).unwrap());
+            eprintln!("allowed call went through");
+            let _ = std::os::unix::process::parent_id(); // getppid: not in the vCPU list
+            eprintln!("survived");
+        }
+        "ioctl" => {
+            let null = std::fs::File::open("/dev/null").unwrap();
+            assert!(install(Thread::Vcpu).unwrap());
+            use std::os::fd::AsRawFd;
+            // SAFETY: ioctls on /dev/null with no argument touch no memory of ours.
+            let run = unsafe { libc::ioctl(null.as_raw_fd(), filters::ioctls::KVM_RUN() as _, 0) };
+            let errno = std::io::Error::last_os_error().raw_os_error();
+            if run == -1 && errno == Some(libc::ENOTTY) {
+                eprintln!("KVM_RUN on /dev/null: allowed, ENOTTY");
+            }
+            // SAFETY: as above (the call is denied before it runs).
+            unsafe { libc::ioctl(null.as_raw_fd(), libc::FIONREAD as _, 0) };
+            eprintln!("survived");
+        }
+        "off" => {
+            set_policy(Policy::Off);
+            let installed = install(Thread::Vcpu).unwrap();
+            eprintln!("installed: {installed}, filtered: {:?}", current_thread_filtered());
+        }
+        other => panic!("unknown case {other}"),
+    }
+}
