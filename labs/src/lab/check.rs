@@ -3,7 +3,10 @@
 //! pass or a failure with a hint. Answers are judged against the learner's *own* data, so
 //! a lab works the same on PVM and on hardware KVM, where the right answer may differ.
 
-use super::header::{Best, CheckSpec, ChoiceCheck, JsonCheck, LogCheck, NumberCheck, ReportCheck, TextCheck};
+use super::header::{
+    Best, CheckSpec, ChoiceCheck, JsonCheck, LogCheck, NumberCheck, ReportCheck, TextCheck, MAX_TOLERANCE,
+    READING_SLACK,
+};
 use super::select::{convert, in_base_unit, Figure, Selector};
 use super::Lab;
 use crate::measure::Report;
@@ -56,6 +59,45 @@ fn load_answers(dir: &Path) -> Result<toml::Table, String> {
         _ => format!("cannot read {}: {e}", path.display()),
     })?;
     toml::from_str(&text).map_err(|e| format!("{} is not valid TOML: {}", path.display(), e.message().trim()))
+}
+
+/// A figure in an answer's unit and how far its samples stray, relative.
+struct Quantity {
+    value: f64,
+    spread: f64,
+}
+
+/// The answers a number check accepts: `low..=high`.
+#[derive(Clone, Copy, Debug, PartialEq)]
+struct Band {
+    low: f64,
+    high: f64,
+}
+
+impl Band {
+    /// ± (spread + reading slack), within `min_tolerance..=MAX_TOLERANCE`, then cut at the
+    /// geometric midpoint towards each neighbour (a neighbour equal to the figure cannot be
+    /// told apart and is ignored).
+    fn around(value: f64, spread: f64, min_tolerance: f64, neighbours: &[(&str, f64)]) -> Self {
+        let r = (spread + READING_SLACK).clamp(min_tolerance, MAX_TOLERANCE);
+        let mut band = Band { low: value * (1.0 - r), high: value * (1.0 + r) };
+        for &(_, n) in neighbours {
+            if n.is_nan() || n <= 0.0 || ((n - value) / value).abs() < 1e-9 {
+                continue;
+            }
+            let midpoint = (n * value).sqrt();
+            if n > value {
+                band.high = band.high.min(midpoint);
+            } else {
+                band.low = band.low.max(midpoint);
+            }
+        }
+        band
+    }
+
+    fn contains(&self, v: f64) -> bool {
+        (self.low..=self.high).contains(&v)
+    }
 }
 
 /// A number with three significant digits, for messages.
@@ -273,50 +315,86 @@ impl WorkDir<'_> {
             Ok(v) => return CheckResult::fail(label, format!("{v} is not a number"), None),
             Err(r) => return r,
         };
-        let expected = match self.expected(c) {
-            Ok(v) => v,
-            Err(e) => return CheckResult::fail(label, e, c.hint.clone()),
-        };
         let where_from = match &c.over {
             Some(o) => format!("{} over {}", c.value.describe(), o.describe()),
             None => c.value.describe(),
         };
-        if !(expected > 0.0 && given > 0.0) {
+        let look = Some(c.hint.clone().unwrap_or_else(|| format!("look at {where_from}")));
+        let expected = match self.quantity(&c.value, c.over.as_ref(), &c.unit) {
+            Ok(q) => q,
+            Err(e) => return CheckResult::fail(label, e, c.hint.clone()),
+        };
+        if !(expected.value > 0.0 && given > 0.0 && given.is_finite()) {
             let detail = format!("cannot compare {}{unit} with what your data gives", num(given));
-            return CheckResult::fail(label, detail, Some(format!("look at {where_from}")));
+            return CheckResult::fail(label, detail, look);
         }
-        let factor = (given / expected).max(expected / given);
-        if factor <= c.within_factor {
-            CheckResult::pass(label, format!("{}{unit}; your data says {}{unit}", num(given), num(expected)))
-        } else {
-            CheckResult::fail(
+        // Confusable figures the learner's data lacks cannot be confused: skip them.
+        let neighbours: Vec<(&str, f64)> = c
+            .confusable
+            .iter()
+            .filter_map(|k| {
+                let q = self.quantity(&k.value, k.over.as_ref(), &c.unit).ok()?;
+                Some((k.what.as_str(), q.value))
+            })
+            .collect();
+        let band = Band::around(expected.value, expected.spread, c.min_tolerance, &neighbours);
+        if band.contains(given) {
+            return CheckResult::pass(
+                label,
+                format!("{}{unit}; your data says {}{unit}", num(given), num(expected.value)),
+            );
+        }
+        let allowed = format!(
+            "{}{unit} is outside {}–{}{unit}, the band your data allows around {}{unit}",
+            num(given),
+            num(band.low),
+            num(band.high),
+            num(expected.value)
+        );
+        // Name the mistake when the answer sits nearer a neighbouring figure than the
+        // right one (in ratio terms: 30 is nearer 32 than 17).
+        let distance = |v: f64| (given / v).ln().abs();
+        let nearest = neighbours
+            .iter()
+            .filter(|(_, v)| *v > 0.0)
+            .min_by(|a, b| distance(a.1).total_cmp(&distance(b.1)));
+        let scale = (given / expected.value).log10().round();
+        if scale.abs() >= 3.0 {
+            let detail = format!("{allowed}: off by a factor of about 10^{scale} — check the unit{unit}");
+            return CheckResult::fail(label, detail, look);
+        }
+        match nearest {
+            Some((what, v)) if distance(*v) < distance(expected.value) => CheckResult::fail(
                 label,
                 format!(
-                    "{}{unit} is more than {}× away from what your data says",
-                    num(given),
-                    c.within_factor
+                    "{allowed}: it is close to {what} ({}{unit}), which the question does not ask for",
+                    num(*v)
                 ),
-                Some(c.hint.clone().unwrap_or_else(|| format!("look at {where_from}"))),
-            )
+                look,
+            ),
+            _ => CheckResult::fail(label, allowed, look),
         }
     }
 
-    /// The value a number answer should be near, in the answer's unit.
-    fn expected(&self, c: &NumberCheck) -> Result<f64, String> {
-        let v = self.figure(&c.value)?;
-        match &c.over {
+    /// The figure `value` (over `over`, for a ratio) in the answer's `unit`, with its
+    /// relative spread.
+    fn quantity(&self, value: &Selector, over: Option<&Selector>, unit: &str) -> Result<Quantity, String> {
+        let v = self.figure(value)?;
+        match over {
             Some(o) => {
                 let o = self.figure(o)?;
                 let (a, b) = (in_base_unit(v.value, &v.unit), in_base_unit(o.value, &o.unit));
                 if b == 0.0 {
                     return Err(format!("the metric {:?} is zero", o.metric));
                 }
-                Ok(a / b)
+                Ok(Quantity { value: a / b, spread: v.spread() + o.spread() })
             }
-            None if c.unit.is_empty() => Ok(v.value),
-            None => convert(v.value, &v.unit, &c.unit).ok_or_else(|| {
-                format!("the metric {:?} is in {}, which does not convert to {}", v.metric, v.unit, c.unit)
-            }),
+            None if unit.is_empty() => Ok(Quantity { value: v.value, spread: v.spread() }),
+            None => convert(v.value, &v.unit, unit)
+                .map(|value| Quantity { value, spread: v.spread() })
+                .ok_or_else(|| {
+                    format!("the metric {:?} is in {}, which does not convert to {unit}", v.metric, v.unit)
+                }),
         }
     }
 
@@ -448,26 +526,98 @@ mod tests {
         assert!(one(&c, &d).passed);
     }
 
-    const NUMBER: &str = "[[checks]]\nkind = \"number\"\nkey = \"uart_us\"\nquestion = \"What does a UART exit cost?\"\nunit = \"ns\"\nwithin_factor = 1.5\nvalue = { file = \"exits.json\", all = [\"uart\"], native_cpl = true }";
+    const NUMBER: &str = "[[checks]]\nkind = \"number\"\nkey = \"uart_ns\"\nquestion = \"What does a UART exit cost?\"\nunit = \"ns\"\nvalue = { file = \"exits.json\", all = [\"uart\"], native_cpl = true }\n[[checks.confusable]]\nwhat = \"the other CPL's round trip\"\nvalue = { file = \"exits.json\", all = [\"uart\"], other_cpl = true }";
 
     #[test]
-    fn number_check_accepts_answers_within_the_factor() {
+    fn number_check_accepts_the_figure_it_names_and_not_its_neighbours() {
         let d = TempDir::new("number");
         d.put_report("exits.json", &exits());
-        for (answer, ok) in
-            [("36000", true), ("30000.0", true), ("\"25000 ns\"", true), ("19000", false), ("0", false)]
-        {
-            d.put(ANSWERS, &format!("uart_us = {answer}"));
+        // One sample each: the band is the 10 % floor, 32.4-39.6 us, and the other CPL's
+        // figure (19 us) is far outside it.
+        for (answer, ok) in [
+            ("36000", true),
+            ("33000.0", true),
+            ("\"39000 ns\"", true),
+            ("30000", false),
+            ("19000", false), // CPL0's figure for the CPL3 question
+            ("36", false),    // microseconds where nanoseconds are asked
+            ("36000000", false),
+            ("0", false),
+            ("-36000", false),
+            ("nan", false),
+        ] {
+            d.put(ANSWERS, &format!("uart_ns = {answer}"));
             let r = one(NUMBER, &d);
             assert_eq!(r.passed, ok, "{answer}: {r:?}");
         }
-        d.put(ANSWERS, "uart_us = \"lots\"");
+        d.put(ANSWERS, "uart_ns = 19000");
+        let r = one(NUMBER, &d);
+        assert!(r.detail.contains("close to the other CPL's round trip (19000 ns)"), "{r:?}");
+        assert!(r.hint.unwrap().contains("exits.json"));
+        d.put(ANSWERS, "uart_ns = 36");
+        assert!(one(NUMBER, &d).detail.contains("check the unit ns"));
+        d.put(ANSWERS, "uart_ns = \"lots\"");
         assert!(one(NUMBER, &d).detail.contains("not a number"));
-        d.put(ANSWERS, "uart_us = 19000");
-        assert!(one(NUMBER, &d).hint.unwrap().contains("exits.json"));
+        // On hardware KVM the native CPL is 0: the same answers swap roles.
+        let mut hw = exits();
+        hw.environment.host_kind = HostKind::IntelVtx;
+        d.put_report("exits.json", &hw);
+        d.put(ANSWERS, "uart_ns = 19000");
+        assert!(one(NUMBER, &d).passed);
+        d.put(ANSWERS, "uart_ns = 36000");
+        assert!(!one(NUMBER, &d).passed);
         // Units that do not convert are an error, not a silent pass.
         let bytes = NUMBER.replace("\"ns\"", "\"MiB\"");
         assert!(one(&bytes, &d).detail.contains("does not convert"));
+    }
+
+    #[test]
+    fn the_band_follows_the_learners_spread_and_stops_short_of_neighbours() {
+        // No spread: the floor.
+        let b = Band::around(100.0, 0.0, 0.10, &[]);
+        assert!((b.low - 90.0).abs() < 1e-9 && (b.high - 110.0).abs() < 1e-9, "{b:?}");
+        // A run spread of ±20 % plus 5 % for reading.
+        let b = Band::around(100.0, 0.20, 0.10, &[]);
+        assert!((b.low - 75.0).abs() < 1e-9 && (b.high - 125.0).abs() < 1e-9, "{b:?}");
+        // However noisy the data, never wider than ±35 %: 165 never accepts 90.
+        let b = Band::around(165.0, 3.0, 0.10, &[]);
+        assert!(!b.contains(90.0) && b.contains(110.0), "{b:?}");
+        // A neighbour at 1.2x cuts the band at their geometric midpoint (109.5).
+        let b = Band::around(100.0, 0.20, 0.10, &[("n", 120.0)]);
+        assert!(b.contains(109.0) && !b.contains(110.0) && !b.contains(120.0), "{b:?}");
+        let b = Band::around(100.0, 0.20, 0.10, &[("n", 80.0)]);
+        assert!(b.contains(90.0) && !b.contains(89.0) && !b.contains(80.0), "{b:?}");
+        // A neighbour equal to the figure says nothing; a zero one neither.
+        assert_eq!(
+            Band::around(100.0, 0.0, 0.10, &[("same", 100.0), ("zero", 0.0)]),
+            Band::around(100.0, 0.0, 0.10, &[])
+        );
+    }
+
+    #[test]
+    fn a_speedup_of_90_is_not_one_of_165() {
+        let d = TempDir::new("speedup");
+        let mut r = report("io-batching", "pvm", &[]);
+        for (name, samples) in [
+            ("unikernel, batch 1 (65537 exits), whole run", [2100.0, 2300.0, 2600.0]),
+            ("unikernel, batch 256 (257 exits), whole run", [13.0, 14.0, 15.0]),
+            ("container, batch 1 (65536 write syscalls), whole run", [45.0, 48.0, 52.0]),
+            ("container, batch 256 (256 write syscalls), whole run", [34.0, 35.0, 37.0]),
+        ] {
+            r.metrics.push(crate::measure::Summary::of(name, "ms", &samples).unwrap());
+        }
+        d.put_report("io.json", &r);
+        let c = "[[checks]]\nkind = \"number\"\nkey = \"speedup\"\nquestion = \"q\"\nvalue = { file = \"io.json\", all = [\"unikernel, batch 1 (\"] }\nover = { file = \"io.json\", all = [\"unikernel, batch 256 \"] }\n[[checks.confusable]]\nwhat = \"the container's speedup\"\nvalue = { file = \"io.json\", all = [\"container, batch 1 (\"] }\nover = { file = \"io.json\", all = [\"container, batch 256 \"] }";
+        // 2300 / 14 = 164.3; spreads ±10.9 % and ±7.1 % plus 5 %: ±23 %.
+        for (answer, ok) in
+            [("164", true), ("150", true), ("190", true), ("90", false), ("1.37", false), ("1640", false)]
+        {
+            d.put(ANSWERS, &format!("speedup = {answer}"));
+            let res = one(c, &d);
+            assert_eq!(res.passed, ok, "{answer}: {res:?}");
+        }
+        d.put(ANSWERS, "speedup = 1.4");
+        assert!(one(c, &d).detail.contains("close to the container's speedup"));
     }
 
     #[test]

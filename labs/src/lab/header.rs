@@ -156,6 +156,13 @@ pub struct ChoiceCheck {
 }
 
 /// `kind = "number"`.
+///
+/// The answer passes when it lies in a band around the figure it names: ± the learner's
+/// own spread (half the min-max range of the samples, summed over both figures of a
+/// ratio) plus [`READING_SLACK`], never narrower than `min_tolerance` nor wider than
+/// [`MAX_TOLERANCE`], and cut at the geometric midpoint towards every `confusable`
+/// figure, so the neighbouring wrong answer (the other CPL's row, the other layer's
+/// speedup) always falls outside.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct NumberCheck {
@@ -170,15 +177,38 @@ pub struct NumberCheck {
     /// The unit the answer is in (`us`, `ms`, `MiB`, …; empty for a ratio or a count).
     #[serde(default)]
     pub unit: String,
-    /// How far off an answer may be, as a factor either way (2.0: half to double).
-    #[serde(default = "default_factor")]
-    pub within_factor: f64,
+    /// The narrowest band, relative (0.1: ±10 %), for figures whose samples all agree.
+    #[serde(default = "default_min_tolerance")]
+    pub min_tolerance: f64,
+    /// Figures a learner may give by mistake; the band stops halfway to each.
+    #[serde(default)]
+    pub confusable: Vec<Confusable>,
     /// Advice shown when the check fails.
     pub hint: Option<String>,
 }
 
-fn default_factor() -> f64 {
-    2.0
+/// What is added to the learner's spread for reading and rounding a figure: 5 %.
+pub const READING_SLACK: f64 = 0.05;
+
+/// The widest band a number check allows: ±35 %. Wide enough for a noisy run read off
+/// a terminal, narrow enough that a figure 1.6× away (CPL0's exit for CPL3's, one
+/// layer's speedup for another's) never passes, confusable or not.
+pub const MAX_TOLERANCE: f64 = 0.35;
+
+fn default_min_tolerance() -> f64 {
+    0.10
+}
+
+/// A wrong figure close to the right one, in a number check.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Confusable {
+    /// What it is, for the failure message ("the CPL0 round trip").
+    pub what: String,
+    /// The figure…
+    pub value: Selector,
+    /// …over this one, for a ratio.
+    pub over: Option<Selector>,
 }
 
 /// `kind = "text"`.
@@ -258,13 +288,25 @@ impl CheckSpec {
                 }
                 Ok(())
             }
-            CheckSpec::Number(c) if c.within_factor.is_nan() || c.within_factor <= 1.0 => {
-                bad("within_factor", "must be a number above 1 (2.0 accepts half to double)")
+            CheckSpec::Number(c) if !(c.min_tolerance > 0.0 && c.min_tolerance <= MAX_TOLERANCE) => {
+                bad("min_tolerance", "must be above 0 and at most 0.35 (0.1 accepts ±10 %)")
             }
             CheckSpec::Number(c) => {
                 c.value.validate().or_else(|m| bad("value", &m))?;
                 if let Some(o) = &c.over {
                     o.validate().or_else(|m| bad("over", &m))?;
+                }
+                for (i, k) in c.confusable.iter().enumerate() {
+                    if k.over.is_some() != c.over.is_some() {
+                        return bad(
+                            &format!("confusable[{i}].over"),
+                            "a confusable figure is a ratio exactly when the answer is",
+                        );
+                    }
+                    k.value.validate().or_else(|m| bad(&format!("confusable[{i}].value"), &m))?;
+                    if let Some(o) = &k.over {
+                        o.validate().or_else(|m| bad(&format!("confusable[{i}].over"), &m))?;
+                    }
                 }
                 Ok(())
             }

@@ -24,6 +24,10 @@ pub struct Selector {
     /// (`CPL3` on PVM, `CPL0` on hardware KVM).
     #[serde(default)]
     pub native_cpl: bool,
+    /// The metric is for the *other* privilege level (`CPL0` on PVM, `CPL3` on hardware
+    /// KVM): the neighbouring figure a learner may read by mistake.
+    #[serde(default)]
+    pub other_cpl: bool,
     /// Which median to take when several metrics match.
     #[serde(default)]
     pub pick: Pick,
@@ -50,10 +54,27 @@ pub enum Pick {
 pub struct Figure {
     /// The value (the median, per `per_number_after` if asked).
     pub value: f64,
+    /// The smallest sample, scaled like `value`.
+    pub low: f64,
+    /// The largest sample, scaled like `value`.
+    pub high: f64,
     /// Its unit (the metric's; "per N" is left to the wording).
     pub unit: String,
     /// The metric's name.
     pub metric: String,
+}
+
+impl Figure {
+    /// How far the samples reach either side of the median, relative to it: half the
+    /// min-max range over the value (0.1: ±10 %). How far one run of the learner's own may
+    /// fairly stray from the figure.
+    pub fn spread(&self) -> f64 {
+        if self.value > 0.0 && self.high >= self.low {
+            (self.high - self.low) / 2.0 / self.value
+        } else {
+            0.0
+        }
+    }
 }
 
 impl Selector {
@@ -66,6 +87,9 @@ impl Selector {
         if self.native_cpl {
             parts.push("the native CPL".into());
         }
+        if self.other_cpl {
+            parts.push("the CPL that is not native".into());
+        }
         format!("a metric in {} with {}", self.file, parts.join(" and "))
     }
 
@@ -75,6 +99,9 @@ impl Selector {
         }
         if self.all.is_empty() && self.any.is_empty() {
             return Err("needs `all` or `any`: words that pick the metric".into());
+        }
+        if self.native_cpl && self.other_cpl {
+            return Err("`native_cpl` and `other_cpl` exclude each other".into());
         }
         Ok(())
     }
@@ -87,6 +114,8 @@ impl Selector {
             && !self.not.iter().any(has)
             && (!self.native_cpl
                 || name.contains(&format!("cpl{}", report.environment.host_kind.native_ring())))
+            && (!self.other_cpl
+                || name.contains(&format!("cpl{}", 3 - report.environment.host_kind.native_ring())))
     }
 
     /// The figure in `report`, or a sentence saying why there is none.
@@ -100,14 +129,19 @@ impl Selector {
         let m = found
             .first()
             .ok_or_else(|| format!("no metric in {} matches: wanted {}", self.file, self.describe()))?;
-        let mut value = m.median;
+        let mut n = 1.0;
         if let Some(prefix) = &self.per_number_after {
-            let n = number_after(&m.metric, prefix)
+            n = number_after(&m.metric, prefix)
                 .filter(|n| *n > 0.0)
                 .ok_or_else(|| format!("the metric {:?} has no number after {prefix:?}", m.metric))?;
-            value /= n;
         }
-        Ok(Figure { value, unit: m.unit.clone(), metric: m.metric.clone() })
+        Ok(Figure {
+            value: m.median / n,
+            low: m.min / n,
+            high: m.max / n,
+            unit: m.unit.clone(),
+            metric: m.metric.clone(),
+        })
     }
 }
 
@@ -189,13 +223,28 @@ mod tests {
         assert!(s.pick(&r).unwrap_err().contains("no metric in exits.json"));
         let s = sel("file = \"exits.json\"\nall = [\"uart\"]\nnot = [\"cpl3\"]");
         assert_eq!(s.pick(&r).unwrap().value, 19.0);
+        let s = sel("file = \"exits.json\"\nall = [\"uart\"]\nother_cpl = true");
+        assert_eq!(s.pick(&r).unwrap().value, 19.0);
+        assert_eq!(s.pick(&hw).unwrap().value, 36.0);
+        let both = sel("file = \"e.json\"\nall = [\"uart\"]\nother_cpl = true\nnative_cpl = true");
+        assert!(both.validate().unwrap_err().contains("exclude each other"));
     }
 
     #[test]
     fn per_number_after_divides_by_the_n_in_the_name() {
         let r = report("compute", "pvm", &[("unikernel CPL0, compute 200000", "ms", 6000.0)]);
         let s = sel("file = \"c.json\"\nall = [\"CPL0\"]\nper_number_after = \"compute \"");
-        assert_eq!(s.pick(&r).unwrap().value, 0.03);
+        let f = s.pick(&r).unwrap();
+        assert_eq!((f.value, f.low, f.high), (0.03, 0.03, 0.03));
+        assert_eq!(f.spread(), 0.0);
+        let r = report("compute", "pvm", &[]);
+        let mut r = r;
+        r.metrics.push(
+            crate::measure::Summary::of("unikernel CPL0, compute 100", "ms", &[8.0, 10.0, 12.0]).unwrap(),
+        );
+        let f = s.pick(&r).unwrap();
+        assert_eq!((f.value, f.low, f.high), (0.1, 0.08, 0.12));
+        assert!((f.spread() - 0.2).abs() < 1e-12);
         let s = sel("file = \"c.json\"\nall = [\"CPL0\"]\nper_number_after = \"batch \"");
         assert!(s.pick(&r).unwrap_err().contains("no number after"));
     }

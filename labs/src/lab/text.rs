@@ -353,9 +353,13 @@ target remote :1234
         )));
         assert!(e.contains("teleport"), "{e}");
         let e = err(&with_header(&format!(
-            "{BASE}[[checks]]\nkind = \"number\"\nkey = \"a\"\nquestion = \"q\"\nwithin_factor = 0.5\nvalue = {{ file = \"a.json\", all = [\"x\"] }}\n"
+            "{BASE}[[checks]]\nkind = \"number\"\nkey = \"a\"\nquestion = \"q\"\nmin_tolerance = 2.0\nvalue = {{ file = \"a.json\", all = [\"x\"] }}\n"
         )));
-        assert!(e.contains("field `checks[0].within_factor`"), "{e}");
+        assert!(e.contains("field `checks[0].min_tolerance`"), "{e}");
+        let e = err(&with_header(&format!(
+            "{BASE}[[checks]]\nkind = \"number\"\nkey = \"a\"\nquestion = \"q\"\nvalue = {{ file = \"a.json\", all = [\"x\"] }}\n[[checks.confusable]]\nwhat = \"w\"\nvalue = {{ file = \"a.json\", all = [\"y\"] }}\nover = {{ file = \"a.json\", all = [\"z\"] }}\n"
+        )));
+        assert!(e.contains("confusable[0].over") && e.contains("a ratio exactly when"), "{e}");
         let e = err(&with_header(&format!(
             "{BASE}[[checks]]\nkind = \"choice\"\nkey = \"a\"\nquestion = \"q\"\nbest = \"lowest\"\n[checks.choices]\nx = {{ file = \"a.json\" }}\ny = {{ file = \"a.json\", all = [\"y\"] }}\n"
         )));
