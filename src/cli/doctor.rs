@@ -100,6 +100,40 @@ fn kvm_checks(out: &mut Vec<Check>) {
     }
 }
 
+/// Whether the VMM's threads get their filters, and which threads those are.
+fn seccomp_checks(out: &mut Vec<Check>) {
+    use vmm::seccomp::Policy;
+    let r = vmm::seccomp::report();
+    let (status, detail, fix) = match (r.policy, &r.kernel_problem) {
+        (Policy::On, None) => (
+            Status::Ok,
+            format!("on: a denied system call ends vmscope with status {}", r.exit_status_when_denied),
+            None,
+        ),
+        (Policy::On, Some(problem)) => (
+            Status::Missing,
+            problem.clone(),
+            Some("a kernel with CONFIG_SECCOMP_FILTER, or run vmscope with --no-seccomp".to_string()),
+        ),
+        (Policy::Off, _) => (
+            Status::Optional,
+            "off (--no-seccomp): the VMM's threads run without filters".into(),
+            Some("leave out --no-seccomp".to_string()),
+        ),
+    };
+    out.push(Check { feature: "seccomp", name: "filters".into(), status, detail, fix, package: None });
+    for t in &r.threads {
+        out.push(Check {
+            feature: "seccomp",
+            name: format!("{} thread", t.thread.name()),
+            status: Status::Ok,
+            detail: format!("{} system calls allowed, installed {}", t.allowed, t.installed),
+            fix: None,
+            package: None,
+        });
+    }
+}
+
 fn linux_checks(out: &mut Vec<Check>) {
     for r in prereq::LINUX_BUILD {
         out.push(requirement("linux", r, Status::Missing));
@@ -193,6 +227,7 @@ pub fn run(args: DoctorArgs) -> anyhow::Result<ExitCode> {
         fix: None,
         package: None,
     });
+    seccomp_checks(&mut checks);
     linux_checks(&mut checks);
     container_checks(&mut checks);
     client_checks(&mut checks);

@@ -25,6 +25,7 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             "default_ring": kind.native_ring(),
             "kvm": kvm.as_ref().map(|k| k.path().display().to_string()).map_err(|e| e.to_string()),
             "capabilities": caps.iter().map(|(n, p)| (n.to_string(), *p)).collect::<std::collections::BTreeMap<_, _>>(),
+            "seccomp": vmm::seccomp::report(),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -40,6 +41,25 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             }
             Err(e) => println!("kvm:          unusable: {e}"),
         }
+        print_seccomp(&vmm::seccomp::report());
     }
     Ok(if kvm.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
+}
+
+/// The seccomp lines of `vmscope host`.
+fn print_seccomp(r: &vmm::seccomp::Report) {
+    use vmm::seccomp::Policy;
+    match (r.policy, &r.kernel_problem) {
+        (Policy::Off, _) => println!("seccomp:      off (--no-seccomp): no thread gets a filter"),
+        (Policy::On, Some(problem)) => {
+            println!("seccomp:      on, but {problem}: vmscope run fails to start its threads; use --no-seccomp")
+        }
+        (Policy::On, None) => println!(
+            "seccomp:      on: each thread below allows only its list; a denied call ends vmscope with status {} (--no-seccomp turns filters off)",
+            r.exit_status_when_denied
+        ),
+    }
+    for t in &r.threads {
+        println!("  {:<9} {:>3} system calls, installed {}", t.thread.name(), t.allowed, t.installed);
+    }
 }

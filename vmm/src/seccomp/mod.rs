@@ -173,6 +173,56 @@ pub fn enter(thread: Thread) {
     }
 }
 
+/// Whether this kernel can trap a denied call (`SECCOMP_RET_TRAP`, listed in
+/// `/proc/sys/kernel/seccomp/actions_avail`); the error says what is missing.
+pub fn kernel_support() -> Result<(), String> {
+    const ACTIONS: &str = "/proc/sys/kernel/seccomp/actions_avail";
+    let actions = std::fs::read_to_string(ACTIONS)
+        .map_err(|e| format!("the kernel offers no seccomp filters (cannot read {ACTIONS}: {e})"))?;
+    if actions.split_whitespace().any(|a| a == "trap") {
+        Ok(())
+    } else {
+        Err(format!("the kernel's seccomp cannot trap a call ({ACTIONS}: {})", actions.trim()))
+    }
+}
+
+/// One kind of thread in a [`Report`].
+#[derive(Clone, Debug, Serialize)]
+pub struct ThreadReport {
+    /// The kind.
+    pub thread: Thread,
+    /// How many system calls its allow-list holds.
+    pub allowed: usize,
+    /// When its filter is installed.
+    pub installed: &'static str,
+}
+
+/// What the seccomp policy is and means here, for `vmscope host` and `vmscope doctor`.
+#[derive(Clone, Debug, Serialize)]
+pub struct Report {
+    /// On or off (`--no-seccomp`).
+    pub policy: Policy,
+    /// `None` when the kernel can trap denied calls, else what is missing.
+    pub kernel_problem: Option<String>,
+    /// The exit status of a run that made a denied call.
+    pub exit_status_when_denied: u8,
+    /// The threads that get filters (all of them, whatever the policy).
+    pub threads: Vec<ThreadReport>,
+}
+
+/// The policy and the filters of every kind of thread.
+pub fn report() -> Report {
+    Report {
+        policy: policy(),
+        kernel_problem: kernel_support().err(),
+        exit_status_when_denied: EXIT_DENIED,
+        threads: Thread::ALL
+            .iter()
+            .map(|&t| ThreadReport { thread: t, allowed: t.allow_list().len(), installed: t.installed() })
+            .collect(),
+    }
+}
+
 /// Whether the calling thread runs under a seccomp filter (from `/proc/thread-self/status`;
 /// `None` when that cannot be read).
 pub fn current_thread_filtered() -> Option<bool> {

@@ -49,6 +49,16 @@ fn a_vcpu_may_issue_only_its_own_ioctls() {
     assert_eq!(KVM_SET_VCPU_EVENTS(), 0x4040_aea0);
 }
 
+#[test]
+fn this_kernel_traps_and_the_report_lists_every_thread() {
+    assert_eq!(kernel_support(), Ok(()));
+    let r = report();
+    let kinds: Vec<&str> = r.threads.iter().map(|t| t.thread.name()).collect();
+    assert_eq!(kinds, ["vcpu", "doorbell", "main"]);
+    assert!(r.threads.iter().all(|t| t.allowed == t.thread.allow_list().len() && t.allowed > 10));
+    assert_eq!(r.exit_status_when_denied, 159);
+}
+
 /// Runs `case` in a child (this binary, on `child_plays_a_case`) and returns its exit status
 /// and standard error.
 fn play(case: &str) -> (Option<i32>, String) {
