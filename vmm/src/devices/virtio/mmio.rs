@@ -211,8 +211,11 @@ impl MmioTransport {
             reg::QUEUE_NUM | reg::QUEUE_READY if !setting_up => return false,
             reg::QUEUE_DESC_LOW..=reg::QUEUE_DEVICE_HIGH if !setting_up => return false,
             reg::QUEUE_NUM => match self.queues.get_mut(sel) {
-                Some(q) => q.set_size(v as u16),
-                None => return false,
+                // A split queue's size is a power of two up to QueueNumMax (2.7); anything
+                // else is refused here, not cut to 16 bits (0x1_0008 would become 8) or
+                // left to virtio-queue to drop without a trace.
+                Some(q) if v.is_power_of_two() && v <= u32::from(q.max_size()) => q.set_size(v as u16),
+                _ => return false,
             },
             reg::QUEUE_READY => match self.queues.get_mut(sel) {
                 Some(q) => q.set_ready(v == 1),

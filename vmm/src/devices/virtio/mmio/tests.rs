@@ -132,3 +132,20 @@ fn status_zero_resets() {
     let (notes, irqs, _) = d.transport.counters();
     assert_eq!((notes, irqs), (vec![2], 1), "a notification before DRIVER_OK is ignored");
 }
+
+#[test]
+fn queue_sizes_that_are_not_a_power_of_two_up_to_the_maximum_are_refused() {
+    let mut d = driver();
+    assert!(d.negotiate(1 << VIRTIO_F_VERSION_1));
+    // 0x1_0008 once became 8 (the value was cut to 16 bits before it was checked).
+    for bad in [0, 3, 100, u32::from(DRIVER_QUEUE_SIZE) * 2, 0x1_0000 + 8, u32::MAX] {
+        d.write32(reg::QUEUE_NUM, bad);
+    }
+    let (_, _, refused) = d.transport.counters();
+    assert_eq!(refused, 6);
+    d.write32(reg::QUEUE_NUM, 8);
+    d.write32(reg::QUEUE_READY, 1);
+    assert_eq!(d.transport.queue_layout(0).unwrap().size, 8);
+    let (_, _, refused) = d.transport.counters();
+    assert_eq!(refused, 6, "a power of two up to the maximum is taken");
+}
