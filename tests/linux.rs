@@ -163,7 +163,7 @@ fn bad_disks_get_clear_errors() {
         stderr(&o)
     );
     let o = vmscope(&["run", "unikernel", "--disk", odd.to_str().unwrap()]);
-    assert!(stderr(&o).contains("only the Linux guest has a driver"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("is 1000 bytes: a disk must be a non-empty multiple"), "{}", stderr(&o));
     let img = dir.path().join("d.img");
     std::fs::write(&img, [0u8; 4096]).unwrap();
     let d = img.to_str().unwrap();

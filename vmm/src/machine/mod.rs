@@ -217,6 +217,19 @@ impl Machine {
     /// Boots an ELF guest: memory, VM, boot structures, vCPU threads. The guest starts
     /// running at once unless `start_paused`.
     pub fn boot_elf(cfg: &ElfGuestConfig, console: Console) -> Result<Self, MachineError> {
+        Self::boot_elf_with_disks(cfg, &[], console)
+    }
+
+    /// [`Machine::boot_elf`] with virtio-blk devices on the MMIO bus (windows from
+    /// [`crate::devices::mmio_bus::MMIO_BASE`]). An ELF guest has no interrupt controller,
+    /// so its devices raise no interrupt: the guest polls the used rings (a notification is
+    /// handled during the guest's `QueueNotify` write, so the answer is there when it
+    /// resumes).
+    pub fn boot_elf_with_disks(
+        cfg: &ElfGuestConfig,
+        disks: &[DiskConfig],
+        console: Console,
+    ) -> Result<Self, MachineError> {
         let started = Instant::now();
         if !(1..=32).contains(&cfg.vcpus) {
             return Err(MachineError::BadVcpuCount(cfg.vcpus));
@@ -226,7 +239,8 @@ impl Machine {
         let vm = Vm::new(&kvm, &mem, false)?;
         let layout = elf_guest::setup(&mem, &cfg.name, &cfg.elf, &cfg.cmdline, cfg.ring, cfg.vcpus as u32)?;
         let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), None)));
-        let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console));
+        let mmio = Self::virtio_devices(None, &mem, disks)?;
+        let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console)).with_mmio(mmio);
         let parts =
             Parts { kvm, vm, mem, bus, layout: GuestLayout::Elf(layout), started, name: cfg.name.clone() };
         let entry = layout.entry;
@@ -266,7 +280,7 @@ impl Machine {
         let kvm = KvmSystem::open()?;
         let mem = create_guest_memory(cfg.mem_mib.saturating_mul(1 << 20))?;
         let vm = Vm::new(&kvm, &mem, true)?;
-        let mmio = Self::virtio_devices(&vm, &mem, &cfg.disks)?;
+        let mmio = Self::virtio_devices(Some(&vm), &mem, &cfg.disks)?;
         let cmdline = with_device_args(&cfg.cmdline, &mmio.kernel_cmdline());
         let initrd = cfg.initrd.as_ref().map(|(n, b)| (n.as_str(), &b[..]));
         let layout = linux::setup(&mem, &cfg.kernel_name, &cfg.kernel, initrd, &cmdline, cfg.boot)?;
@@ -309,8 +323,13 @@ impl Machine {
         })
     }
 
-    /// One virtio-blk device per disk, each on its own window and interrupt line.
-    fn virtio_devices(vm: &Vm, mem: &GuestMemory, disks: &[DiskConfig]) -> Result<MmioBus, MachineError> {
+    /// One virtio-blk device per disk, each on its own window and interrupt line (an
+    /// irqfd on `vm`'s in-kernel irqchip; no interrupt without one).
+    fn virtio_devices(
+        vm: Option<&Vm>,
+        mem: &GuestMemory,
+        disks: &[DiskConfig],
+    ) -> Result<MmioBus, MachineError> {
         // The count is checked before any image is opened (and locked): a fourth disk is a
         // configuration error, whatever the images are.
         if let Some(extra) = disks.get(crate::devices::mmio_bus::MAX_DEVICES) {
@@ -325,8 +344,8 @@ impl Machine {
                 .next_slot()
                 .map_err(|source| MachineError::TooManyDevices { path: disk.path.clone(), source })?;
             let block = Block::open(&disk.path, disk.read_only)?;
-            let irq = irqfd(vm, line)?;
-            let transport = MmioTransport::new(Box::new(block), mem.clone(), Some(irq));
+            let irq = vm.map(|vm| irqfd(vm, line)).transpose()?;
+            let transport = MmioTransport::new(Box::new(block), mem.clone(), irq);
             bus.add(transport)
                 .map_err(|source| MachineError::TooManyDevices { path: disk.path.clone(), source })?;
         }
