@@ -16,7 +16,12 @@ pub static ELF: &[u8] = include_bytes!(env!("VMSCOPE_UNIKERNEL_ELF"));
 pub fn rings_doorbell(workload: &[String]) -> bool {
     let mut words = workload.iter().flat_map(|w| w.split_whitespace());
     let first = words.next();
-    first == Some("doorbell") || first == Some("io") && words.any(|w| w == "--ring")
+    match first {
+        Some("doorbell") => true,
+        Some("io") => words.any(|w| w == "--ring"),
+        Some("hostile") => words.next() == Some("ring-garbage"),
+        _ => false,
+    }
 }
 
 /// Where the build left the ELF (valid on the machine that built vmscope).
@@ -37,6 +42,8 @@ mod tests {
         assert!(!rings_doorbell(&w(&["io 65536 --batch 256"])));
         assert!(!rings_doorbell(&w(&["compute", "1000"])));
         assert!(!rings_doorbell(&[]));
+        assert!(rings_doorbell(&w(&["hostile", "ring-garbage"])));
+        assert!(!rings_doorbell(&w(&["hostile port-storm"])));
     }
     use object::{Object, ObjectSection, ObjectSegment, ObjectSymbol};
 

@@ -7,8 +7,12 @@
 #![no_main]
 
 mod console;
+mod hostile;
+mod hostile_virtio;
 mod hypercall;
 mod libc;
+mod paging;
+mod virtio;
 mod workloads;
 
 use vmscope_abi::{BootInfo, BOOT_MAGIC};
@@ -28,7 +32,8 @@ pub unsafe extern "C" fn _start(boot: *const BootInfo) -> ! {
         hypercall::exit(3);
     }
     // SAFETY: the command line is `cmdline_len` bytes at `cmdline_gpa`, identity-mapped.
-    let cmdline = unsafe { core::slice::from_raw_parts(boot.cmdline_gpa as *const u8, boot.cmdline_len as usize) };
+    let cmdline =
+        unsafe { core::slice::from_raw_parts(boot.cmdline_gpa as *const u8, boot.cmdline_len as usize) };
     let code = workloads::run(boot, cmdline);
     hypercall::exit(code)
 }

@@ -52,11 +52,12 @@ pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
         b"spin" => workload_spin(),
         b"sse" => workload_sse(boot),
         b"bad-hypercall" => workload_bad_hypercall(boot),
+        b"hostile" => workload_hostile(boot, arg.unwrap_or(b"")),
         _ => {
             Line::new()
                 .str(b"unikernel: unknown workload '")
                 .str(name)
-                .str(b"' (try hello, compute N, hypercalls N, uart N, io BYTES, cpuid N, mmio N, doorbell N, exit N)\n")
+                .str(b"' (try hello, compute N, hypercalls N, uart N, io BYTES, cpuid N, mmio N, doorbell N, exit N, hostile CASE)\n")
                 .send();
             2
         }
@@ -215,7 +216,8 @@ pub fn workload_io_ring(bytes: u64, batch: u64) -> u32 {
     // only this workload and the VMM's consumer use, each through atomics.
     let head = unsafe { &*((RING_HEADER_GPA + HEAD) as *const AtomicU64) };
     let tail = unsafe { &*((RING_HEADER_GPA + TAIL) as *const AtomicU64) };
-    let sleeping = unsafe { &*((RING_HEADER_GPA + CONSUMER_SLEEPING) as *const core::sync::atomic::AtomicU32) };
+    let sleeping =
+        unsafe { &*((RING_HEADER_GPA + CONSUMER_SLEEPING) as *const core::sync::atomic::AtomicU32) };
     let data = RING_DATA_GPA as *mut u8;
     let start = hypercall::wall_time();
     let (mut produced, mut batches, mut kicks) = (head.load(Ordering::SeqCst), 0u64, 0u64);
@@ -229,7 +231,12 @@ pub fn workload_io_ring(bytes: u64, batch: u64) -> u32 {
         for i in 0..n {
             let at = (produced + i) % RING_SIZE;
             // SAFETY: `at` < RING_SIZE: inside the ring's data area.
-            unsafe { core::ptr::write_volatile(data.add(at as usize), if (produced + i) % 64 == 63 { b'\n' } else { b'.' }) };
+            unsafe {
+                core::ptr::write_volatile(
+                    data.add(at as usize),
+                    if (produced + i) % 64 == 63 { b'\n' } else { b'.' },
+                )
+            };
         }
         produced += n;
         batches += 1;
@@ -374,4 +381,19 @@ pub fn workload_bad_hypercall(boot: &BootInfo) -> u32 {
         Line::new().str(b"bad-hypercall: unexpected answer ").hex(ret).str(b"\n").send();
         1
     }
+}
+
+/// `hostile CASE`: one bad thing done to the VMM (see [`crate::hostile`] and
+/// [`crate::hostile_virtio`]).
+#[no_mangle]
+#[inline(never)]
+pub fn workload_hostile(boot: &BootInfo, case: &[u8]) -> u32 {
+    if let Some(code) = crate::hostile::run(boot, case).or_else(|| crate::hostile_virtio::run(boot, case)) {
+        return code;
+    }
+    Line::new().str(b"unikernel: unknown hostile case '").str(case).str(b"'; the cases: ").send();
+    console::write(crate::hostile::NAMES);
+    console::write(crate::hostile_virtio::NAMES);
+    console::write(b"\n");
+    2
 }
