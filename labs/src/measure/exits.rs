@@ -9,6 +9,9 @@
 //! For every kind, KVM's own vCPU counters (`KVM_GET_STATS_FD`) with N operations minus
 //! those with 0 show where each operation went: a KVM exit, an emulated instruction, or
 //! neither.
+//!
+//! Every kind is measured with the VMM's seccomp filters on and off (`--no-seccomp`), runs
+//! alternating, and a note per kind compares the medians with the spread of the runs.
 
 use super::{progress, run_guest, Environment, GuestRun, MeasureError, Options, Report, Summary};
 
@@ -63,91 +66,184 @@ fn kvm_delta(before: &GuestRun, after: &GuestRun, name: &str) -> Option<f64> {
     Some((get(after)? - get(before)?).max(0.0))
 }
 
+/// The VMM's seccomp filters during a measurement: on (the default) or off (`--no-seccomp`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum Seccomp {
+    On,
+    Off,
+}
+
+impl Seccomp {
+    /// The extra `vmscope run` arguments.
+    fn args(self) -> &'static [&'static str] {
+        match self {
+            Seccomp::On => &[],
+            Seccomp::Off => &["--no-seccomp"],
+        }
+    }
+
+    /// What metric names say: nothing for the default, so figures compare across versions.
+    fn tag(self) -> &'static str {
+        match self {
+            Seccomp::On => "",
+            Seccomp::Off => ", seccomp off",
+        }
+    }
+}
+
+/// The samples of one exit kind at one privilege level under one seccomp policy.
+#[derive(Default)]
+struct Samples {
+    per_op_us: Vec<f64>,
+    vmm_ns: Vec<f64>,
+    vmm_exits_per_op: Vec<f64>,
+    kvm_per_op: Vec<Vec<f64>>,
+    rings: Vec<f64>,
+}
+
+/// Runs `kind` with 0 and with `n` operations once and adds what it measured to `into`.
+fn sample(
+    opts: &Options,
+    kind: &Kind,
+    ring: &str,
+    n: u64,
+    policy: Seccomp,
+    into: &mut Samples,
+) -> Result<(), MeasureError> {
+    let n_s = n.to_string();
+    let args = |count: &str| {
+        let mut a = vec!["unikernel", "--ring", ring, "--workload", kind.workload];
+        a.extend([count, "--timeout", "300"]);
+        a.extend(policy.args());
+        a.iter().map(|s| s.to_string()).collect::<Vec<_>>()
+    };
+    let (zero, many) = (args("0"), args(&n_s));
+    let zero: Vec<&str> = zero.iter().map(String::as_str).collect();
+    let many: Vec<&str> = many.iter().map(String::as_str).collect();
+    let t0 = run_guest(&opts.bin, &zero)?.ok(&zero)?;
+    let t1 = run_guest(&opts.bin, &many)?.ok(&many)?;
+    let exits = kind.vmm_key.map_or(0, |k| t1.exits_named(k).saturating_sub(t0.exits_named(k)));
+    into.vmm_exits_per_op.push(exits as f64 / n as f64);
+    if kind.timed_in_guest {
+        let out = String::from_utf8_lossy(&t1.stdout);
+        let ns = guest_timed_ns(&out, kind.workload).ok_or_else(|| MeasureError::GuestFailed {
+            args: many.join(" "),
+            detail: format!("no `{}: … in T ns` line in its output: {out}", kind.workload),
+        })?;
+        into.per_op_us.push(ns as f64 / n as f64 / 1e3);
+    } else if exits > 0 {
+        into.per_op_us.push((t1.exit_s - t0.exit_s).max(0.0) * 1e6 / exits as f64);
+    }
+    if let Some(key) = kind.vmm_key.filter(|_| exits > 0) {
+        if let Ok(stats) = serde_json::from_value::<inspect::exits::ExitStats>(t1.stats["exits"].clone()) {
+            if let Some((_, c)) = stats.per_key.iter().find(|(k, _)| k.to_string() == key) {
+                into.vmm_ns.push(c.total_ns as f64 / c.count.max(1) as f64);
+            }
+        }
+    }
+    into.kvm_per_op.resize(KVM_COUNTERS.len(), vec![]);
+    for (samples, name) in into.kvm_per_op.iter_mut().zip(KVM_COUNTERS) {
+        samples.extend(kvm_delta(&t0, &t1, name).map(|d| d / n as f64));
+    }
+    into.rings.extend(t1.stat("doorbell_rings"));
+    Ok(())
+}
+
+/// The median of `v` (0 when empty).
+fn median(v: &[f64]) -> f64 {
+    let mut v = v.to_vec();
+    v.sort_by(f64::total_cmp);
+    match v.len() {
+        0 => 0.0,
+        n if n % 2 == 1 => v[n / 2],
+        n => (v[n / 2 - 1] + v[n / 2]) / 2.0,
+    }
+}
+
+/// How the seccomp-on figures of one kind compare with seccomp off: the difference of the
+/// medians beside the spread (max − min) of the off runs, which is what "noise" means here.
+fn seccomp_note(tag: &str, unit: &str, on: &[f64], off: &[f64]) -> Option<String> {
+    if on.is_empty() || off.is_empty() {
+        return None;
+    }
+    let (m_on, m_off) = (median(on), median(off));
+    let spread = off.iter().copied().fold(f64::NEG_INFINITY, f64::max)
+        - off.iter().copied().fold(f64::INFINITY, f64::min);
+    let verdict = if (m_on - m_off).abs() <= spread {
+        "within the spread of the runs"
+    } else {
+        "outside the spread of the runs"
+    };
+    Some(format!(
+        "{tag}: seccomp on {m_on:.3} {unit} vs off {m_off:.3} {unit} (medians; on − off = {:+.3} {unit}, off runs spread {spread:.3} {unit}): {verdict}",
+        m_on - m_off
+    ))
+}
+
 pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
     let runs = opts.runs.unwrap_or(if opts.quick { 3 } else { 10 });
     let n: u64 = if opts.quick { 2_000 } else { 20_000 };
     let env = Environment::here();
-    let bar = progress(opts, (runs * 2 * KINDS.len() * 2) as u64, "exits");
+    let policies = [Seccomp::On, Seccomp::Off];
+    let bar = progress(opts, (runs * 2 * KINDS.len() * 2 * policies.len()) as u64, "exits");
     let mut metrics = vec![];
     let mut notes = vec![
         format!("round trip = (wall time of {n} exits - wall time of 0) / {n}: guest instruction, KVM exit, VMM handler, re-entry"),
         "in the VMM = from KVM_RUN returning to the handler finishing; console output goes to a pipe".into(),
         format!("timed in the guest = the workload's own loop of {n}, between two wall-clock hypercalls, / {n}"),
         format!("KVM counters per op = (vCPU 0's counter after {n} ops - after 0 ops) / {n}, from KVM_GET_STATS_FD"),
+        "seccomp: every figure is measured with the VMM's filters on (the default) and, in the rows marked \"seccomp off\", with --no-seccomp; the runs alternate between the two".into(),
     ];
-    let n_s = n.to_string();
     for ring in [3u8, 0] {
         let ring_s = ring.to_string();
         for kind in &KINDS {
-            let mut per_op_us = vec![];
-            let mut vmm_ns = vec![];
-            let mut vmm_exits_per_op = vec![];
-            let mut kvm_per_op: Vec<Vec<f64>> = vec![vec![]; KVM_COUNTERS.len()];
-            let mut rings = vec![];
+            let mut by_policy: [Samples; 2] = Default::default();
             for _ in 0..runs {
-                let zero =
-                    ["unikernel", "--ring", &ring_s, "--workload", kind.workload, "0", "--timeout", "300"];
-                let many =
-                    ["unikernel", "--ring", &ring_s, "--workload", kind.workload, &n_s, "--timeout", "300"];
-                let t0 = run_guest(&opts.bin, &zero)?.ok(&zero)?;
-                bar.inc(1);
-                let t1 = run_guest(&opts.bin, &many)?.ok(&many)?;
-                bar.inc(1);
-                let exits = kind.vmm_key.map_or(0, |k| t1.exits_named(k).saturating_sub(t0.exits_named(k)));
-                vmm_exits_per_op.push(exits as f64 / n as f64);
-                if kind.timed_in_guest {
-                    let out = String::from_utf8_lossy(&t1.stdout);
-                    let ns =
-                        guest_timed_ns(&out, kind.workload).ok_or_else(|| MeasureError::GuestFailed {
-                            args: many.join(" "),
-                            detail: format!("no `{}: … in T ns` line in its output: {out}", kind.workload),
-                        })?;
-                    per_op_us.push(ns as f64 / n as f64 / 1e3);
-                } else if exits > 0 {
-                    per_op_us.push((t1.exit_s - t0.exit_s).max(0.0) * 1e6 / exits as f64);
+                for (policy, samples) in policies.iter().zip(by_policy.iter_mut()) {
+                    sample(opts, kind, &ring_s, n, *policy, samples)?;
+                    bar.inc(2);
                 }
-                if let Some(key) = kind.vmm_key.filter(|_| exits > 0) {
-                    if let Ok(stats) =
-                        serde_json::from_value::<inspect::exits::ExitStats>(t1.stats["exits"].clone())
-                    {
-                        if let Some((_, c)) = stats.per_key.iter().find(|(k, _)| k.to_string() == key) {
-                            vmm_ns.push(c.total_ns as f64 / c.count.max(1) as f64);
-                        }
-                    }
-                }
-                for (samples, name) in kvm_per_op.iter_mut().zip(KVM_COUNTERS) {
-                    samples.extend(kvm_delta(&t0, &t1, name).map(|d| d / n as f64));
-                }
-                rings.extend(t1.stat("doorbell_rings"));
             }
             let tag = format!("{}, CPL{ring}", kind.label);
-            if kind.timed_in_guest {
-                metrics.extend(Summary::of(&format!("{tag} (timed in the guest)"), "us", &per_op_us));
-            } else {
-                metrics.extend(Summary::of(
-                    &format!("{} exit, CPL{ring} (round trip)", kind.label),
-                    "us",
-                    &per_op_us,
-                ));
-                metrics.extend(Summary::of(
-                    &format!("{} exit, CPL{ring} (in the VMM)", kind.label),
-                    "ns",
-                    &vmm_ns,
-                ));
+            for (policy, s) in policies.iter().zip(&by_policy) {
+                let p = policy.tag();
+                if kind.timed_in_guest {
+                    metrics.extend(Summary::of(
+                        &format!("{tag} (timed in the guest{p})"),
+                        "us",
+                        &s.per_op_us,
+                    ));
+                } else {
+                    metrics.extend(Summary::of(
+                        &format!("{} exit, CPL{ring} (round trip{p})", kind.label),
+                        "us",
+                        &s.per_op_us,
+                    ));
+                    metrics.extend(Summary::of(
+                        &format!("{} exit, CPL{ring} (in the VMM{p})", kind.label),
+                        "ns",
+                        &s.vmm_ns,
+                    ));
+                }
+                if kind.timed_in_guest && s.vmm_exits_per_op.iter().any(|&x| x > 0.0) {
+                    metrics.extend(Summary::of(&format!("{tag} (in the VMM{p})"), "ns", &s.vmm_ns));
+                }
             }
+            let [on, off] = &by_policy;
+            notes.extend(seccomp_note(&format!("{tag} per op"), "us", &on.per_op_us, &off.per_op_us));
+            notes.extend(seccomp_note(&format!("{tag} in the VMM"), "ns", &on.vmm_ns, &off.vmm_ns));
             if kind.timed_in_guest {
-                if vmm_exits_per_op.iter().any(|&x| x > 0.0) {
+                if on.vmm_exits_per_op.iter().any(|&x| x > 0.0) {
                     metrics.extend(Summary::of(
                         &format!("{tag}: exits to the VMM per op"),
                         "per op",
-                        &vmm_exits_per_op,
+                        &on.vmm_exits_per_op,
                     ));
-                    metrics.extend(Summary::of(&format!("{tag} (in the VMM)"), "ns", &vmm_ns));
                 } else {
                     notes.push(format!("{tag}: no exit reached the VMM (0 per op)"));
                 }
             }
-            for (samples, name) in kvm_per_op.iter().zip(KVM_COUNTERS) {
+            for (samples, name) in on.kvm_per_op.iter().zip(KVM_COUNTERS) {
                 // A counter the operation does not drive (timer interrupts during the loop)
                 // can be zero in one run: a note, not a metric that may read 0.
                 match Summary::of(&format!("{tag}: KVM {name} per op"), "per op", samples) {
@@ -160,6 +256,7 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
                 }
             }
             if kind.workload == "doorbell" {
+                let rings = &on.rings;
                 let min = rings.iter().copied().fold(f64::INFINITY, f64::min);
                 notes.push(if rings.len() == runs && min >= n as f64 {
                     format!("{tag}: the VMM's drain thread counted all {n} rings in every run")
@@ -188,5 +285,18 @@ mod tests {
         assert_eq!(guest_timed_ns(out, "mmio"), None);
         assert_eq!(guest_timed_ns("cpuid: 2 cpuid instructions in many ns", "cpuid"), None);
         assert_eq!(guest_timed_ns("", "cpuid"), None);
+    }
+
+    #[test]
+    fn the_seccomp_note_compares_medians_with_the_spread() {
+        let within =
+            seccomp_note("UART byte, CPL3 per op", "us", &[10.0, 11.0, 12.0], &[9.0, 10.5, 12.0]).unwrap();
+        assert!(within.contains("on 11.000 us vs off 10.500 us"), "{within}");
+        assert!(within.contains("+0.500 us") && within.contains("spread 3.000 us): within"), "{within}");
+        let outside = seccomp_note("x", "ns", &[200.0, 210.0], &[100.0, 101.0]).unwrap();
+        assert!(outside.ends_with("outside the spread of the runs"), "{outside}");
+        assert_eq!(seccomp_note("x", "ns", &[], &[1.0]), None);
+        assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
+        assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
     }
 }

@@ -2,10 +2,12 @@
 //! system calls (distinct names and total calls, counted by `strace -f -c`) of a native
 //! process, of the runc container (runc, runc init and the workload), and of the vmscope
 //! VMM process running the unikernel — and, on the guest side, the distinct exits (ports,
-//! MMIO pages) through which the unikernel reaches its VMM.
+//! MMIO pages) through which the unikernel reaches its VMM. For the VMM's own threads it puts
+//! each seccomp allow-list's size beside the distinct calls that thread made under it
+//! (`strace -f` of a run that starts a vCPU, a doorbell and the main thread's filter).
 
 use super::{progress, Environment, MeasureError, Options, Report, Summary};
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 
@@ -71,6 +73,70 @@ fn strace(cmd: &[&std::ffi::OsStr], what: &str, out: &Path) -> Result<SyscallCou
     })
 }
 
+/// The system calls each VMM thread made under its seccomp filter, by thread kind
+/// (`vcpu`, `doorbell`, `main`), from the output of `strace -f` (not `-c`): a thread's
+/// calls count from its `seccomp(SECCOMP_SET_MODE_FILTER, …)` on; its kind comes from the
+/// name it gave itself (`prctl(PR_SET_NAME, "vcpu0")`), and the first process traced is the
+/// main thread. A call strace splits (`<unfinished ...>` / `<... resumed>`) counts once.
+pub(super) fn calls_under_filter(trace: &str) -> BTreeMap<&'static str, BTreeSet<String>> {
+    let mut kind_of: BTreeMap<&str, &'static str> = BTreeMap::new();
+    let mut filtered: BTreeSet<&str> = BTreeSet::new();
+    let mut made: BTreeMap<&'static str, BTreeSet<String>> = BTreeMap::new();
+    let mut main = None;
+    for line in trace.lines() {
+        let Some((pid, rest)) = line.split_once(char::is_whitespace) else { continue };
+        let rest = rest.trim_start();
+        let main_pid = *main.get_or_insert(pid);
+        let Some((name, args)) = rest.split_once('(') else { continue };
+        if name.is_empty() || !name.bytes().all(|b| b.is_ascii_alphanumeric() || b == b'_') {
+            continue; // `<... resumed>`, `--- SIG… ---`, `+++ exited +++`
+        }
+        if name == "prctl" && args.starts_with("PR_SET_NAME") {
+            let thread = args.split('"').nth(1).unwrap_or_default();
+            let kind = if thread.starts_with("vcpu") {
+                "vcpu"
+            } else if thread.starts_with("doorbell") {
+                "doorbell"
+            } else {
+                "other"
+            };
+            kind_of.insert(pid, kind);
+            continue;
+        }
+        if name == "seccomp" && args.starts_with("SECCOMP_SET_MODE_FILTER") {
+            filtered.insert(pid);
+            continue;
+        }
+        if filtered.contains(pid) {
+            let kind = kind_of.get(pid).copied().unwrap_or(if pid == main_pid { "main" } else { "other" });
+            made.entry(kind).or_default().insert(name.to_string());
+        }
+    }
+    made
+}
+
+/// Runs `cmd` under `strace -f` (every call, not a summary) and returns the trace.
+fn strace_full(cmd: &[&std::ffi::OsStr], what: &str, out: &Path) -> Result<String, MeasureError> {
+    let status = Command::new("strace")
+        .args(["-f", "-qq", "-o"])
+        .arg(out)
+        .args(cmd)
+        .stdin(Stdio::null())
+        .stdout(Stdio::null())
+        .stderr(Stdio::piped())
+        .output()
+        .map_err(|source| MeasureError::Spawn { bin: "strace".into(), source })?;
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let _ = std::fs::remove_file(out);
+    if !status.status.success() {
+        return Err(MeasureError::GuestFailed {
+            args: format!("strace -f {what}"),
+            detail: String::from_utf8_lossy(&status.stderr).trim().to_string(),
+        });
+    }
+    Ok(text)
+}
+
 /// Samples for one form.
 #[derive(Default)]
 struct Form {
@@ -98,6 +164,7 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
     let bar = progress(opts, (runs * 3) as u64, "surface");
     let (mut native, mut container, mut vmm) = (Form::default(), Form::default(), Form::default());
     let (mut exit_keys, mut exits_total, mut exit_names) = (vec![], vec![], BTreeSet::new());
+    let mut threads: BTreeMap<&'static str, Form> = BTreeMap::new();
     let ring = env.host_kind.native_ring().to_string();
     for _ in 0..runs {
         let mut cmd: Vec<&std::ffi::OsStr> = vec![native_bin.as_os_str()];
@@ -142,6 +209,23 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
         exit_keys.push(per_key.per_key.len() as f64);
         exits_total.push(per_key.total() as f64);
         exit_names.extend(per_key.per_key.keys().map(|k| k.to_string()));
+        // Per thread, under its filter: a workload that also starts the doorbell thread.
+        let cmd: Vec<&std::ffi::OsStr> = [
+            opts.bin.as_os_str(),
+            "run".as_ref(),
+            "unikernel".as_ref(),
+            "--ring".as_ref(),
+            ring.as_ref(),
+            "--workload".as_ref(),
+            FILTERED_WORKLOAD.as_ref(),
+        ]
+        .to_vec();
+        let trace = strace_full(&cmd, "vmscope run unikernel", &trace("threads"))?;
+        for (kind, names) in calls_under_filter(&trace) {
+            let t = threads.entry(kind).or_default();
+            t.distinct.push(names.len() as f64);
+            t.names.extend(names);
+        }
         bar.inc(1);
     }
     bar.finish_and_clear();
@@ -161,6 +245,7 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
     ));
     metrics.extend(Summary::of("exits to the VMM, unikernel", "exits", &exits_total));
     let mut notes = vec![];
+    seccomp_figures(&threads, &mut metrics, &mut notes);
     // What each layer's workload could reach, not only what this workload used.
     match std::fs::read_to_string("/proc/kallsyms") {
         Ok(text) => {
@@ -217,6 +302,59 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
     Ok(Report { suite: "surface".into(), environment: env, quick: opts.quick, metrics, notes })
 }
 
+/// The unikernel workload traced per thread: it starts the doorbell thread too.
+const FILTERED_WORKLOAD: &str = "io 20000 --ring";
+
+/// Each VMM thread's allow-list size beside the distinct calls it made under it.
+fn seccomp_figures(
+    threads: &BTreeMap<&'static str, Form>,
+    metrics: &mut Vec<Summary>,
+    notes: &mut Vec<String>,
+) {
+    use vmm::seccomp::{policy, Policy, Thread};
+    if policy() == Policy::Off {
+        notes.push("seccomp: measured with --no-seccomp, so no thread ran under a filter".into());
+    }
+    for thread in Thread::ALL {
+        let allowed = thread.allow_list();
+        let name = thread.name();
+        metrics.extend(Summary::of(
+            &format!("system calls offered, VMM {name} thread (seccomp allow-list)"),
+            "syscalls",
+            &[allowed.len() as f64],
+        ));
+        let Some(made) = threads.get(name) else {
+            notes.push(format!("seccomp: no {name} thread ran under its filter in `run unikernel --workload {FILTERED_WORKLOAD}`"));
+            continue;
+        };
+        metrics.extend(Summary::of(
+            &format!("distinct host syscalls under the filter, VMM {name} thread"),
+            "syscalls",
+            &made.distinct,
+        ));
+        let unused: Vec<&str> =
+            allowed.iter().map(|a| a.syscall).filter(|s| !made.names.contains(*s)).collect();
+        let held: Vec<String> = allowed
+            .iter()
+            .filter_map(|a| {
+                a.only.as_ref().map(|(arg, v)| format!("{} (argument {arg}: {})", a.syscall, v.join(", ")))
+            })
+            .collect();
+        notes.push(format!(
+            "seccomp, {name} thread: made {}; allowed and not made in this run: {}{}",
+            made.names.iter().cloned().collect::<Vec<_>>().join(" "),
+            if unused.is_empty() { "none".into() } else { unused.join(" ") },
+            if held.is_empty() { String::new() } else { format!("; held to: {}", held.join("; ")) },
+        ));
+    }
+    if let Some(other) = threads.get("other") {
+        notes.push(format!(
+            "seccomp: threads that inherited a filter made: {}",
+            other.names.iter().cloned().collect::<Vec<_>>().join(" ")
+        ));
+    }
+}
+
 /// System calls a kernel implements: its distinct `__x64_sys_*` entry points (the targets
 /// of its system-call table) from (name, is weak) pairs, without `sys_ni_syscall`, the
 /// "not implemented" stub, and without the weak stand-ins `COND_SYSCALL` defines for the
@@ -266,6 +404,38 @@ mod tests {
 ------ ----------- ----------- --------- --------- ----------------
 100.00    0.000100          16         6         1 total
 ";
+
+    const FULL: &str = r#"100  execve("/usr/bin/vmscope", ["vmscope"], 0x7ffd /* 20 vars */) = 0
+100  openat(AT_FDCWD, "/dev/kvm", O_RDWR|O_CLOEXEC) = 3
+101  prctl(PR_SET_NAME, "vcpu0" <unfinished ...>
+100  clone3({flags=CLONE_VM}, 88 <unfinished ...>
+101  <... prctl resumed>)              = 0
+101  ioctl(9, KVM_GET_REGS, 0x7f) = 0
+101  seccomp(SECCOMP_SET_MODE_FILTER, 0, {len=64, filter=0x55}) = 0
+101  ioctl(9, KVM_RUN, 0 <unfinished ...>
+102  prctl(PR_SET_NAME, "doorbell-0x503") = 0
+102  seccomp(SECCOMP_SET_MODE_FILTER, 0, {len=40, filter=0x56}) = 0
+102  epoll_wait(7, [], 2, -1)          = 0
+101  <... ioctl resumed>)              = 0
+101  --- SIGRT_2 {si_signo=SIGRT_2, si_code=SI_TKILL} ---
+101  rt_sigreturn({mask=[]})           = 0
+100  seccomp(SECCOMP_SET_MODE_FILTER, 0, {len=90, filter=0x57}) = 0
+100  futex(0x55, FUTEX_WAIT_BITSET_PRIVATE, 0, NULL) = 0
+101  exit(0)                           = ?
+101  +++ exited with 0 +++
+100  exit_group(0)                     = ?
+"#;
+
+    #[test]
+    fn counts_each_threads_calls_from_its_filter_on() {
+        let made = calls_under_filter(FULL);
+        let names = |k: &str| made[k].iter().cloned().collect::<Vec<_>>().join(" ");
+        assert_eq!(names("vcpu"), "exit ioctl rt_sigreturn");
+        assert_eq!(names("doorbell"), "epoll_wait");
+        assert_eq!(names("main"), "exit_group futex");
+        assert_eq!(made.len(), 3);
+        assert!(calls_under_filter("").is_empty());
+    }
 
     #[test]
     fn parses_the_summary_table() {
