@@ -16,6 +16,8 @@
 //! | exit-code-wide | exit code 0x12345 | status 0x45 and a message saying so |
 //! | ud2 at CPL0 and CPL3 | `ud2`, no IDT | exit 125, "triple fault", mode and CPL, `ud2` at RIP |
 //! | compat-ud2 at CPL0 and CPL3 | far return to a 32-bit code segment, `ud2` there | exit 125, triple fault with the 32-bit CS |
+//! | protected-ud2 | compatibility mode, paging off (long mode left), `ud2` | exit 125, triple fault in 32-bit protected mode, EFER.LMA clear |
+//! | real-ud2 | on down to real mode (16-bit segment, CR0.PE off, far jump to 0xffff:…), `ud2` | exit 125 in real mode at `ud2`: an emulation failure on PVM, a triple fault on hardware KVM; at CPL3 the case refuses to start |
 //! | int3 at CPL0 / CPL3 | `int3`, no IDT | exit 125: an emulation failure naming `int3` (CPL0 on PVM), a triple fault otherwise |
 //! | hlt at CPL0 | `cli; hlt` | exit 125, "halted with no interrupt to wake it" |
 //! | hlt at CPL3 | `cli; hlt` in user mode | exit 125, triple fault (#GP) |
@@ -246,6 +248,34 @@ fn triple_fault_in_compatibility_mode_at_cpl3() {
     let run = stops("compat-ud2", "3", TRIPLE_FAULT);
     assert!(run.err.contains("CPL 3") && run.err.contains("cs=000b"), "{}", run.err);
     assert!(!run.err.contains("mode: Long64"), "{}", run.err);
+}
+
+#[test]
+fn triple_fault_in_protected_mode_without_paging() {
+    let run = stops("protected-ud2", "0", TRIPLE_FAULT);
+    assert!(run.err.contains("mode: Protected32, CPL 0"), "{}", run.err);
+    assert!(run.err.contains("efer=100"), "paging off cleared EFER.LMA: {}", run.err);
+    assert!(run.err.contains("instruction at rip: ud2"), "{}", run.err);
+}
+
+#[test]
+fn ud2_in_real_mode_is_reported() {
+    let run = hostile("real-ud2", &["--ring", "0"]);
+    assert_eq!(run.code, Some(125), "{}\n{}", run.out, run.err);
+    assert!(run.err.contains("mode: Real, CPL 0"), "{}", run.err);
+    assert!(run.err.contains("cs=ffff"), "{}", run.err);
+    assert!(run.err.contains("instruction at rip: ud2"), "{}", run.err);
+    if host_is_pvm() {
+        // PVM's emulator, which runs real-mode code here, fails on ud2 instead of raising
+        // #UD; hardware KVM raises it, and with no interrupt vector table that is a triple
+        // fault.
+        assert!(run.err.contains("stopped: KVM's instruction emulator could not run"), "{}", run.err);
+    } else {
+        assert!(run.err.contains(TRIPLE_FAULT), "{}", run.err);
+    }
+    let run = hostile("real-ud2", &["--ring", "3"]);
+    assert_eq!(run.code, Some(3));
+    assert_eq!(said(&run, "real-ud2"), "needs --ring 0 (CR0 is privileged)");
 }
 
 #[test]

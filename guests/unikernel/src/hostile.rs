@@ -35,6 +35,8 @@ pub fn run(boot: &BootInfo, name: &[u8]) -> Option<u32> {
         b"exit-code-wide" => hypercall::exit(0x1_2345),
         b"ud2" => fault(b"ud2", || unsafe_ud2()),
         b"compat-ud2" => compat_ud2(boot),
+        b"real-ud2" => real_ud2(boot),
+        b"protected-ud2" => protected_ud2(boot),
         b"int3" => fault(b"int3", || {
             // SAFETY: deliberately traps with no IDT.
             unsafe { asm!("int3", options(nomem, nostack)) }
@@ -68,7 +70,7 @@ pub fn run(boot: &BootInfo, name: &[u8]) -> Option<u32> {
 /// Names for the unknown-case message.
 pub const NAMES: &[u8] = b"port-storm port-read-storm mmio-storm mmio-read-storm console-flood uart-flood \
 hypercall-straddle hypercall-wrap hypercall-huge-len hypercall-too-long hypercall-arg-outside \
-hypercall-arg-straddle exit-code-wide ud2 compat-ud2 int3 hlt wrmsr cr3-outside pt-outside-ram \
+hypercall-arg-straddle exit-code-wide ud2 compat-ud2 protected-ud2 real-ud2 int3 hlt wrmsr cr3-outside pt-outside-ram \
 pd-outside-ram spin ring-garbage, and with --disk: ";
 
 fn done(name: &[u8]) -> Line {
@@ -293,4 +295,83 @@ fn ring_garbage() -> u32 {
     }
     done(b"ring-garbage").str(b"the consumer skipped to head twice\n").send();
     0
+}
+
+/// From 64-bit CPL0 down to real mode: compatibility mode, paging off (which leaves long
+/// mode), a 16-bit protected-mode segment, CR0.PE off, a real-mode far jump, then `ud2`
+/// with no interrupt vector table (IDTR limit 0): the triple fault happens in real mode.
+/// The 16-bit code lies below 0x10ffef, so segment 0xffff reaches it.
+fn real_ud2(boot: &BootInfo) -> u32 {
+    if boot.ring != 0 {
+        console::write(b"hostile real-ud2: needs --ring 0 (CR0 is privileged)\n");
+        return 3;
+    }
+    // Slot 3: 32-bit code, base 0, 4 GiB; slot 4: 16-bit code, base 0xffff0, 64 KiB.
+    crate::virtio::w64(vmscope_abi::layout::GDT_GPA + 3 * 8, 0x00cf_9a00_0000_ffff);
+    crate::virtio::w64(vmscope_abi::layout::GDT_GPA + 4 * 8, 0x0000_9a0f_fff0_ffff);
+    console::write(b"hostile: to compatibility mode, paging off, real mode, then ud2\n");
+    // SAFETY: deliberately leaves long mode and protected mode; nothing after ud2 runs.
+    unsafe {
+        asm!(
+            "lea {tmp}, [rip + 2f]",
+            "push 0x18",
+            "push {tmp}",
+            "retfq",
+            ".code32",
+            "2:",
+            "mov eax, cr0",
+            "and eax, 0x7fffffff",
+            "mov cr0, eax",
+            // ljmp 0x20:(3f - 0xffff0)
+            ".byte 0xea",
+            ".long 3f - 0xffff0",
+            ".word 0x20",
+            ".code16",
+            "3:",
+            "mov eax, cr0",
+            "and eax, 0xfffffffe",
+            "mov cr0, eax",
+            // ljmp 0xffff:(4f - 0xffff0)
+            ".byte 0xea",
+            ".word 4f - 0xffff0",
+            ".word 0xffff",
+            "4:",
+            "ud2",
+            ".code64",
+            tmp = out(reg) _,
+            out("eax") _,
+        )
+    };
+    1
+}
+
+/// From 64-bit CPL0 to 32-bit protected mode without paging (compatibility mode, then
+/// CR0.PG off, which clears EFER.LMA), then `ud2`: the triple fault happens in legacy
+/// protected mode.
+fn protected_ud2(boot: &BootInfo) -> u32 {
+    if boot.ring != 0 {
+        console::write(b"hostile protected-ud2: needs --ring 0 (CR0 is privileged)\n");
+        return 3;
+    }
+    crate::virtio::w64(vmscope_abi::layout::GDT_GPA + 3 * 8, 0x00cf_9a00_0000_ffff);
+    console::write(b"hostile: to compatibility mode, paging off, then ud2\n");
+    // SAFETY: deliberately leaves long mode; nothing after ud2 runs.
+    unsafe {
+        asm!(
+            "lea {tmp}, [rip + 2f]",
+            "push 0x18",
+            "push {tmp}",
+            "retfq",
+            ".code32",
+            "2:",
+            "mov eax, cr0",
+            "and eax, 0x7fffffff",
+            "mov cr0, eax",
+            "ud2",
+            ".code64",
+            tmp = out(reg) _,
+            out("eax") _,
+        )
+    };
+    1
 }
