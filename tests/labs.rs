@@ -7,7 +7,44 @@ use common::{stdout, vmscope_offline};
 use labs::measure::{Environment, Report, Summary};
 use std::path::Path;
 
-const LABS: [&str; 5] = ["boot-memory", "exits", "io-batching", "rings", "surface"];
+const LABS: [&str; 8] = [
+    "boot-memory",
+    "exits",
+    "io-batching",
+    "rings",
+    "surface",
+    "page-tables",
+    "request-in-flight",
+    "throwaway",
+];
+
+/// What `vmscope run unikernel --ring 0 --break workload_hello --script walk.script`
+/// printed (lab 6), as saved by `tee walk.log`.
+const WALK_LOG: &str = "breakpoint at 0x108f00 <workload_hello>
+(vmscope) sregs
+cr0 0x80010033 cr2 0x0 cr3 0x9000 cr4 0x620 cr8 0x0 efer 0x500
+(vmscope) regs
+rip 0x0000000000108f00 <workload_hello>
+rsp 0x0000000003fffea8 rbp 0x0000000000000000 rflags 0x46
+(vmscope) pt $rsp
+PML4E  table gpa:0x9000         index   0  entry 0x000000000000a023  P RW A
+PDPTE  table gpa:0xa000         index   0  entry 0x000000000000b023  P RW A
+PDE    table gpa:0xb000         index  31  entry 0x0000000003e000e3  P RW A D PS
+gva:0x3fffea8 -> gpa:0x3fffea8 (2048 KiB page, rwx supervisor) -> host:0x7fcc82bffea8
+";
+
+/// What lab 7's session printed (a real run on PVM, shortened).
+const FLIGHT_LOG: &str = "(vmscope) vq 0 0
+virtio-blk queue 0: size 256  avail.idx 1  used.idx 0  in flight 1  avail.flags 0x0  used.flags 0x0
+chain 0: [0 gpa:0x2b0100+16] [1 gpa:0x2ad000+4096 W] [2 gpa:0x2b0110+1 W]
+(vmscope) cont
+(vmscope) vq 0 0
+virtio-blk queue 0: size 256  avail.idx 2  used.idx 1  in flight 1  avail.flags 0x0  used.flags 0x0
+chain 0: [0 gpa:0x2b0280+16] [1 gpa:0x1938400+1024 W] [2 gpa:0x2b0290+1 W]
+(vmscope) cont
+a request in flight
+vmscope: workload 'cat /mnt/hello.txt' exited with status 0
+";
 
 fn report(suite: &str, quick: bool, metrics: &[(&str, &str, f64)]) -> Report {
     Report {
@@ -187,6 +224,48 @@ fn passing_state(lab: &str, dir: &Path) {
                 "answers.toml",
                 "most_exposed = \"container\"\nlinux_guest_syscalls = 280\n\
                  what_it_means = \"The container shares the host kernel; the VM adds a wall of a few exits.\"\n",
+            );
+        }
+        "page-tables" => {
+            put(dir, "walk.log", WALK_LOG);
+            put(
+                dir,
+                "answers.toml",
+                "cr3 = \"0x9000\"\npd_index = 31\npde = \"0x3e000e3\"\nstack_gpa = \"0x3fffea8\"\n\
+                 why_identity = \"An identity map is the simplest; Linux maps its kernel in the higher half.\"\n",
+            );
+        }
+        "request-in-flight" => {
+            put(dir, "flight.log", FLIGHT_LOG);
+            put(
+                dir,
+                "answers.toml",
+                "queue_size = 256\nheader_bytes = 16\nused_idx_after = 1\n\
+                 device_writes = \"The sector data into the buffer and the status byte; used.idx says it is done.\"\n",
+            );
+        }
+        "throwaway" => {
+            put(dir, "images.log", "7e66…  a.elf\n7e66…  b.elf\nimages are identical\n");
+            put(dir, "throwaway.log", "100 machines in 812 ms, per machine: 8.12 ms\n");
+            put_report(
+                dir,
+                "boot.json",
+                &report(
+                    "boot",
+                    true,
+                    &[
+                        ("start -> guest exit, unikernel CPL3 (native here)", "ms", 7.0),
+                        ("boot -> exit inside VMM, unikernel CPL3 (native here)", "ms", 2.0),
+                        ("start -> guest exit, unikernel CPL0", "ms", 9.5),
+                        ("boot -> exit inside VMM, unikernel CPL0", "ms", 4.4),
+                    ],
+                ),
+            );
+            put(
+                dir,
+                "answers.toml",
+                "ms_per_machine = 8.1\nguest_share = 0.3\n\
+                 what_makes_it_disposable = \"A process: exec, open /dev/kvm, mmap memory; the guest runs a third.\"\n",
             );
         }
         other => panic!("no fixture for lab {other}"),
@@ -443,4 +522,39 @@ fn surface_failures() {
         },
         &["does not agree", "close to the host kernel's count", "no answer yet"],
     );
+}
+
+#[test]
+fn page_tables_failures() {
+    // The plausible wrong readings: the PML4's index for the PD's, the entry's bytes in
+    // the order `xp` prints them, the page's base without the offset.
+    fails_with("page-tables", answer("pd_index", "0"), &["pd_index"]);
+    fails_with("page-tables", answer("pde", "\"0xe300e003\""), &["not what vmscope printed"]);
+    fails_with("page-tables", answer("stack_gpa", "\"0x3e00000\""), &["stack_gpa"]);
+    fails_with("page-tables", answer("cr3", "\"0xa000\""), &["cr3"]);
+    fails_with(
+        "page-tables",
+        |d| std::fs::remove_file(d.join("walk.log")).unwrap(),
+        &["walk.log is missing"; 5],
+    );
+}
+
+#[test]
+fn request_in_flight_failures() {
+    // used.idx before `cont`, the data buffer's length for the header's.
+    fails_with("request-in-flight", answer("used_idx_after", "0"), &["used_idx_after"]);
+    fails_with("request-in-flight", answer("header_bytes", "4096"), &["header_bytes"]);
+    fails_with(
+        "request-in-flight",
+        |d| put(d, "flight.log", &FLIGHT_LOG.replace("a request in flight\n", "Kernel panic\n")),
+        &["does not contain"],
+    );
+}
+
+#[test]
+fn throwaway_failures() {
+    // The whole loop's time for one machine's; CPL0's share for the native CPL3 one.
+    fails_with("throwaway", answer("ms_per_machine", "812"), &["ms_per_machine"]);
+    fails_with("throwaway", answer("guest_share", "0.46"), &["the share at the other CPL"]);
+    fails_with("throwaway", |d| put(d, "images.log", "a.elf: differ\n"), &["does not contain"]);
 }

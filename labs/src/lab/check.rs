@@ -4,8 +4,8 @@
 //! a lab works the same on PVM and on hardware KVM, where the right answer may differ.
 
 use super::header::{
-    Best, CheckSpec, ChoiceCheck, JsonCheck, LogCheck, NumberCheck, ReportCheck, TextCheck, MAX_TOLERANCE,
-    READING_SLACK,
+    Best, CheckSpec, ChoiceCheck, JsonCheck, LogCheck, LoggedCheck, NumberCheck, ReportCheck, TextCheck,
+    MAX_TOLERANCE, READING_SLACK,
 };
 use super::select::{convert, in_base_unit, Figure, Selector};
 use super::Lab;
@@ -100,6 +100,17 @@ impl Band {
     }
 }
 
+/// `0x…` hex (underscores allowed) or a decimal number; hex beyond 2^53 is not needed
+/// by any lab and is refused rather than rounded.
+fn parse_value(s: &str) -> Option<f64> {
+    let s = s.trim().replace('_', "");
+    let s = s.trim_end_matches([',', ')', ';', ']', 'W', ' ']);
+    match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
+        Some(hex) => u64::from_str_radix(hex, 16).ok().filter(|v| *v < 1 << 53).map(|v| v as f64),
+        None => s.parse::<f64>().ok().filter(|v| v.is_finite()),
+    }
+}
+
 /// A number with three significant digits, for messages.
 fn num(v: f64) -> String {
     if v != 0.0 && (v.abs() >= 1e5 || v.abs() < 1e-2) {
@@ -119,6 +130,7 @@ impl WorkDir<'_> {
             CheckSpec::Choice(c) => self.choice_check(c),
             CheckSpec::Number(c) => self.number_check(c),
             CheckSpec::Text(c) => self.text_check(c),
+            CheckSpec::Logged(c) => self.logged_check(c),
         }
     }
 
@@ -395,6 +407,58 @@ impl WorkDir<'_> {
                 .ok_or_else(|| {
                     format!("the metric {:?} is in {}, which does not convert to {unit}", v.metric, v.unit)
                 }),
+        }
+    }
+
+    fn logged_check(&self, c: &LoggedCheck) -> CheckResult {
+        let label = format!("{}: {}", c.key, c.question);
+        let nth = match c.occurrence {
+            1 => "first".to_string(),
+            2 => "second".to_string(),
+            n => format!("{n}th"),
+        };
+        let where_from = format!("{nth} line with {:?} in {}, after {:?}", c.line, c.file, c.after);
+        let given = match self.answer(&c.key, &label, "\"0x…\"") {
+            Ok(toml::Value::Integer(i)) => Ok(*i as f64),
+            Ok(toml::Value::Float(f)) => Ok(*f),
+            Ok(toml::Value::String(s)) => {
+                parse_value(s).ok_or_else(|| format!("{s:?} is not a number or a 0x… address"))
+            }
+            Ok(v) => Err(format!("{v} is not a number")),
+            Err(r) => return r,
+        };
+        let given = match given {
+            Ok(g) => g,
+            Err(e) => return CheckResult::fail(label, e, None),
+        };
+        let text = match self.read(&c.file) {
+            Ok(b) => String::from_utf8_lossy(&b).into_owned(),
+            Err(e) => return CheckResult::fail(label, e, c.hint.clone()),
+        };
+        let token = text
+            .lines()
+            .filter(|l| l.contains(&c.line))
+            .nth(c.occurrence - 1)
+            .and_then(|l| l.split_once(&c.after))
+            .and_then(|(_, rest)| rest.split_whitespace().next());
+        let Some((token, expected)) = token.and_then(|t| parse_value(t).map(|v| (t, v))) else {
+            let detail = format!("{} has no value at the {where_from}", c.file);
+            return CheckResult::fail(label, detail, c.hint.clone());
+        };
+        let same = if token.contains('.') {
+            (given - expected).abs() <= 0.01 * expected.abs()
+        } else {
+            given == expected
+        };
+        if same {
+            CheckResult::pass(label, format!("{token}, as {} says", c.file))
+        } else {
+            let shown = if token.starts_with("0x") { format!("{:#x}", given as u64) } else { num(given) };
+            CheckResult::fail(
+                label,
+                format!("{shown} is not what vmscope printed"),
+                Some(c.hint.clone().unwrap_or_else(|| format!("look at the {where_from}"))),
+            )
         }
     }
 
@@ -685,6 +749,44 @@ mod tests {
         assert!(one(l, &d).passed);
         d.put("linux.log", "Kernel panic\n");
         assert!(one(l, &d).detail.contains("does not contain"));
+    }
+
+    #[test]
+    fn logged_check_wants_the_printed_value() {
+        let d = TempDir::new("logged");
+        let c = "[[checks]]\nkind = \"logged\"\nkey = \"pd_index\"\nquestion = \"q\"\nfile = \"walk.log\"\nline = \"PDE \"\nafter = \"index\"";
+        let entry = "[[checks]]\nkind = \"logged\"\nkey = \"pde\"\nquestion = \"q\"\nfile = \"walk.log\"\nline = \"PDE \"\noccurrence = 2\nafter = \"entry\"";
+        d.put(ANSWERS, "pd_index = 31\npde = \"0x3e000e3\"");
+        assert!(one(c, &d).detail.ends_with("walk.log is missing"));
+        d.put(
+            "walk.log",
+            "PML4E  table gpa:0x9000  index   0  entry 0x000000000000a023  P RW A\n\
+             PDE    table gpa:0xb000  index  31  entry 0x0000000003e000e3  P RW A D PS\n\
+             PDE    table gpa:0xb000  index  31  entry 0x0000000003e000e3  P RW A D PS\n",
+        );
+        assert!(one(c, &d).passed);
+        assert!(one(entry, &d).passed);
+        // The neighbouring wrong answers: the PML4 index, the index in hex read as decimal,
+        // the entry without its flag bits, the entry's bytes as xp shows them.
+        for wrong in ["pd_index = 0", "pd_index = \"0x31\"", "pd_index = 32"] {
+            d.put(ANSWERS, &format!("{wrong}\npde = 1"));
+            let r = one(c, &d);
+            assert!(!r.passed && r.detail.contains("not what vmscope printed"), "{wrong}: {r:?}");
+        }
+        for wrong in ["\"0x3e00000\"", "\"0xe300e003\"", "\"pde\""] {
+            d.put(ANSWERS, &format!("pde = {wrong}"));
+            assert!(!one(entry, &d).passed, "{wrong}");
+        }
+        d.put("walk.log", "nothing here\n");
+        d.put(ANSWERS, "pd_index = 31");
+        assert!(
+            one(c, &d).detail.contains("has no value at the first line with \"PDE \""),
+            "{:?}",
+            one(c, &d)
+        );
+        assert_eq!(parse_value("0x_10"), Some(16.0));
+        assert_eq!(parse_value("2.5,"), Some(2.5));
+        assert_eq!(parse_value("0xffffffffffffffff"), None);
     }
 
     #[test]

@@ -79,6 +79,9 @@ pub enum CheckSpec {
     Number(Box<NumberCheck>),
     /// An answer in words, mentioning one of some key ideas.
     Text(TextCheck),
+    /// An answer equal to a value vmscope printed into a saved log (an address, an
+    /// index, a page-table entry).
+    Logged(LoggedCheck),
 }
 
 /// `kind = "report"`.
@@ -211,6 +214,34 @@ pub struct Confusable {
     pub over: Option<Selector>,
 }
 
+/// `kind = "logged"`: the answer must equal the value that follows `after` on the
+/// `occurrence`-th line of `file` that contains `line` (`0x…` hex or decimal). Values that
+/// are read, not measured, have no spread: integers must match exactly, decimals within
+/// 1 % (the rounding of a printed figure).
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoggedCheck {
+    /// The key in `answers.toml`.
+    pub key: String,
+    /// The question, as the text asks it.
+    pub question: String,
+    /// The saved output in the work directory.
+    pub file: String,
+    /// Text the line holding the value contains.
+    pub line: String,
+    /// Which such line (1 = the first).
+    #[serde(default = "first")]
+    pub occurrence: usize,
+    /// The value is the word right after this text on that line.
+    pub after: String,
+    /// Advice shown when the check fails.
+    pub hint: Option<String>,
+}
+
+fn first() -> usize {
+    1
+}
+
 /// `kind = "text"`.
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -234,6 +265,7 @@ impl CheckSpec {
             CheckSpec::Choice(c) => Some(&c.key),
             CheckSpec::Number(c) => Some(&c.key),
             CheckSpec::Text(c) => Some(&c.key),
+            CheckSpec::Logged(c) => Some(&c.key),
             _ => None,
         }
     }
@@ -244,6 +276,7 @@ impl CheckSpec {
             CheckSpec::Choice(c) => Some(&c.question),
             CheckSpec::Number(c) => Some(&c.question),
             CheckSpec::Text(c) => Some(&c.question),
+            CheckSpec::Logged(c) => Some(&c.question),
             _ => None,
         }
     }
@@ -263,6 +296,9 @@ impl CheckSpec {
             }
             CheckSpec::Number(c) => format!("answers.toml `{}` (a number): {}", c.key, c.question),
             CheckSpec::Text(c) => format!("answers.toml `{}` (in words): {}", c.key, c.question),
+            CheckSpec::Logged(c) => {
+                format!("answers.toml `{}` (a value from {}): {}", c.key, c.file, c.question)
+            }
         }
     }
 
@@ -281,6 +317,13 @@ impl CheckSpec {
                 bad("pointer", "must be a JSON pointer starting with `/`")
             }
             CheckSpec::Log(c) if no_file(&c.file) => bad("file", "must be a file name in the lab directory"),
+            CheckSpec::Logged(c) if no_file(&c.file) => {
+                bad("file", "must be a file name in the lab directory")
+            }
+            CheckSpec::Logged(c) if c.line.is_empty() || c.after.is_empty() => {
+                bad("after", "`line` and `after` must say where the value is")
+            }
+            CheckSpec::Logged(c) if c.occurrence == 0 => bad("occurrence", "counts from 1"),
             CheckSpec::Choice(c) if c.choices.len() < 2 => bad("choices", "needs at least two choices"),
             CheckSpec::Choice(c) => {
                 for (name, s) in &c.choices {
