@@ -177,6 +177,32 @@ fn gdb_over_a_unix_socket_works_under_the_main_filter() {
     assert!(!path.exists(), "vmscope removes its socket under the filter too");
 }
 
+/// With an empty cache, the gdb stub writes the unikernel ELF it names into the cache (a
+/// temporary file, fsync, rename) after the main thread's filter is in place.
+#[test]
+fn gdb_with_an_empty_cache_writes_the_elf_under_the_main_filter() {
+    use std::io::BufRead;
+    common::require_kvm();
+    let cache = tempfile::tempdir().unwrap();
+    let mut child = Command::new(env!("CARGO_BIN_EXE_vmscope"))
+        .args(["run", "unikernel", "--ring", "0", "--gdb", "127.0.0.1:0", "--gdb-wait", "--timeout", "300"])
+        .env("VMSCOPE_CACHE", cache.path())
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    let mut lines = std::io::BufReader::new(child.stderr.take().unwrap()).lines();
+    let line = lines.next().expect("vmscope says something").unwrap();
+    let addr = line.split("target remote ").nth(1).unwrap_or_else(|| panic!("{line}"));
+    let out = gdb(addr.trim_end_matches('\''), &["continue"]);
+    assert!(out.contains("exited normally"), "{out}");
+    assert_eq!(child.wait().unwrap().code(), Some(0), "{out}");
+    let written: Vec<_> =
+        std::fs::read_dir(cache.path().join("unikernel")).unwrap().map_while(Result::ok).collect();
+    assert_eq!(written.len(), 1, "the ELF and no temporary file: {written:?}");
+    assert!(line.contains(&*written[0].path().to_string_lossy()), "{line}");
+}
+
 #[test]
 fn no_seccomp_leaves_every_thread_unfiltered() {
     let (mut child, addr) = serve(&["--no-seccomp"], "127.0.0.1:0");

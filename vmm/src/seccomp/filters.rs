@@ -146,8 +146,10 @@ fn entries(thread: Thread) -> Vec<Entry> {
                     SYS_umask,
                     SYS_chmod,
                     SYS_unlink,
-                    // The unikernel ELF gdb is pointed at is written to the cache if missing.
+                    // The unikernel ELF gdb is pointed at is written to the cache if missing
+                    // (atomically: a temporary file, fsync, rename).
                     SYS_mkdir,
+                    SYS_fsync,
                     SYS_rename,
                 ]
                 .map(any),
