@@ -32,7 +32,7 @@ mod target;
 mod watch;
 
 pub use arch::{VmRegs, VmscopeX86_64, TARGET_XML};
-pub use listen::{Conn, ListenAddr, Listener};
+pub use listen::{serve_connection, Conn, ListenAddr, Listener, SessionEnd};
 pub use target::{GuestEnd, VmTarget};
 
 use event_loop::VmEventLoop;
@@ -48,7 +48,7 @@ pub use watch::{DR_SLOTS, MAX_WATCH_LEN};
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// The packet size the stub announces (`PacketSize` in `qSupported`) and its packet buffer:
-/// a longer packet from a client ends its session (gdbstub's own rule).
+/// a longer packet from a client ends its session (the connection counts each packet's bytes).
 pub const PACKET_SIZE: usize = 4096;
 
 /// The most bytes one `m` packet may read: what fits hex-encoded in [`PACKET_SIZE`], which is

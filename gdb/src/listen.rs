@@ -4,6 +4,7 @@
 //! finished within [`PACKET_TIMEOUT`], the first packet must come within it too, a reply
 //! that cannot be written within [`WRITE_TIMEOUT`] ends the session, TCP keep-alive finds a
 //! peer that vanished, and an optional deadline (`--timeout`) ends any session.
+//! [`serve_connection`] runs one session over any gdbstub connection (the fuzz target's).
 
 use gdbstub::conn::{Connection, ConnectionExt};
 use std::io::{Read, Write};
@@ -106,6 +107,8 @@ struct Stream<S> {
     packet_started: Option<Instant>,
     /// Checksum digits still to come after `#`.
     checksum_left: u8,
+    /// Bytes of the packet being read so far (from its `$`).
+    packet_len: usize,
     /// Until the first whole packet: when it must have arrived.
     first_packet_by: Option<Instant>,
 }
@@ -140,6 +143,7 @@ impl<S: Socket> Stream<S> {
             deadline,
             packet_started: None,
             checksum_left: 0,
+            packet_len: 0,
             first_packet_by: Some(Instant::now() + PACKET_TIMEOUT),
         }
     }
@@ -159,8 +163,19 @@ impl<S: Socket> Stream<S> {
         Ok(())
     }
 
-    /// Follows the packet framing of the bytes gdbstub consumes.
-    fn track(&mut self, byte: u8) {
+    /// Follows the packet framing of the bytes gdbstub consumes. A packet longer than
+    /// [`crate::PACKET_SIZE`] (from `$` to the checksum) is an error that ends the session
+    /// here, before gdbstub sees the byte: its own packet buffer would grow to hold it.
+    fn track(&mut self, byte: u8) -> std::io::Result<()> {
+        if self.packet_started.is_some() {
+            self.packet_len += 1;
+            if self.packet_len > crate::PACKET_SIZE {
+                return Err(std::io::Error::new(
+                    std::io::ErrorKind::InvalidData,
+                    format!("a packet is longer than {} bytes", crate::PACKET_SIZE),
+                ));
+            }
+        }
         if self.checksum_left > 0 {
             self.checksum_left -= 1;
             if self.checksum_left == 0 {
@@ -173,7 +188,9 @@ impl<S: Socket> Stream<S> {
             }
         } else if byte == b'$' {
             self.packet_started = Some(Instant::now());
+            self.packet_len = 1;
         }
+        Ok(())
     }
 }
 
@@ -224,7 +241,7 @@ impl<S: Socket> ConnectionExt for Stream<S> {
             }
         }
         let byte = self.input.pop_front().expect("not empty");
-        self.track(byte);
+        self.track(byte)?;
         Ok(byte)
     }
 
@@ -369,6 +386,48 @@ impl Drop for Listener {
     }
 }
 
+/// How a session served by [`serve_connection`] ended.
+#[derive(Debug)]
+pub struct SessionEnd {
+    /// gdbstub's account: gdb detached or killed the guest, or the error that ended the
+    /// session (the connection failed or ended, a packet longer than
+    /// [`crate::PACKET_SIZE`], a target error).
+    pub reason: Result<gdbstub::stub::DisconnectReason, String>,
+    /// How the guest ended meanwhile, if it did.
+    pub guest: Option<crate::GuestEnd>,
+    /// Whether the session let the guest run (it may still be running).
+    pub resumed: bool,
+}
+
+/// One gdb session over any connection: every vCPU is paused (gdb expects a stopped
+/// target), then gdb's packets are answered by the stub's own handlers until the session
+/// ends. [`crate::serve`] does the same for each client of a [`Listener`]; this entry
+/// point drives the handlers with bytes that never crossed a socket (the `gdb_packets`
+/// fuzz target). Breakpoints the session set stay set
+/// (`vmm::machine::Machine::clear_breakpoints`), and a guest it resumed may be running.
+pub fn serve_connection<C>(
+    machine: &vmm::machine::Machine,
+    symbols: &inspect::symbols::SymbolTable,
+    conn: C,
+) -> Result<SessionEnd, crate::GdbError>
+where
+    C: ConnectionExt<Error = std::io::Error>,
+{
+    machine.pause_all();
+    let mut target = crate::VmTarget::new(machine, symbols);
+    // A buffer gdbstub cannot grow: a longer packet is an error that ends the session
+    // (with `packet_buffer_size` alone, gdbstub extends its buffer for as long as a
+    // packet lasts).
+    let mut buffer = vec![0u8; crate::PACKET_SIZE];
+    let stub = gdbstub::stub::GdbStub::<crate::VmTarget<'_>, C>::builder(conn)
+        .with_packet_buffer(&mut buffer)
+        .build()
+        .map_err(|e| crate::GdbError::Setup(e.to_string()))?;
+    let reason =
+        stub.run_blocking::<crate::event_loop::VmEventLoop<'_, C>>(&mut target).map_err(|e| e.to_string());
+    Ok(SessionEnd { reason, guest: target.end.take(), resumed: target.ever_resumed })
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -389,6 +448,107 @@ mod tests {
         assert!("unix:/tmp/g.sock".parse::<ListenAddr>().unwrap().is_local());
         assert!(!"0.0.0.0:9".parse::<ListenAddr>().unwrap().is_local());
         assert!(!"192.168.1.2:9".parse::<ListenAddr>().unwrap().is_local());
+    }
+
+    /// A client that sends `input`, then hangs up; it keeps the stub's replies.
+    struct Scripted {
+        input: std::collections::VecDeque<u8>,
+        replies: std::rc::Rc<std::cell::RefCell<Vec<u8>>>,
+    }
+
+    impl Connection for Scripted {
+        type Error = std::io::Error;
+        fn write(&mut self, byte: u8) -> std::io::Result<()> {
+            self.replies.borrow_mut().push(byte);
+            Ok(())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+
+    impl ConnectionExt for Scripted {
+        fn read(&mut self) -> std::io::Result<u8> {
+            self.input.pop_front().ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+        }
+        fn peek(&mut self) -> std::io::Result<Option<u8>> {
+            self.input.front().map(|b| Some(*b)).ok_or_else(|| std::io::ErrorKind::UnexpectedEof.into())
+        }
+    }
+
+    fn packet(body: &str) -> String {
+        let sum = body.bytes().fold(0u8, |a, b| a.wrapping_add(b));
+        format!("${body}#{sum:02x}")
+    }
+
+    /// A paused one-vCPU guest whose code at 0x100000 is `jmp $` (CPL0).
+    fn paused_guest() -> vmm::machine::Machine {
+        assert!(std::path::Path::new("/dev/kvm").exists(), "this test needs /dev/kvm (hardware KVM or PVM)");
+        let cfg = vmm::machine::ElfGuestConfig {
+            name: "jmp-self".into(),
+            elf: std::sync::Arc::from(vmm::test_utils::tiny_elf(0x10_0000, &[0xeb, 0xfe], 62)),
+            cmdline: String::new(),
+            mem_mib: 16,
+            vcpus: 1,
+            ring: vmm::arch::x86_64::Ring::Ring0,
+            start_paused: true,
+            doorbell: false,
+            ring_consumer: Default::default(),
+        };
+        vmm::machine::Machine::boot_elf(&cfg, vmm::devices::console::Console::buffer()).expect("boot")
+    }
+
+    fn session(machine: &vmm::machine::Machine, input: String) -> (SessionEnd, String) {
+        let symbols = inspect::symbols::SymbolTable::default();
+        let replies = std::rc::Rc::default();
+        let conn = Scripted { input: input.into_bytes().into(), replies: std::rc::Rc::clone(&replies) };
+        let end = serve_connection(machine, &symbols, conn).expect("the stub starts");
+        let replies = String::from_utf8_lossy(&replies.borrow()).into_owned();
+        (end, replies)
+    }
+
+    #[test]
+    fn a_session_over_any_connection_answers_packets_until_gdb_kills_the_guest() {
+        let machine = paused_guest();
+        let input = ["+", &packet("?"), &packet("m100000,2"), &packet("Z0,100000,1"), &packet("k")].concat();
+        let (end, replies) = session(&machine, input);
+        assert!(matches!(end.reason, Ok(gdbstub::stub::DisconnectReason::Kill)), "{end:?}");
+        assert!(!end.resumed && end.guest.is_none(), "{end:?}");
+        // The stop reply, the guest's own bytes, the breakpoint set.
+        assert!(replies.contains("$T05"), "{replies}");
+        assert!(replies.contains(&packet("ebfe")), "{replies}");
+        assert!(replies.contains(&packet("OK")), "{replies}");
+        machine.clear_breakpoints();
+    }
+
+    #[test]
+    fn a_packet_over_the_packet_size_ends_the_session() {
+        let machine = paused_guest();
+        let huge = packet(&format!("m{}", "1".repeat(crate::PACKET_SIZE + 100)));
+        let (end, replies) = session(&machine, ["+", &packet("?"), &huge, &packet("g")].concat());
+        let why = end.reason.expect_err("an oversized packet ends the session");
+        assert!(why.to_lowercase().contains("buffer"), "{why}");
+        // Nothing after the oversized packet was answered (no g reply: 0x-digit registers).
+        assert!(replies.contains("$T05") && !replies.contains("$0000"), "{replies}");
+    }
+
+    #[test]
+    fn a_socket_packet_over_the_packet_size_is_an_error_before_it_is_buffered() {
+        let (mut client, server) = UnixStream::pair().unwrap();
+        server.set_read_timeout(Some(TICK)).unwrap();
+        let mut stream = Stream::new(server, None);
+        // A packet exactly PACKET_SIZE long (with `$`, `#` and the checksum) is read whole.
+        let body = "m".repeat(crate::PACKET_SIZE - 4);
+        Write::write_all(&mut client, packet(&body).as_bytes()).unwrap();
+        for _ in 0..crate::PACKET_SIZE {
+            stream.read().unwrap();
+        }
+        // One byte more and it is an error, however long the client goes on.
+        Write::write_all(&mut client, b"$").unwrap();
+        Write::write_all(&mut client, &vec![b'1'; crate::PACKET_SIZE + 10]).unwrap();
+        let e = (0..=crate::PACKET_SIZE).find_map(|_| stream.read().err()).expect("an error");
+        assert_eq!(e.kind(), std::io::ErrorKind::InvalidData);
+        assert!(e.to_string().contains("longer than 4096 bytes"), "{e}");
     }
 
     fn temp_dir(name: &str) -> PathBuf {
