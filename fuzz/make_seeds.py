@@ -232,3 +232,130 @@ regs += struct.pack("<BHI", 0, 0x44, 1) + struct.pack("<BHI", 0, 0x70, 0xf)
 regs += struct.pack("<BHB", 2, 0x70, 1) + b"\x0f" + struct.pack("<BHB", 2, 0x100, 8) + b"\xff" * 8
 regs += struct.pack("<BHB", 1, 0x101, 2) + struct.pack("<BB", 9, 0) + struct.pack("<BB", 6, 0)
 put("virtio_blk", "registers", regs)
+
+
+# ---- gdb_packets: grace u8 (a resumed guest gets grace % 4 polls of 5 ms) | client bytes
+
+
+def pkt(body):
+    if isinstance(body, str):
+        body = body.encode()
+    return b"$" + body + b"#%02x" % (sum(body) & 0xFF)
+
+
+def rcmd(text):
+    return pkt(b"qRcmd," + text.encode().hex().encode())
+
+
+# The packets gdb 13.1 sent in a real session (`set debug remote 1`, "Sending packet:")
+# against `vmscope run unikernel --ring 0 --gdb 127.0.0.1:23457 --gdb-wait --workload
+# compute 100000`: attach, info registers, x/8xb $pc, info threads, thread 2, break, hbreak,
+# stepi, set var $rax, monitor help/regs/pt/xp/dis/exits/phys/sym/mappings, x/4xg with
+# phys on, delete, continue.
+GDB_SESSION = """
+$qSupported:multiprocess+;swbreak+;hwbreak+;qRelocInsn+;fork-events+;vfork-events+;exec-events+;vContSupported+;QThreadEvents+;no-resumed+;memory-tagging+;xmlRegisters=i386#77
+$vMustReplyEmpty#3a
+$QStartNoAckMode#b0
+$Hgp0.0#ad
+$qXfer:features:read:target.xml:0,ffb#79
+$qXfer:features:read:target.xml:fdb,ffb#75
+$qXfer:features:read:target.xml:1749,ffb#1e
+$qTStatus#49
+$?#3f
+$qfThreadInfo#bb
+$qsThreadInfo#c8
+$qAttached:1#fa
+$Hc-1#09
+$qOffsets#4b
+$g#67
+$qfThreadInfo#bb
+$qsThreadInfo#c8
+$m100000,1#eb
+$m100000,1#eb
+$qSymbol::#5b
+$m100000,1#eb
+$m100001,1#ec
+$m100002,1#ed
+$m100003,1#ee
+$m100004,1#ef
+$m100005,1#f0
+$m100006,1#f1
+$m100007,1#f2
+$qfThreadInfo#bb
+$qsThreadInfo#c8
+$qThreadExtraInfo,p1.1#85
+$m100000,1#eb
+$m100000,1#eb
+$Tp1.1#54
+$m100000,1#eb
+$m100000,1#eb
+$m100010,1#ec
+$m100020,1#ed
+$Z0,100010,1#35
+$Z1,100020,1#37
+$vCont?#49
+$vCont;s:p1.1;c:p1.-1#f7
+$g#67
+$m100001,1#ec
+$m100001,1#ec
+$m100000,40#1e
+$qfThreadInfo#bb
+$qsThreadInfo#c8
+$z0,100010,1#55
+$z1,100020,1#57
+$m100001,1#ec
+$m100001,1#ec
+$P0=3412000000000000#c7
+$G3412000000000000000000000000000000000000000000000000000000000000000000000000000000300000000000000000000000000000f0ffff03000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000001001000000000000200000008000000100000001000000010000000100000001000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000000007f03000000000000ffff00 [709 bytes omitted]
+$g#67
+$m100001,1#ec
+$m100001,1#ec
+$qRcmd,68656c70#fc
+$qRcmd,72656773#ce
+$qRcmd,707420247063#8d
+$qRcmd,787020307831303030203332#e7
+$qRcmd,646973202470632034#c7
+$qRcmd,6578697473#41
+$qRcmd,70687973206f6e#6b
+$m1000,8#92
+$m1008,8#9a
+$m1010,8#93
+$m1018,8#9b
+$qRcmd,70687973206f6666#a8
+$qRcmd,73796d206d61696e#04
+$qRcmd,6d617070696e6773#d3
+$vCont;c:p1.-1#0f
+""".split()
+
+ATTACH = [b"+"] + [pkt(p) for p in (
+    "qSupported:multiprocess+;swbreak+;hwbreak+;vContSupported+;xmlRegisters=i386",
+    "vMustReplyEmpty", "QStartNoAckMode", "Hgp0.0", "qXfer:features:read:target.xml:0,ffb",
+    "qTStatus", "?", "qfThreadInfo", "qsThreadInfo", "qAttached:1", "Hc-1", "qOffsets", "g")]
+
+put("gdb_packets", "gdb-session", b"\x01" + b"+" + b"".join(p.encode() for p in GDB_SESSION))
+put("gdb_packets", "attach-and-read", b"\x00" + b"".join(ATTACH) + b"".join(pkt(p) for p in (
+    "m100000,40", "m0,1", "mffffffffffffffff,1", "m100000,800", "m100000,801", "qSymbol::",
+    "qThreadExtraInfo,p1.1", "qThreadExtraInfo,p1.2", "Tp1.2", "Hgp1.2", "g", "p10", "p0", "p57",
+    "Hgp1.1", "qC", "qXfer:features:read:target.xml:fdb,ffb", "qXfer:features:read:nothing:0,10")))
+put("gdb_packets", "breakpoints", b"\x00" + b"".join(ATTACH) + b"".join(pkt(p) for p in (
+    "Z0,100010,1", "Z0,100010,1", "z0,100010,1", "z0,100010,1", "Z0,ffffffffdead0000,1",
+    "Z1,100020,1", "Z2,200000,8", "Z3,200010,4", "Z4,200020,2", "Z4,200030,1", "Z1,100030,1",
+    "Z2,ffffffffffffffff,8", "Z2,200000,21", "Z3,200001,8", "Z4,0,0", "z2,200000,8",
+    "z3,200010,4", "z4,200020,2", "z1,100020,1", "z4,200030,1")))
+put("gdb_packets", "step-and-continue", b"\x03" + b"".join(ATTACH) + b"".join(pkt(p) for p in (
+    "Z0,100010,1", "vCont?", "vCont;s:p1.1", "g", "vCont;r100000,100040:p1.1", "g",
+    "Z2,200000,8", "vCont;s:p1.1;c:p1.-1", "vCont;c:p1.-1")))
+put("gdb_packets", "interrupt", b"\x03" + b"".join(ATTACH) + pkt("vCont;c:p1.-1") + b"\x03" + pkt("g")
+    + pkt("c") + b"\x03" + pkt("s") + pkt("?"))
+put("gdb_packets", "writes", b"\x00" + b"".join(ATTACH) + b"".join(pkt(p) for p in (
+    "P0=3412000000000000", "P10=0000100000000000", "P99=00", "M200000,4:deadbeef", "M200000,4:dead",
+    "Mffffffffffffffff,2:0000", "m200000,4", b"X200010,4:" + bytes([0x7d, 0x03, 0x7d, 0x04, 0x00, 0x23 ^ 0x20]),
+    "X200010,0:", "G" + "00" * 16, "g")))
+put("gdb_packets", "monitor", b"\x00" + b"".join(ATTACH) + b"".join(rcmd(c) for c in (
+    "help", "regs", "sregs", "pt $pc", "pt 0xffffffffffffffff", "mappings", "xp 0x1000 32",
+    "xp 0x1000 65537", "xp 0xffffffffffffffff 2", "x/16 $rsp", "x/99999999 $rsp", "dis $pc 4",
+    "dis $pc 99999", "exits", "host", "devices", "vq 0 0", "sym _start", "sym 0x100000",
+    "phys on", "phys", "phys off", "step 1000", "break _start", "cont", "quit", "", "nonsense \xff")) + pkt("m1000,8"))
+put("gdb_packets", "oversized", b"\x00" + b"".join(ATTACH) + b"$m" + b"1" * 5000 + b"#00" + pkt("g"))
+put("gdb_packets", "kill", b"\x00" + b"".join(ATTACH) + pkt("vKill;1") + pkt("k"))
+put("gdb_packets", "detach", b"\x00" + b"".join(ATTACH) + pkt("Z0,100010,1") + pkt("D") + pkt("g"))
