@@ -273,7 +273,10 @@ impl VirtioDevice for Block {
         }
     }
 
-    fn write_config(&mut self, _offset: u64, _data: &[u8]) {}
+    fn write_config(&mut self, _offset: u64, _data: &[u8]) -> bool {
+        // Every field offered (capacity) is read-only.
+        false
+    }
 
     fn process_queue(&mut self, _index: usize, queue: &mut Queue, mem: &GuestMemory) -> QueueOutcome {
         let mut outcome = QueueOutcome::default();

@@ -172,9 +172,7 @@ impl MmioTransport {
     /// A guest write of `data` at `offset` in the window.
     pub fn write(&mut self, offset: u64, data: &[u8]) {
         if offset >= reg::CONFIG {
-            if self.status & status::DRIVER != 0 {
-                self.device.write_config(offset - reg::CONFIG, data);
-            } else {
+            if self.status & status::DRIVER == 0 || !self.device.write_config(offset - reg::CONFIG, data) {
                 self.bad_accesses += 1;
             }
             return;

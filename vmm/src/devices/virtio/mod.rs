@@ -70,8 +70,9 @@ pub trait VirtioDevice: Send {
     fn features(&self) -> u64;
     /// Reads the device-specific configuration space at `offset` into `data`.
     fn read_config(&self, offset: u64, data: &mut [u8]);
-    /// A driver write to the configuration space (ignored by read-only configurations).
-    fn write_config(&mut self, offset: u64, data: &[u8]);
+    /// A driver write to the configuration space; false if the device refused it (a
+    /// read-only field), which the transport counts as a refused access.
+    fn write_config(&mut self, offset: u64, data: &[u8]) -> bool;
     /// The driver notified queue `index`: consume what it made available.
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemory) -> QueueOutcome;
     /// The driver reset the device.

@@ -23,7 +23,9 @@ impl VirtioDevice for Sink {
     fn read_config(&self, offset: u64, data: &mut [u8]) {
         data.fill(offset as u8);
     }
-    fn write_config(&mut self, _: u64, _: &[u8]) {}
+    fn write_config(&mut self, offset: u64, _: &[u8]) -> bool {
+        offset == 0
+    }
     fn process_queue(&mut self, _: usize, queue: &mut Queue, mem: &GuestMemory) -> QueueOutcome {
         let mut out = QueueOutcome::default();
         while let Some(chain) = queue.pop_descriptor_chain(mem) {
@@ -148,4 +150,16 @@ fn queue_sizes_that_are_not_a_power_of_two_up_to_the_maximum_are_refused() {
     assert_eq!(d.transport.queue_layout(0).unwrap().size, 8);
     let (_, _, refused) = d.transport.counters();
     assert_eq!(refused, 6, "a power of two up to the maximum is taken");
+}
+
+#[test]
+fn configuration_writes_the_device_refuses_are_counted() {
+    let mut d = driver();
+    d.write32(reg::CONFIG, 1);
+    assert_eq!(d.transport.counters().2, 1, "before DRIVER");
+    d.write32(reg::STATUS, status::ACKNOWLEDGE | status::DRIVER);
+    d.write32(reg::CONFIG, 1);
+    assert_eq!(d.transport.counters().2, 1, "a field the device takes");
+    d.write32(reg::CONFIG + 4, 1);
+    assert_eq!(d.transport.counters().2, 2, "a read-only field");
 }
