@@ -541,6 +541,10 @@ fn page_tables_failures() {
 
 #[test]
 fn request_in_flight_failures() {
+    let dir = tempfile::tempdir().unwrap();
+    passing_state("request-in-flight", dir.path());
+    let (_, out) = check("request-in-flight", dir.path());
+    assert!(out.contains("— 16, as flight.log says"), "the value without the `]` after it:\n{out}");
     // used.idx before `cont`, the data buffer's length for the header's.
     fails_with("request-in-flight", answer("used_idx_after", "0"), &["used_idx_after"]);
     fails_with("request-in-flight", answer("header_bytes", "4096"), &["header_bytes"]);

@@ -100,11 +100,14 @@ impl Band {
     }
 }
 
+/// What may follow a value in vmscope's output: `+16]`, `+1 W]`, `(size 0x4ec,`.
+const TRAILING: &[char] = &[',', ')', ';', ']', 'W', ' '];
+
 /// `0x…` hex (underscores allowed) or a decimal number; hex beyond 2^53 is not needed
 /// by any lab and is refused rather than rounded.
 fn parse_value(s: &str) -> Option<f64> {
     let s = s.trim().replace('_', "");
-    let s = s.trim_end_matches([',', ')', ';', ']', 'W', ' ']);
+    let s = s.trim_end_matches(TRAILING);
     match s.strip_prefix("0x").or_else(|| s.strip_prefix("0X")) {
         Some(hex) => u64::from_str_radix(hex, 16).ok().filter(|v| *v < 1 << 53).map(|v| v as f64),
         None => s.parse::<f64>().ok().filter(|v| v.is_finite()),
@@ -441,6 +444,7 @@ impl WorkDir<'_> {
             .nth(c.occurrence - 1)
             .and_then(|l| l.split_once(&c.after))
             .and_then(|(_, rest)| rest.split_whitespace().next());
+        let token = token.map(|t| t.trim_end_matches(TRAILING));
         let Some((token, expected)) = token.and_then(|t| parse_value(t).map(|v| (t, v))) else {
             let detail = format!("{} has no value at the {where_from}", c.file);
             return CheckResult::fail(label, detail, c.hint.clone());
