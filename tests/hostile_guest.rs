@@ -239,7 +239,11 @@ fn triple_fault_in_long_mode_at_cpl3() {
 fn triple_fault_in_compatibility_mode_at_cpl0() {
     let run = stops("compat-ud2", "0", TRIPLE_FAULT);
     assert!(run.err.contains("CPL 0") && run.err.contains("cs=0018"), "{}", run.err);
-    assert!(!run.err.contains("mode: Long64"), "the report names the 32-bit mode: {}", run.err);
+    assert!(
+        run.err.contains("mode: Compatibility32, CPL 0"),
+        "the report names the 32-bit mode: {}",
+        run.err
+    );
     assert!(run.err.contains("instruction at rip: ud2"), "{}", run.err);
 }
 
@@ -247,7 +251,7 @@ fn triple_fault_in_compatibility_mode_at_cpl0() {
 fn triple_fault_in_compatibility_mode_at_cpl3() {
     let run = stops("compat-ud2", "3", TRIPLE_FAULT);
     assert!(run.err.contains("CPL 3") && run.err.contains("cs=000b"), "{}", run.err);
-    assert!(!run.err.contains("mode: Long64"), "{}", run.err);
+    assert!(run.err.contains("mode: Compatibility32, CPL 3"), "{}", run.err);
 }
 
 #[test]

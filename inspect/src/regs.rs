@@ -175,9 +175,14 @@ pub enum CpuMode {
     Real,
     /// 16-bit protected mode.
     Protected16,
-    /// 32-bit protected mode (or compatibility mode).
+    /// 32-bit protected mode (EFER.LMA clear).
     Protected32,
-    /// 64-bit long mode.
+    /// Compatibility mode: IA-32e mode (EFER.LMA set) running a 16-bit code segment
+    /// (CS.L and CS.D clear).
+    Compatibility16,
+    /// Compatibility mode: IA-32e mode running a 32-bit code segment (CS.L clear, CS.D set).
+    Compatibility32,
+    /// 64-bit mode: IA-32e mode with CS.L set.
     Long64,
 }
 
@@ -185,8 +190,8 @@ impl CpuMode {
     /// Code bitness: 16, 32 or 64.
     pub fn bitness(self) -> u32 {
         match self {
-            CpuMode::Real | CpuMode::Protected16 => 16,
-            CpuMode::Protected32 => 32,
+            CpuMode::Real | CpuMode::Protected16 | CpuMode::Compatibility16 => 16,
+            CpuMode::Protected32 | CpuMode::Compatibility32 => 32,
             CpuMode::Long64 => 64,
         }
     }
@@ -197,8 +202,14 @@ impl SpecialRegs {
     pub fn cpu_mode(&self) -> CpuMode {
         if self.cr0 & cr0::PE == 0 {
             CpuMode::Real
-        } else if self.efer & efer::LMA != 0 && self.cs.long {
-            CpuMode::Long64
+        } else if self.efer & efer::LMA != 0 {
+            if self.cs.long {
+                CpuMode::Long64
+            } else if self.cs.db {
+                CpuMode::Compatibility32
+            } else {
+                CpuMode::Compatibility16
+            }
         } else if self.cs.db {
             CpuMode::Protected32
         } else {
@@ -234,5 +245,11 @@ mod tests {
         s.cs.dpl = 3;
         assert_eq!(s.cpu_mode(), CpuMode::Long64);
         assert_eq!(s.cpl(), 3);
+        s.cs.long = false;
+        s.cs.db = true;
+        assert_eq!(s.cpu_mode(), CpuMode::Compatibility32);
+        assert_eq!(s.cpu_mode().bitness(), 32);
+        s.cs.db = false;
+        assert_eq!(s.cpu_mode(), CpuMode::Compatibility16);
     }
 }
