@@ -22,7 +22,17 @@ fn check_report(dir: &std::path::Path, suite: &str, runs: u64, single: &[&str]) 
         assert_eq!(m["runs"].as_u64(), Some(expected), "{suite}: {m}");
         assert_eq!(m["samples"].as_array().unwrap().len() as u64, expected, "{suite}: {m}");
     }
-    assert!(std::fs::read_to_string(dir.join(format!("{suite}.svg"))).unwrap().contains("<svg"));
+    // The plot labels every metric (its geometry is unit-tested in labs' measure::plot)
+    // and names each unit in its panel's title.
+    let svg = std::fs::read_to_string(dir.join(format!("{suite}.svg"))).unwrap();
+    assert!(svg.contains("<svg"), "{suite}.svg");
+    for m in metrics {
+        let name =
+            m["metric"].as_str().unwrap().replace('&', "&amp;").replace('<', "&lt;").replace('>', "&gt;");
+        assert!(svg.contains(&format!("\n{name}\n")), "{suite}.svg has no label {name:?}");
+        let unit = m["unit"].as_str().unwrap();
+        assert!(svg.contains(&format!("unit: {unit} —")), "{suite}.svg has no panel for {unit}");
+    }
     v
 }
 
