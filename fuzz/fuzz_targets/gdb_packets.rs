@@ -83,8 +83,14 @@ fn boot() -> Machine {
         doorbell: false,
         ring_consumer: Default::default(),
     };
-    Machine::boot_elf(&cfg, Console::writer(std::io::sink()))
-        .expect("boot the unikernel for the gdb fuzz target")
+    let machine = Machine::boot_elf(&cfg, Console::writer(std::io::sink()))
+        .expect("boot the unikernel for the gdb fuzz target");
+    // Every vCPU thread has started once it answers: LeakSanitizer, which checks after
+    // some inputs, takes the start closure of a thread not yet scheduled for a leak.
+    for index in 0..machine.vcpu_count() {
+        let _ = machine.snapshot(index);
+    }
+    machine
 }
 
 struct Guest {
