@@ -33,7 +33,7 @@ mod watch;
 
 pub use arch::{VmRegs, VmscopeX86_64, TARGET_XML};
 pub use listen::{serve_connection, Conn, ListenAddr, Listener, SessionEnd};
-pub use target::{GuestEnd, VmTarget};
+pub use target::VmTarget;
 
 use event_loop::VmEventLoop;
 use gdbstub::stub::{DisconnectReason, GdbStub};
@@ -41,7 +41,7 @@ pub use listen::{PACKET_TIMEOUT, WRITE_TIMEOUT};
 pub use monitor::{MAX_MONITOR_DIS, MAX_MONITOR_OUTPUT, MAX_MONITOR_READ};
 use std::time::{Duration, Instant};
 use vmm::machine::{Machine, Outcome};
-use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
+use vmm::vstate::vcpu::VcpuEventKind;
 pub use watch::{DR_SLOTS, MAX_WATCH_LEN};
 
 /// How long a new client has to send its first byte before it is turned away.
@@ -163,12 +163,8 @@ pub fn serve(
             }
             Ok(_) => {}
         }
-        match target.end {
-            Some(GuestEnd::Exited(code)) => return Ok(ServeEnd::Guest(Outcome::Exited { code })),
-            Some(GuestEnd::Fault { reason, snapshot }) => {
-                return Ok(ServeEnd::Guest(Outcome::Fault { reason, snapshot }))
-            }
-            None => {}
+        if let Some(outcome) = target.end {
+            return Ok(ServeEnd::Guest(outcome));
         }
         if target.timed_out || deadline.is_some_and(|d| Instant::now() >= d) {
             return timed_out(limit);
@@ -187,11 +183,7 @@ pub fn serve(
 fn watch_guest(machine: &Machine, timeout: Duration) -> Option<Outcome> {
     let event = machine.next_event(timeout)?;
     let VcpuEventKind::Stopped { reason, snapshot } = event.kind else { return None };
-    match reason {
-        StopReason::GuestExit { code } => Some(Outcome::Exited { code }),
-        reason if reason.is_fatal() => Some(Outcome::Fault { reason, snapshot }),
-        _ => None,
-    }
+    Outcome::from_stop(&reason, &snapshot)
 }
 
 /// Stops every vCPU and waits until each has taken the pause (requests are handled in
@@ -205,11 +197,7 @@ fn quiesce(machine: &Machine) -> Option<Outcome> {
     let mut outcome = None;
     while let Some(event) = machine.next_event(Duration::ZERO) {
         if let VcpuEventKind::Stopped { reason, snapshot } = event.kind {
-            match reason {
-                StopReason::GuestExit { code } => outcome = Some(Outcome::Exited { code }),
-                reason if reason.is_fatal() => outcome = Some(Outcome::Fault { reason, snapshot }),
-                _ => {}
-            }
+            outcome = Outcome::from_stop(&reason, &snapshot).or(outcome);
         }
     }
     outcome

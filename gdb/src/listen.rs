@@ -394,7 +394,7 @@ pub struct SessionEnd {
     /// [`crate::PACKET_SIZE`], a target error).
     pub reason: Result<gdbstub::stub::DisconnectReason, String>,
     /// How the guest ended meanwhile, if it did.
-    pub guest: Option<crate::GuestEnd>,
+    pub guest: Option<vmm::machine::Outcome>,
     /// Whether the session let the guest run (it may still be running).
     pub resumed: bool,
 }

@@ -18,7 +18,7 @@ use std::io::{Read, Stdout};
 use std::time::{Duration, Instant};
 use vmm::devices::console::Console;
 use vmm::machine::commands::Session;
-use vmm::machine::Machine;
+use vmm::machine::{Machine, Outcome};
 use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
 
 /// Errors of the TUI.
@@ -385,15 +385,15 @@ fn step_over(g: &mut LiveGuest) -> Result<String, String> {
 pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &mut String) {
     view.push_console(&g.console.take_buffer());
     while let Some(ev) = g.machine.next_event(Duration::ZERO) {
-        let VcpuEventKind::Stopped { reason, .. } = ev.kind else { continue };
+        let VcpuEventKind::Stopped { reason, snapshot } = ev.kind else { continue };
         if let Some(t) = g.temp_breakpoint.take() {
             let _ = g.machine.remove_sw_breakpoint(Gva(t));
         }
         g.dirty = true;
-        view.state = match &reason {
-            StopReason::GuestExit { code } => GuestState::Exited(*code),
-            r if r.is_fatal() => GuestState::Faulted(vmm::report::describe(r)),
-            r => {
+        view.state = match (Outcome::from_stop(&reason, &snapshot), &reason) {
+            (Some(Outcome::Exited { code }), _) => GuestState::Exited(code),
+            (Some(_), r) => GuestState::Faulted(vmm::report::describe(r)),
+            (None, r) => {
                 // The other vCPUs stop too (all-stop).
                 if ev.vcpu == 0 {
                     g.machine.pause_all();

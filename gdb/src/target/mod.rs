@@ -26,22 +26,8 @@ use inspect::symbols::SymbolTable;
 use inspect::{Gpa, Gva};
 use resume::Action;
 use std::collections::{BTreeMap, VecDeque};
-use vmm::machine::Machine;
+use vmm::machine::{Machine, Outcome};
 use vmm::vstate::vcpu::{StopReason, VcpuRequest, VcpuSnapshot};
-
-/// How the guest ended while gdb was attached.
-#[derive(Debug)]
-pub enum GuestEnd {
-    /// It wrote this exit code.
-    Exited(u32),
-    /// A vCPU stopped for good (triple fault, emulation failure, …).
-    Fault {
-        /// Why.
-        reason: StopReason,
-        /// The vCPU at the fault.
-        snapshot: Box<VcpuSnapshot>,
-    },
-}
 
 /// The stub's view of a machine, for one gdb session.
 pub struct VmTarget<'a> {
@@ -70,7 +56,7 @@ pub struct VmTarget<'a> {
     /// Whether this session ever let the guest run.
     pub(crate) ever_resumed: bool,
     /// How the guest ended, once it has.
-    pub(crate) end: Option<GuestEnd>,
+    pub(crate) end: Option<Outcome>,
     /// gdb resumed a guest that had already faulted: tell it the process is gone.
     terminate: bool,
     /// When the session must end (`--timeout`).

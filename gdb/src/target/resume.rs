@@ -98,7 +98,7 @@ impl MultiThreadResume for VmTarget<'_> {
         self.running = true;
         self.stepping.clear();
         self.in_flight.clear();
-        if matches!(self.end, Some(super::GuestEnd::Fault { .. })) {
+        if matches!(self.end, Some(vmm::machine::Outcome::Fault { .. })) {
             // Nothing can run after a fault: gdb hears that the process is gone.
             self.terminate = true;
             return Ok(());

@@ -2,12 +2,12 @@
 //! the others are paused. Stops gdb did not ask about (the pauses of all-stop itself, the
 //! steps of a range or of an emulated watchpoint) are handled here and never reach gdb.
 
-use super::{tid_of, GuestEnd, VmTarget};
+use super::{tid_of, VmTarget};
 use crate::step::{AfterStep, BreakpointAt};
 use gdbstub::common::Signal;
 use gdbstub::stub::MultiThreadStopReason;
 use gdbstub::target::ext::breakpoints::WatchKind;
-use vmm::machine::HwKind;
+use vmm::machine::{HwKind, Outcome};
 use vmm::vstate::vcpu::{StopReason, VcpuSnapshot};
 
 /// A stop as gdb hears it.
@@ -29,7 +29,7 @@ impl VmTarget<'_> {
     /// that a faulted guest cannot be resumed.
     pub(crate) fn take_pending(&mut self) -> Option<Reply> {
         if std::mem::take(&mut self.terminate) {
-            if let Some(GuestEnd::Fault { reason, .. }) = &self.end {
+            if let Some(Outcome::Fault { reason, .. }) = &self.end {
                 self.running = false;
                 return Some(MultiThreadStopReason::Terminated(fault_signal(reason)));
             }
@@ -51,6 +51,9 @@ impl VmTarget<'_> {
         snapshot: Box<VcpuSnapshot>,
     ) -> Option<Reply> {
         let tid = tid_of(vcpu);
+        if let Some(end) = Outcome::from_stop(&reason, &snapshot) {
+            return Some(self.on_end(vcpu, end, snapshot));
+        }
         let reply = match reason {
             StopReason::Paused if std::mem::take(&mut self.interrupted) => {
                 MultiThreadStopReason::SignalWithThread { tid, signal: Signal::SIGINT }
@@ -60,22 +63,37 @@ impl VmTarget<'_> {
             StopReason::Step => self.after_step(vcpu, &snapshot)?,
             StopReason::Breakpoint { .. } => MultiThreadStopReason::SwBreak(tid),
             StopReason::HwBreakpoint { index, .. } => self.hw_stop(vcpu, index),
-            StopReason::GuestExit { code } => {
-                self.end = Some(GuestEnd::Exited(code));
-                // gdb's exit status is a byte; vmscope exits with the same.
-                MultiThreadStopReason::Exited((code & 0xff) as u8)
+            // Every other stop ends the guest (handled above); this one is not news.
+            _ => return None,
+        };
+        Some(self.stopped(vcpu, reply, snapshot))
+    }
+
+    /// The guest ended (`end`) at vCPU `vcpu`'s stop: gdb hears the exit code, or the
+    /// signal of the fault.
+    fn on_end(&mut self, vcpu: usize, end: Outcome, snapshot: Box<VcpuSnapshot>) -> Reply {
+        let tid = tid_of(vcpu);
+        let reply = match &end {
+            // gdb's exit status is a byte; vmscope exits with the same.
+            Outcome::Exited { code } => MultiThreadStopReason::Exited((code & 0xff) as u8),
+            Outcome::Fault { reason, .. } => {
+                MultiThreadStopReason::SignalWithThread { tid, signal: fault_signal(reason) }
             }
-            reason => {
-                let signal = fault_signal(&reason);
-                self.end = Some(GuestEnd::Fault { reason, snapshot: snapshot.clone() });
-                MultiThreadStopReason::SignalWithThread { tid, signal }
+            Outcome::TimedOut { .. } => {
+                MultiThreadStopReason::SignalWithThread { tid, signal: Signal::SIGALRM }
             }
         };
+        self.end = Some(end);
+        self.stopped(vcpu, reply, snapshot)
+    }
+
+    /// Every vCPU stops (all-stop) and the cache holds the stopped vCPU's registers.
+    fn stopped(&mut self, vcpu: usize, reply: Reply, snapshot: Box<VcpuSnapshot>) -> Reply {
         self.stop_others(vcpu);
         self.running = false;
         self.interrupted = false;
         self.cache.stopped(self.machine, *snapshot);
-        Some(reply)
+        reply
     }
 
     /// A single step of vCPU `vcpu` finished: report it, or take the next one.

@@ -559,11 +559,7 @@ impl Session<'_> {
                 self.name_of(rip)
             );
             let json = json!({ "vcpu": event.vcpu, "stop": reason, "rip": rip, "symbol": self.symbols.locate(rip).map(|l| l.to_string()), "instruction": insn });
-            let ended = match &reason {
-                StopReason::GuestExit { code } => Some(Outcome::Exited { code: *code }),
-                r if r.is_fatal() => Some(Outcome::Fault { reason: r.clone(), snapshot }),
-                _ => None,
-            };
+            let ended = Outcome::from_stop(&reason, &snapshot);
             return Ok(Output { text, json, ended });
         }
     }

@@ -131,6 +131,22 @@ pub enum Outcome {
     },
 }
 
+impl Outcome {
+    /// What a vCPU's stop means for the guest: `Some` when it ends it (the guest wrote its
+    /// exit code, or a fatal stop such as a triple fault or an emulation failure), `None`
+    /// for stops a debugger handles (pauses, steps, breakpoints). The one mapping from a
+    /// stop to an outcome: the CLI, the gdb stub, the debugger core and the TUI all use it.
+    pub fn from_stop(reason: &StopReason, snapshot: &VcpuSnapshot) -> Option<Self> {
+        match reason {
+            StopReason::GuestExit { code } => Some(Self::Exited { code: *code }),
+            r if r.is_fatal() => {
+                Some(Self::Fault { reason: r.clone(), snapshot: Box::new(snapshot.clone()) })
+            }
+            _ => None,
+        }
+    }
+}
+
 /// A booted guest.
 pub struct Machine {
     _kvm: KvmSystem,
@@ -531,10 +547,8 @@ impl Machine {
                 },
             };
             if let VcpuEventKind::Stopped { reason, snapshot } = event.kind {
-                match reason {
-                    StopReason::GuestExit { code } => return Outcome::Exited { code },
-                    reason => return Outcome::Fault { reason, snapshot },
-                }
+                // Nobody handles debugger stops here: they end the run as faults.
+                return Outcome::from_stop(&reason, &snapshot).unwrap_or(Outcome::Fault { reason, snapshot });
             }
         }
     }
