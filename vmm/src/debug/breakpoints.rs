@@ -9,6 +9,11 @@ use std::sync::{Mutex, PoisonError};
 
 const INT3: u8 = 0xcc;
 
+/// How many software breakpoints a VM holds at once (gdb's own default is unbounded; a
+/// client placing more is refused with [`BreakpointError::TooMany`] instead of growing the
+/// table for as long as it asks). The four hardware ones are bounded by DR0-DR3.
+pub const MAX_SW_BREAKPOINTS: usize = 64;
+
 /// Errors from breakpoint management.
 #[derive(Debug, thiserror::Error)]
 pub enum BreakpointError {
@@ -23,6 +28,14 @@ pub enum BreakpointError {
     /// No breakpoint at that address.
     #[error("no breakpoint at {0}")]
     NotFound(Gva),
+    /// The table is full.
+    #[error("cannot place a breakpoint at {gva}: {limit} software breakpoints are set, the limit; delete one first")]
+    TooMany {
+        /// Where it was asked for.
+        gva: Gva,
+        /// [`MAX_SW_BREAKPOINTS`].
+        limit: usize,
+    },
 }
 
 #[derive(Clone, Copy, Debug)]
@@ -54,6 +67,9 @@ impl Breakpoints {
         let mut table = self.table();
         if table.contains_key(&gva.0) {
             return Ok(());
+        }
+        if table.len() >= MAX_SW_BREAKPOINTS {
+            return Err(BreakpointError::TooMany { gva, limit: MAX_SW_BREAKPOINTS });
         }
         let mut original = [0u8];
         read_phys_exact(&self.mem, gpa, &mut original)
@@ -156,5 +172,27 @@ mod tests {
         assert_eq!(b[0], 0x48);
         assert!(matches!(bps.remove(Gva(1)), Err(BreakpointError::NotFound(_))));
         assert!(matches!(bps.insert(Gva(1), Gpa(8 << 20)), Err(BreakpointError::OutOfMemory { .. })));
+    }
+
+    #[test]
+    fn the_table_is_bounded() {
+        let mem = create_guest_memory(4 << 20).unwrap();
+        let bps = Breakpoints::new(mem.clone());
+        for i in 0..MAX_SW_BREAKPOINTS as u64 {
+            bps.insert(Gva(0x1000 + i), Gpa(0x1000 + i)).unwrap();
+        }
+        // Placing one that is already set is still fine; a new one is refused, untouched.
+        bps.insert(Gva(0x1000), Gpa(0x1000)).unwrap();
+        let next = 0x1000 + MAX_SW_BREAKPOINTS as u64;
+        let err = bps.insert(Gva(next), Gpa(next)).unwrap_err();
+        assert!(matches!(err, BreakpointError::TooMany { limit: MAX_SW_BREAKPOINTS, .. }), "{err}");
+        assert!(err.to_string().contains("64 software breakpoints"), "{err}");
+        let mut b = [0u8];
+        read_phys_exact(&mem, Gpa(next), &mut b).unwrap();
+        assert_eq!(b[0], 0);
+        assert_eq!(bps.list().len(), MAX_SW_BREAKPOINTS);
+        // Removing one makes room again.
+        bps.remove(Gva(0x1000)).unwrap();
+        bps.insert(Gva(next), Gpa(next)).unwrap();
     }
 }
