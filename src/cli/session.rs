@@ -38,6 +38,11 @@ pub fn run(
     decoder: inspect::disasm::Decoder,
     stop_timeout: Duration,
 ) -> anyhow::Result<Option<Outcome>> {
+    // A script past its limits is refused before the guest runs.
+    let lines: Box<dyn Iterator<Item = anyhow::Result<String>>> = match script {
+        Some(p) => Box::new(read_script(p)?.into_iter().map(Ok)),
+        None => Box::new(StdinLines { stdin: std::io::stdin().lock(), number: 0 }),
+    };
     let mut session = Session::new(machine, symbols, stop_timeout);
     session.decoder = decoder;
     let emit = |line: &str, out: &Output| {
@@ -88,15 +93,8 @@ pub fn run(
             return Ok(Some(end));
         }
     }
-    let lines: Box<dyn Iterator<Item = String>> = match script {
-        Some(p) => {
-            let text = std::fs::read_to_string(p)
-                .map_err(|e| anyhow::anyhow!("cannot read the script {}: {e}", p.display()))?;
-            Box::new(text.lines().map(String::from).collect::<Vec<_>>().into_iter())
-        }
-        None => Box::new(std::io::stdin().lock().lines().map_while(Result::ok)),
-    };
     for line in lines {
+        let line = line?;
         let line = line.trim();
         if line.is_empty() || line.starts_with('#') {
             continue;
@@ -127,7 +125,116 @@ pub fn run(
     Ok(None)
 }
 
+/// The longest script file `--script` reads.
+pub const MAX_SCRIPT_BYTES: u64 = 1 << 20;
+/// The longest command line a script or standard input may hold, in bytes.
+pub const MAX_LINE_BYTES: usize = 4096;
+
+/// The lines of the script at `path`; a file larger than [`MAX_SCRIPT_BYTES`], a line longer
+/// than [`MAX_LINE_BYTES`] or text that is not UTF-8 is an error naming the file (and line).
+fn read_script(path: &Path) -> anyhow::Result<Vec<String>> {
+    use std::io::Read;
+    let name = path.display();
+    let file =
+        std::fs::File::open(path).map_err(|e| anyhow::anyhow!("cannot read the script {name}: {e}"))?;
+    let mut bytes = Vec::new();
+    file.take(MAX_SCRIPT_BYTES + 1)
+        .read_to_end(&mut bytes)
+        .map_err(|e| anyhow::anyhow!("cannot read the script {name}: {e}"))?;
+    if bytes.len() as u64 > MAX_SCRIPT_BYTES {
+        anyhow::bail!("the script {name} is larger than {MAX_SCRIPT_BYTES} bytes (1 MiB), the limit");
+    }
+    let text =
+        String::from_utf8(bytes).map_err(|e| anyhow::anyhow!("the script {name} is not UTF-8 text: {e}"))?;
+    text.lines()
+        .enumerate()
+        .map(|(i, line)| {
+            if line.len() > MAX_LINE_BYTES {
+                anyhow::bail!(
+                    "{name}:{}: the line is {} bytes long, longer than the {MAX_LINE_BYTES}-byte limit",
+                    i + 1,
+                    line.len()
+                );
+            }
+            Ok(line.to_string())
+        })
+        .collect()
+}
+
+/// Command lines from standard input, each at most [`MAX_LINE_BYTES`] long (a longer line is
+/// an error naming its number; the reader never buffers more than one line). Ends at
+/// end of input or at a read error.
+struct StdinLines<R> {
+    stdin: R,
+    number: usize,
+}
+
+impl<R: BufRead> Iterator for StdinLines<R> {
+    type Item = anyhow::Result<String>;
+
+    fn next(&mut self) -> Option<Self::Item> {
+        use std::io::Read;
+        let mut line = Vec::new();
+        // One byte more than a line and its newline may hold tells an overlong line apart.
+        let limit = MAX_LINE_BYTES as u64 + 2;
+        match (&mut self.stdin).take(limit).read_until(b'\n', &mut line) {
+            Ok(0) | Err(_) => return None,
+            Ok(_) => {}
+        }
+        self.number += 1;
+        let text = line.strip_suffix(b"\n").unwrap_or(&line);
+        let text = text.strip_suffix(b"\r").unwrap_or(text);
+        if text.len() > MAX_LINE_BYTES {
+            return Some(Err(anyhow::anyhow!(
+                "standard input line {} is longer than the {MAX_LINE_BYTES}-byte limit",
+                self.number
+            )));
+        }
+        Some(
+            String::from_utf8(text.to_vec())
+                .map_err(|e| anyhow::anyhow!("standard input line {} is not UTF-8 text: {e}", self.number)),
+        )
+    }
+}
+
 /// The exit status of a session that ended without the guest ending.
 pub fn quit_status() -> ExitCode {
     ExitCode::SUCCESS
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_script_line_past_the_limit_names_the_file_and_line() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("long.script");
+        let long = "x".repeat(MAX_LINE_BYTES + 1);
+        std::fs::write(&path, format!("regs\n{}\n{long}\n", "y".repeat(MAX_LINE_BYTES))).unwrap();
+        let err = read_script(&path).unwrap_err().to_string();
+        assert!(err.contains(&format!("{}:3:", path.display())), "{err}");
+        assert!(err.contains("4096-byte limit"), "{err}");
+        std::fs::write(&path, "regs\nstep\n").unwrap();
+        assert_eq!(read_script(&path).unwrap(), ["regs", "step"]);
+    }
+
+    #[test]
+    fn a_script_past_one_mib_is_refused() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("big.script");
+        std::fs::write(&path, "regs\n".repeat((MAX_SCRIPT_BYTES as usize / 5) + 1)).unwrap();
+        let err = read_script(&path).unwrap_err().to_string();
+        assert!(err.contains("big.script") && err.contains("larger than 1048576 bytes"), "{err}");
+    }
+
+    #[test]
+    fn standard_input_lines_are_bounded() {
+        let long = "z".repeat(MAX_LINE_BYTES + 10);
+        let input = format!("regs\r\n{long}\nstep");
+        let mut lines = StdinLines { stdin: input.as_bytes(), number: 0 };
+        assert_eq!(lines.next().unwrap().unwrap(), "regs");
+        let err = lines.next().unwrap().unwrap_err().to_string();
+        assert!(err.contains("line 2 is longer than the 4096-byte limit"), "{err}");
+    }
 }
