@@ -128,3 +128,19 @@ fn an_interrupt_ends_the_container_and_removes_its_bundle() {
         assert!(left.is_empty(), "{runtime}: bundles left behind: {left:?}");
     }
 }
+
+#[test]
+fn the_default_seccomp_profile_refuses_a_call_outside_it() {
+    // runc enforces Docker's default profile: personality(ADDR_NO_RANDOMIZE) gets EPERM.
+    if guests::container::runtime_path("runc").is_some() {
+        let o = vmscope(&["run", "container", "--runtime", "runc", "-v", "--workload", "syscall-denied"]);
+        assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+        assert!(stdout(&o).contains("failed with EPERM: seccomp refused it"), "{}", stdout(&o));
+        assert!(stderr(&o).contains("seccomp: default profile ("), "{}", stderr(&o));
+    }
+    // The embedded runtime has no libseccomp: the call goes through, and -v says so.
+    let o = vmscope(&["run", "container", "-v", "--workload", "syscall-denied"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("was allowed"), "{}", stdout(&o));
+    assert!(stderr(&o).contains("not enforced"), "{}", stderr(&o));
+}

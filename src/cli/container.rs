@@ -18,6 +18,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             args.runtime,
             args.mem
         );
+        eprintln!("vmscope: {}", guests::container::seccomp::report(&args.runtime));
     }
     let run = guests::container::run(&bundle, &args.runtime)?;
     if args.verbose {

@@ -7,6 +7,7 @@
 pub mod cgroup;
 pub mod embedded;
 mod interrupt;
+pub mod seccomp;
 
 pub use cgroup::CgroupStats;
 use oci_spec::runtime::{
@@ -175,8 +176,11 @@ pub fn prepare_bundle(args: &[String], memory_limit: Option<i64>) -> Result<Bund
         resources = resources.memory(memory);
     }
     let resources = resources.build().map_err(|e| spec_err(&e))?;
+    // Docker's default seccomp profile: what a container user expects a runtime to apply.
+    let profile = seccomp::default_profile().map_err(|e| spec_err(&e))?;
     if let Some(linux) = spec.linux_mut() {
         linux.set_resources(Some(resources));
+        linux.set_seccomp(Some(profile));
     }
     spec.save(dir.join("config.json")).map_err(|e| spec_err(&e))?;
     Ok(bundle)

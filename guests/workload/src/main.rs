@@ -4,6 +4,7 @@
 //! ```text
 //! workload hello | compute N | syscalls N | io BYTES [--batch B] | exit-port CODE
 //! workload cat PATH    (Linux only: print a file, e.g. from the disk mounted at /mnt)
+//! workload syscall-denied  (Linux only: a call the container's seccomp profile refuses)
 //! ```
 
 use std::io::Write;
@@ -39,7 +40,11 @@ fn run() -> ExitCode {
             None => usage(),
         },
         "io" => {
-            let batch = args.iter().position(|a| a == "--batch").and_then(|i| args.get(i + 1)).and_then(|s| s.parse().ok());
+            let batch = args
+                .iter()
+                .position(|a| a == "--batch")
+                .and_then(|i| args.get(i + 1))
+                .and_then(|s| s.parse().ok());
             match num(1) {
                 Some(bytes) => io(bytes, batch.unwrap_or(4096)),
                 None => usage(),
@@ -52,12 +57,15 @@ fn run() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        "syscall-denied" => syscall_denied(),
         "exit-port" => match num(1) {
             Some(code) => exit_port(code as u32),
             None => usage(),
         },
         other => {
-            eprintln!("workload: unknown workload '{other}' (try hello, compute N, syscalls N, io BYTES --batch B)");
+            eprintln!(
+                "workload: unknown workload '{other}' (try hello, compute N, syscalls N, io BYTES --batch B)"
+            );
             ExitCode::from(2)
         }
     }
@@ -107,6 +115,31 @@ fn compute(n: u64) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `personality(ADDR_NO_RANDOMIZE)`: harmless and allowed to any process, but outside the
+/// personalities the container's default seccomp profile permits, so under it the call
+/// fails with EPERM. Says which happened.
+fn syscall_denied() -> ExitCode {
+    const SYS_PERSONALITY: i64 = 135;
+    const ADDR_NO_RANDOMIZE: i64 = 0x0040000;
+    let ret: i64;
+    // SAFETY: personality(2) only changes this process's execution domain flags; the
+    // registers clobbered by the syscall instruction (rcx, r11) are declared.
+    unsafe {
+        std::arch::asm!("syscall", inlateout("rax") SYS_PERSONALITY => ret, in("rdi") ADDR_NO_RANDOMIZE,
+            lateout("rcx") _, lateout("r11") _, options(nostack));
+    }
+    match ret {
+        -1 => {
+            println!("syscall-denied: personality(ADDR_NO_RANDOMIZE) failed with EPERM: seccomp refused it")
+        }
+        r if r < 0 => println!("syscall-denied: personality(ADDR_NO_RANDOMIZE) failed with errno {}", -r),
+        _ => println!(
+            "syscall-denied: personality(ADDR_NO_RANDOMIZE) was allowed: no seccomp filter refused it"
+        ),
+    }
+    ExitCode::SUCCESS
+}
+
 /// N cheap system calls (getppid).
 fn syscalls(n: u64) -> ExitCode {
     let start = std::time::Instant::now();
@@ -137,7 +170,10 @@ fn io(bytes: u64, batch: usize) -> ExitCode {
         left -= n as u64;
         writes += 1;
     }
-    println!("io: {bytes} bytes in {writes} writes of up to {batch} in {:.3} ms", start.elapsed().as_secs_f64() * 1e3);
+    println!(
+        "io: {bytes} bytes in {writes} writes of up to {batch} in {:.3} ms",
+        start.elapsed().as_secs_f64() * 1e3
+    );
     ExitCode::SUCCESS
 }
 
@@ -151,7 +187,9 @@ fn exit_port(code: u32) -> ExitCode {
         return ExitCode::from(1);
     }
     // SAFETY: with IOPL 3, `out` to port 0x502 is allowed; under vmscope it stops the VM.
-    unsafe { std::arch::asm!("out dx, eax", in("dx") 0x502u16, in("eax") code, options(nostack, preserves_flags)) };
+    unsafe {
+        std::arch::asm!("out dx, eax", in("dx") 0x502u16, in("eax") code, options(nostack, preserves_flags))
+    };
     eprintln!("exit-port: the VM did not stop (not running under vmscope?)");
     ExitCode::from(1)
 }
