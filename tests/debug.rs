@@ -37,7 +37,7 @@ fn result<'a>(lines: &'a [Value], input: &str) -> &'a Value {
 
 #[test]
 fn break_step_read_and_walk() {
-    let script = "sym workload_compute\ndis 4\nstep\nstep\nstep\nx/8 WORKLOAD_PROGRESS\npt $rip\nmappings\nregs\nsregs\nexits\ncont\n";
+    let script = "sym workload_compute\ndis 4\nstep\nstep\nstep\nx/8 WORKLOAD_PROGRESS\npt $rip\npt --host $rip\nmappings\nregs\nsregs\nexits\ncont\n";
     let (lines, o) = session(&["compute", "100"], &["workload_compute"], script);
     assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
 
@@ -71,6 +71,11 @@ fn break_step_read_and_walk() {
     assert_eq!(t["gpa"], t["gva"]);
     assert_eq!(t["page_size"].as_u64(), Some(2 << 20));
     assert_eq!(t["user"], false);
+    // The VMM's own address of the page only when asked (issue 12).
+    assert!(t["host"].is_null(), "{t}");
+    let h = &result(&lines, "pt --host $rip")["translation"];
+    assert_eq!(h["gpa"], t["gpa"]);
+    assert!(h["host"].as_u64().is_some_and(|a| a != 0), "{h}");
     let maps = result(&lines, "mappings")["mappings"]["mappings"].as_array().unwrap().clone();
     // Guest memory, and the uncached MMIO probe page that no memory backs.
     assert_eq!(maps.len(), 2, "{maps:?}");

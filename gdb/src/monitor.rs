@@ -63,7 +63,8 @@ fn bounded(text: &str) -> std::borrow::Cow<'_, str> {
 const HELP: &str = "vmscope monitor commands:
   help                this list
   phys on|off         gdb's memory reads and writes use guest-physical addresses
-  pt ADDR             walk the page tables for ADDR (every level and its bits)
+  pt [--host] ADDR    walk the page tables for ADDR (every level and its bits;
+                      --host adds the host address backing the page)
   mappings            every mapping of the current address space
   xp ADDR LEN         guest-physical memory (at most 65536 bytes)
   exits               exit statistics (the VMM's and KVM's own)

@@ -41,7 +41,13 @@ pub enum Command {
     /// Run until the next stop.
     Cont,
     /// Walk the page tables for an address, every level.
-    Pt(Addr),
+    Pt {
+        /// The guest-virtual address.
+        addr: Addr,
+        /// Also show the host-virtual address backing the page (`pt --host ADDR`): it
+        /// reveals the VMM's memory layout, so it is shown only when asked.
+        host: bool,
+    },
     /// All mappings of the current address space.
     Mappings,
     /// Guest-virtual memory, hex.
@@ -199,7 +205,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("step [N]", "execute N instructions (default 1, at most 1000000)"),
     ("next", "step over a call"),
     ("cont", "run until the next breakpoint, watchpoint or exit"),
-    ("pt ADDR", "walk the page tables for ADDR: every level and its bits"),
+    (
+        "pt [--host] ADDR",
+        "walk the page tables for ADDR: every level and its bits (--host: and the host address)",
+    ),
     ("mappings", "every mapping of the current address space"),
     ("x/N ADDR", "N bytes of guest-virtual memory (or x ADDR N; default 16, at most 65536)"),
     ("xp/N GPA", "N bytes of guest-physical memory (or xp GPA N)"),
@@ -276,7 +285,8 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "step" | "s" | "si" | "stepi" => Command::Step(num(0, 1)?.max(1)),
         "next" | "n" => Command::Next,
         "cont" | "c" | "continue" => Command::Cont,
-        "pt" => Command::Pt(addr(0)?),
+        "pt" if rest.first() == Some(&"--host") => Command::Pt { addr: addr(1)?, host: true },
+        "pt" => Command::Pt { addr: addr(0)?, host: false },
         "mappings" | "maps" => Command::Mappings,
         "x" => Command::ReadVirt { addr: addr(0)?, len: count? },
         "xp" => Command::ReadPhys { addr: addr(0)?, len: count? },
@@ -313,7 +323,11 @@ mod tests {
         assert_eq!(parse("regs").unwrap(), Command::Regs);
         assert_eq!(parse("step").unwrap(), Command::Step(1));
         assert_eq!(parse("si 10").unwrap(), Command::Step(10));
-        assert_eq!(parse("pt $rip").unwrap(), Command::Pt(Addr::Register("rip".into(), 0)));
+        assert_eq!(
+            parse("pt $rip").unwrap(),
+            Command::Pt { addr: Addr::Register("rip".into(), 0), host: false }
+        );
+        assert_eq!(parse("pt --host 0x10").unwrap(), Command::Pt { addr: Addr::Number(0x10), host: true });
         assert_eq!(parse("xp/32 0x9000").unwrap(), Command::ReadPhys { addr: Addr::Number(0x9000), len: 32 });
         assert_eq!(
             parse("x WORKLOAD_PROGRESS").unwrap(),

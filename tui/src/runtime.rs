@@ -338,7 +338,7 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
             let target = addr
                 .map_or(inspect::command::Addr::Register("rip".into(), 0), inspect::command::Addr::Number);
             let session = Session::new(m, &g.symbols, Duration::from_secs(5));
-            match session.execute(&Command::Pt(target)) {
+            match session.execute(&Command::Pt { addr: target, host: false }) {
                 Ok(out) => {
                     app.overlay = Some(("page-table walk (esc closes)".into(), out.text));
                     Ok("page tables".into())

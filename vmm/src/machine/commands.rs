@@ -222,11 +222,17 @@ impl Session<'_> {
                     json!({ "vcpu": self.vcpu, "sregs": sr, "mode": sr.cpu_mode(), "cpl": sr.cpl(), "host": s.host }),
                 ))
             }
-            Command::Pt(a) => {
+            Command::Pt { addr: a, host } => {
                 let addr = self.resolve(a)?;
                 let ctx = self.machine.paging_context(self.vcpu)?;
                 match paging::translate(&PhysView(self.machine.memory()), &ctx, Gva(addr)) {
-                    Ok(t) => Ok(Output::new(format!("{t}\n"), json!({ "translation": t, "mode": ctx.mode }))),
+                    Ok(mut t) => Ok({
+                        // The VMM's own addresses only when asked (`pt --host`).
+                        if !host {
+                            t.host = None;
+                        }
+                        Output::new(format!("{t}\n"), json!({ "translation": t, "mode": ctx.mode }))
+                    }),
                     Err(e) => Ok(Output::new(
                         format!("{e}\n"),
                         json!({ "error": e.to_string(), "walk_error": e, "mode": ctx.mode }),
