@@ -178,3 +178,31 @@ fn transport_reports_the_layout() {
         (DRIVER_QUEUE_SIZE, DESC_TABLE, AVAIL_RING, USED_RING)
     );
 }
+
+#[test]
+fn flush_is_offered_and_a_failed_write_or_flush_is_an_ioerr() {
+    let img = image(4);
+    let mut block = Block::open(img.path(), false).unwrap();
+    assert_ne!(block.features() & (1 << VIRTIO_BLK_F_FLUSH), 0, "VIRTIO_BLK_F_FLUSH is offered");
+    // The host refuses the write (the image's descriptor is read-only under the device):
+    // the driver must see IOERR, never OK, and the file must be unchanged.
+    block.file = std::fs::File::open(img.path()).unwrap();
+    let mut d = Driver::new(Box::new(block));
+    d.setup();
+    d.mem.write_slice(&[0x5a; 512], GuestAddress(DATA)).unwrap();
+    header(&d, request::OUT, 1);
+    d.submit(&[(HEADER, 16, false), (DATA, 512, false), (STATUS, 1, true)]);
+    assert_eq!(status_byte(&d), reply::IOERR, "a failed pwrite");
+    assert!(std::fs::read(img.path()).unwrap()[512..1024].iter().all(|&b| b == 1));
+
+    // fdatasync fails (a pipe cannot be synced): FLUSH completes with IOERR.
+    let mut block = Block::open(image(4).path(), false).unwrap();
+    let (reader, _writer) = std::io::pipe().unwrap();
+    block.file = std::fs::File::from(std::os::fd::OwnedFd::from(reader));
+    let mut d = Driver::new(Box::new(block));
+    d.setup();
+    header(&d, request::FLUSH, 0);
+    d.submit(&[(HEADER, 16, false), (STATUS, 1, true)]);
+    assert_eq!(status_byte(&d), reply::IOERR, "a failed fdatasync");
+    assert!(d.transport.device().counters().contains(&("errors", 1)));
+}
