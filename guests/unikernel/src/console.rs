@@ -1,13 +1,43 @@
-//! Console output through the console-write hypercall, with integer formatting of our own
-//! (core::fmt is off limits: it is built with SSE).
+//! Console output through the console-write hypercall — or, when the guest was booted
+//! through its PVH entry by another VMM, through the 16550 UART at COM1 — with integer
+//! formatting of our own (core::fmt is off limits: it is built with SSE).
 
 use crate::hypercall;
 
-/// Writes `bytes` in one hypercall.
+/// Writes `bytes` in one hypercall (under vmscope) or byte by byte to COM1 (elsewhere).
 #[no_mangle]
 #[inline(never)]
 pub fn console_write(bytes: &[u8]) {
-    hypercall::console_write_raw(bytes.as_ptr() as u64, bytes.len() as u64);
+    if hypercall::serial_mode() {
+        serial_write(bytes);
+    } else {
+        hypercall::console_write_raw(bytes.as_ptr() as u64, bytes.len() as u64);
+    }
+}
+
+/// Switches the console (and the exit path) to what other VMMs offer: see `hypercall`.
+pub fn use_serial() {
+    hypercall::set_serial_mode();
+}
+
+/// COM1's data port and line status register.
+const COM1: u16 = 0x3f8;
+const COM1_LSR: u16 = COM1 + 5;
+/// LSR.THRE: the transmit holding register is empty.
+const LSR_THRE: u8 = 0x20;
+/// How long to wait for THRE before writing anyway (an absent or stuck UART reads 0xff
+/// or never drains; the guest must not hang on it).
+const THRE_SPINS: u32 = 10_000;
+
+/// Writes `bytes` to COM1, waiting (bounded) for the transmitter before each one.
+pub fn serial_write(bytes: &[u8]) {
+    for &b in bytes {
+        let mut spins = 0;
+        while hypercall::inb(COM1_LSR) & LSR_THRE == 0 && spins < THRE_SPINS {
+            spins += 1;
+        }
+        hypercall::outb(COM1, b);
+    }
 }
 
 /// Writes `bytes` (an alias that reads better at call sites).

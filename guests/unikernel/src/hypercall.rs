@@ -1,6 +1,41 @@
 //! The hypercalls of the vmscope ABI: one `out` to a port with the argument's address.
+//! When the guest was booted through its PVH entry (by QEMU, Firecracker, Cloud
+//! Hypervisor) there are no hypercalls: [`serial_mode`] is on, the console is COM1, time
+//! comes from the TSC and [`exit`] uses `isa-debug-exit`, the i8042 reset and a triple
+//! fault.
 
 use core::arch::asm;
+use core::sync::atomic::{AtomicBool, Ordering};
+
+/// Set by the PVH entry: no vmscope hypercalls here.
+static SERIAL_MODE: AtomicBool = AtomicBool::new(false);
+
+/// Whether the guest runs without vmscope's hypercalls (booted through PVH).
+pub fn serial_mode() -> bool {
+    SERIAL_MODE.load(Ordering::Relaxed)
+}
+
+/// Turns serial mode on (the PVH entry does, before anything else).
+pub fn set_serial_mode() {
+    SERIAL_MODE.store(true, Ordering::Relaxed);
+}
+
+/// QEMU's `isa-debug-exit` port (`-device isa-debug-exit,iobase=0xf4,iosize=4`): QEMU
+/// exits with status `(value << 1) | 1`.
+const ISA_DEBUG_EXIT: u16 = 0xf4;
+/// The i8042 command port; command 0xfe pulses the CPU reset line (Firecracker stops the
+/// VM on it; QEMU resets, or exits with `-no-reboot`).
+const I8042_COMMAND: u16 = 0x64;
+const I8042_RESET: u8 = 0xfe;
+
+/// `in al, dx`.
+#[inline(always)]
+pub fn inb(port: u16) -> u8 {
+    let v: u8;
+    // SAFETY: port I/O only; the VMM answers it.
+    unsafe { asm!("in al, dx", in("dx") port, out("al") v, options(nostack, preserves_flags)) };
+    v
+}
 use vmscope_abi::{ConsoleWrite, WallTime, PORT_CONSOLE_WRITE, PORT_EXIT, PORT_WALL_TIME};
 
 /// `out dx, eax`.
@@ -35,18 +70,49 @@ pub fn console_write_raw(buf_gpa: u64, len: u64) -> u64 {
     unsafe { core::ptr::read_volatile(&arg.ret) }
 }
 
-/// Nanoseconds since the Unix epoch, from the host.
+/// Nanoseconds since the Unix epoch, from the host; in serial mode nanoseconds of the TSC
+/// (since the VM started) when the hypervisor tells its frequency (CPUID 0x40000010,
+/// which KVM-based VMMs may offer), else 0.
 pub fn wall_time() -> u64 {
+    if serial_mode() {
+        return tsc_ns();
+    }
     let mut arg = WallTime { nsecs: 0 };
     outl(PORT_WALL_TIME, gpa_of(&mut arg));
     // SAFETY: as above.
     unsafe { core::ptr::read_volatile(&arg.nsecs) }
 }
 
+/// The TSC in nanoseconds, or 0 when its frequency is unknown.
+fn tsc_ns() -> u64 {
+    // SAFETY: cpuid and rdtsc have no side effects.
+    let (max_leaf, khz, tsc) = unsafe {
+        let max = core::arch::x86_64::__cpuid(0x4000_0000).eax;
+        let khz = if max >= 0x4000_0010 { core::arch::x86_64::__cpuid(0x4000_0010).eax } else { 0 };
+        (max, khz, core::arch::x86_64::_rdtsc())
+    };
+    if max_leaf < 0x4000_0010 || khz == 0 {
+        return 0;
+    }
+    (u128::from(tsc) * 1_000_000 / u128::from(khz)) as u64
+}
+
 /// Stops the VM with `code`.
 pub fn exit(code: u32) -> ! {
+    if serial_mode() {
+        outb(ISA_DEBUG_EXIT, code as u8);
+        outb(I8042_COMMAND, I8042_RESET);
+        triple_fault();
+    }
     outl(PORT_EXIT, code);
     // The VMM does not resume a guest that exited; spin if it ever does.
     #[allow(clippy::empty_loop)]
     loop {}
+}
+
+/// Resets the machine the last way every x86 VMM honours: an empty IDT and `ud2`.
+fn triple_fault() -> ! {
+    let idtr = [0u16; 5];
+    // SAFETY: loading an empty IDT and faulting is the point: the VM stops (or resets).
+    unsafe { asm!("lidt [{0}]", "ud2", in(reg) idtr.as_ptr(), options(noreturn, nostack)) }
 }

@@ -12,6 +12,7 @@ mod hostile_virtio;
 mod hypercall;
 mod libc;
 mod paging;
+mod pvh;
 mod virtio;
 mod workloads;
 
