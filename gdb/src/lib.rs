@@ -66,7 +66,7 @@ pub enum GdbError {
     Accept {
         /// Where.
         addr: String,
-        /// Why.
+        /// The socket error.
         #[source]
         source: std::io::Error,
     },

@@ -27,7 +27,7 @@ pub enum DebugError {
     Translate {
         /// The address.
         gva: Gva,
-        /// Why.
+        /// The level of the walk that failed, and how.
         #[source]
         source: inspect::paging::WalkError,
     },

@@ -74,7 +74,7 @@ pub enum MachineError {
     TooManyDevices {
         /// The disk that did not fit.
         path: std::path::PathBuf,
-        /// Why.
+        /// The MMIO bus's refusal (no free window or interrupt line).
         #[source]
         source: crate::devices::mmio_bus::MmioBusError,
     },
@@ -117,7 +117,7 @@ pub enum Outcome {
     },
     /// A vCPU stopped for a reason that ends the guest (triple fault, emulation failure…).
     Fault {
-        /// Why.
+        /// The stop that ended the guest (never a pause, step or breakpoint).
         reason: StopReason,
         /// The vCPU's state at the fault.
         snapshot: Box<VcpuSnapshot>,

@@ -18,7 +18,7 @@ pub enum KvmError {
     Open {
         /// The device path.
         path: PathBuf,
-        /// Why.
+        /// The errno of `open` (EACCES: not in the kvm group).
         #[source]
         source: kvm_ioctls::Error,
     },

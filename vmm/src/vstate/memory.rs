@@ -28,7 +28,7 @@ pub enum MemoryError {
     Mmap {
         /// The requested size in MiB.
         mib: u64,
-        /// Why.
+        /// The mmap failure (usually ENOMEM or a memory limit).
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },

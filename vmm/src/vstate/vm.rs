@@ -21,7 +21,7 @@ pub enum VmError {
     Ioctl {
         /// The ioctl.
         op: &'static str,
-        /// Why.
+        /// KVM's errno.
         #[source]
         source: kvm_ioctls::Error,
     },
@@ -32,7 +32,7 @@ pub enum VmError {
         index: usize,
         /// The ioctl.
         op: &'static str,
-        /// Why.
+        /// KVM's errno.
         #[source]
         source: kvm_ioctls::Error,
     },

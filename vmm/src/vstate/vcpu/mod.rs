@@ -42,7 +42,7 @@ pub enum VcpuError {
         index: usize,
         /// The ioctl.
         op: &'static str,
-        /// Why.
+        /// KVM's errno.
         #[source]
         source: kvm_ioctls::Error,
     },
@@ -92,7 +92,7 @@ pub struct VcpuEvent {
 pub enum VcpuEventKind {
     /// It stopped and waits for requests.
     Stopped {
-        /// Why.
+        /// What stopped it (a pause, a step, a breakpoint, the guest's exit, a fault).
         reason: StopReason,
         /// Its state at the stop.
         snapshot: Box<VcpuSnapshot>,
