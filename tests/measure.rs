@@ -118,3 +118,53 @@ fn bad_suite_names_and_runs_are_refused() {
     assert_eq!(o.status.code(), Some(1));
     assert!(common::stderr(&o).contains("--runs must be at least 1"), "{}", common::stderr(&o));
 }
+
+#[test]
+fn quick_anchors_has_vmscope_and_every_vmm_found_or_named() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let o = vmscope(&["measure", "anchors", "--quick", "--runs", "2", "--out", out]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let v: serde_json::Value =
+        serde_json::from_slice(&std::fs::read(dir.path().join("anchors.json")).unwrap()).unwrap();
+    assert_eq!(v["suite"], "anchors");
+    assert!(v["environment"]["host_kind"].is_string(), "{v}");
+    assert!(std::fs::read_to_string(dir.path().join("anchors.svg")).unwrap().contains("<svg"));
+    let notes: Vec<&str> = v["notes"].as_array().unwrap().iter().map(|n| n.as_str().unwrap()).collect();
+    let on_path = |name: &str| {
+        std::env::var("PATH").unwrap().split(':').any(|d| std::path::Path::new(d).join(name).is_file())
+    };
+    let mut vmms = vec![("vmscope", true)];
+    for (name, bin) in [
+        ("qemu-microvm", "qemu-system-x86_64"),
+        ("firecracker", "firecracker"),
+        ("cloud-hypervisor", "cloud-hypervisor"),
+    ] {
+        if on_path(bin) {
+            vmms.push((name, true));
+        } else {
+            assert!(
+                notes.iter().any(|n| n.starts_with("not found: ") && n.contains(bin)),
+                "{bin} not named: {notes:?}"
+            );
+            assert!(metric(&v, &format!("start -> exit, {name}")).is_none(), "{name} has rows but is absent");
+        }
+    }
+    for (name, _) in &vmms {
+        for (prefix, runs) in
+            [("start -> first output", 2), ("start -> exit", 2), ("UART byte (port I/O exit) round trip", 2)]
+        {
+            let m = metric(&v, &format!("{prefix}, {name}"))
+                .unwrap_or_else(|| panic!("no {prefix} row for {name}: {v}"));
+            assert_eq!(m["runs"].as_u64(), Some(runs), "{m}");
+            assert!(m["min"].as_f64().unwrap() <= m["median"].as_f64().unwrap(), "{m}");
+        }
+        let exit = metric(&v, &format!("start -> exit, {name}")).unwrap();
+        assert!(exit["min"].as_f64().unwrap() > 0.0, "{exit}");
+        let rss = metric(&v, &format!("VMM peak RSS (VmHWM, polled), {name}"));
+        assert!(rss.is_none_or(|m| m["min"].as_f64().unwrap() > 0.0), "{rss:?}");
+        if *name != "vmscope" {
+            assert!(metric(&v, &format!("start -> exit, {name} / vmscope")).is_some(), "no ratio for {name}");
+        }
+    }
+}

@@ -21,6 +21,12 @@ pub struct MeasureArgs {
     /// about a minute on PVM).
     #[arg(long)]
     no_linux: bool,
+    /// anchors: the Firecracker binary (default: `firecracker` on PATH).
+    #[arg(long)]
+    firecracker: Option<PathBuf>,
+    /// anchors: the Cloud Hypervisor binary (default: `cloud-hypervisor` on PATH).
+    #[arg(long)]
+    cloud_hypervisor: Option<PathBuf>,
     /// Where to write SUITE.json and SUITE.svg.
     #[arg(long, default_value = "vmscope-measure")]
     out: PathBuf,
@@ -50,6 +56,8 @@ pub fn run(args: MeasureArgs) -> anyhow::Result<ExitCode> {
         quick: args.quick,
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
         linux: !args.no_linux,
+        firecracker: args.firecracker.clone(),
+        cloud_hypervisor: args.cloud_hypervisor.clone(),
     };
     for suite in &args.suites {
         let report = labs::measure::run_suite(suite, &opts)?;

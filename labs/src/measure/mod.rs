@@ -1,6 +1,7 @@
 //! `vmscope measure SUITE`: each suite runs guests as child processes, collects samples,
 //! and writes `SUITE.json` and `SUITE.svg` into the output directory.
 
+mod anchors;
 mod boot;
 mod compute;
 mod exits;
@@ -66,7 +67,7 @@ pub enum MeasureError {
 }
 
 /// The suites there are.
-pub const SUITES: &[&str] = &["boot", "exits", "compute", "io-batching", "memory", "surface"];
+pub const SUITES: &[&str] = &["boot", "exits", "compute", "io-batching", "memory", "surface", "anchors"];
 
 /// min/median/max of one metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -228,6 +229,10 @@ pub struct Options {
     /// Include the Linux guest where a suite has a row for it and its kernel is cached
     /// (it boots in about a minute on PVM).
     pub linux: bool,
+    /// `anchors`: the Firecracker binary (else looked up on PATH).
+    pub firecracker: Option<PathBuf>,
+    /// `anchors`: the Cloud Hypervisor binary (else looked up on PATH).
+    pub cloud_hypervisor: Option<PathBuf>,
 }
 
 /// Runs one suite.
@@ -239,6 +244,7 @@ pub fn run_suite(name: &str, opts: &Options) -> Result<Report, MeasureError> {
         "io-batching" => io_batching::run(opts),
         "memory" => memory::run(opts),
         "surface" => surface::run(opts),
+        "anchors" => anchors::run(opts),
         other => Err(MeasureError::UnknownSuite(other.into())),
     }
 }
