@@ -2,8 +2,9 @@
 //!
 //! The layout follows the machine: [`vstate`] (KVM, the VM, memory, vCPU threads),
 //! [`arch`] (x86_64 descriptor tables, page tables, CPUID, entry registers), [`boot`]
-//! (putting a guest in memory), [`devices`] (serial, exit port, hypercalls), [`debug`]
-//! (breakpoints), [`machine`] (a running guest, as the CLI, gdb stub and TUI see it) and
+//! (putting a guest in memory), [`devices`] (serial, exit port, hypercalls), [`breakpoints`]
+//! (the software-breakpoint table), [`machine`] (a running guest, as the CLI, gdb stub and
+//! TUI see it) and
 //! [`seccomp`] (the system-call filters each VMM thread installs on itself).
 //! `unsafe` lives only where memory is mapped and ioctls are issued.
 //!
@@ -29,7 +30,7 @@
 
 pub mod arch;
 pub mod boot;
-pub mod debug;
+pub mod breakpoints;
 pub mod devices;
 pub mod host;
 pub mod loader;

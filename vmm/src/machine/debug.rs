@@ -21,7 +21,7 @@ use serde::Serialize;
 pub enum DebugError {
     /// A breakpoint operation.
     #[error(transparent)]
-    Breakpoint(#[from] crate::debug::BreakpointError),
+    Breakpoint(#[from] crate::breakpoints::BreakpointError),
     /// A guest-virtual address that does not translate.
     #[error("cannot translate {gva}")]
     Translate {

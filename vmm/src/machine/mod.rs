@@ -12,7 +12,7 @@ use crate::arch::x86_64::{vcpu, Ring};
 use crate::boot::elf_guest::{self, ElfBootError, ElfGuestLayout};
 use crate::boot::linux::{self, BootChoice, BootProtocol, LinuxBootError, LinuxLayout};
 use crate::boot::zero_page;
-use crate::debug::Breakpoints;
+use crate::breakpoints::Breakpoints;
 use crate::devices::console::Console;
 use crate::devices::doorbell::{Doorbell, RingConsumerMode, SharedRing};
 use crate::devices::hypercall::Hypercalls;

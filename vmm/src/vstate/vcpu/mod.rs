@@ -13,7 +13,7 @@ pub use exit::{EmulationFailure, StopReason};
 pub use fixup::EmulationFixups;
 pub use request::{GuestDebug, VcpuRequest};
 
-use crate::debug::Breakpoints;
+use crate::breakpoints::Breakpoints;
 use crate::vstate::bus::GuestBus;
 use inspect::exits::ExitStats;
 use inspect::regs::{Regs, SpecialRegs};

@@ -1,6 +1,9 @@
 //! Software breakpoints: an `int3` (0xCC) written over the first byte of an instruction in
 //! guest memory, with the original byte kept here. Keyed by guest-virtual address (what RIP
 //! shows); the guest-physical address is where the byte actually lives.
+//!
+//! The table is shared by all vCPUs of a VM; per-vCPU stepping and debug registers live
+//! with the vCPU (`vstate::vcpu`), and the machine-wide debug operations in `machine`.
 
 use crate::vstate::memory::{read_phys_exact, write_phys, GuestMemory};
 use inspect::{Gpa, Gva};
