@@ -7,6 +7,7 @@
 #![no_main]
 
 mod console;
+mod disk_write;
 mod hostile;
 mod hostile_virtio;
 mod hypercall;

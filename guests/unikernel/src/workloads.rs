@@ -53,6 +53,7 @@ pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
         b"sse" => workload_sse(boot),
         b"bad-hypercall" => workload_bad_hypercall(boot),
         b"hostile" => workload_hostile(boot, arg.unwrap_or(b"")),
+        b"disk-write" => with_number(arg, |n| crate::disk_write::run(boot, n)),
         _ => {
             Line::new()
                 .str(b"unikernel: unknown workload '")
