@@ -11,6 +11,11 @@ use core::sync::atomic::{AtomicBool, Ordering};
 static SERIAL_MODE: AtomicBool = AtomicBool::new(false);
 
 /// Whether the guest runs without vmscope's hypercalls (booted through PVH).
+///
+/// Never inlined: `console_write` asks it first, and an inlined atomic load there would
+/// make gdb stop at `console_write` inside `core::sync::atomic` instead of in the
+/// function the user named.
+#[inline(never)]
 pub fn serial_mode() -> bool {
     SERIAL_MODE.load(Ordering::Relaxed)
 }
