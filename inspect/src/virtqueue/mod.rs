@@ -13,16 +13,18 @@ use crate::addr::Gpa;
 use serde::Serialize;
 use std::fmt;
 
-/// `VIRTQ_DESC_F_NEXT`.
-pub const VIRTQ_DESC_F_NEXT: u16 = 1;
-/// `VIRTQ_DESC_F_WRITE`.
-pub const VIRTQ_DESC_F_WRITE: u16 = 2;
-/// `VIRTQ_DESC_F_INDIRECT`.
-pub const VIRTQ_DESC_F_INDIRECT: u16 = 4;
-/// `VIRTQ_AVAIL_F_NO_INTERRUPT`.
-pub const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = 1;
-/// `VIRTQ_USED_F_NO_NOTIFY`.
-pub const VIRTQ_USED_F_NO_NOTIFY: u16 = 1;
+use virtio_bindings::virtio_ring as ring;
+
+/// `VIRTQ_DESC_F_NEXT` (virtio 1.2, 2.7.5): the chain goes on in `next`.
+pub const VIRTQ_DESC_F_NEXT: u16 = ring::VRING_DESC_F_NEXT as u16;
+/// `VIRTQ_DESC_F_WRITE`: the device writes this buffer.
+pub const VIRTQ_DESC_F_WRITE: u16 = ring::VRING_DESC_F_WRITE as u16;
+/// `VIRTQ_DESC_F_INDIRECT`: the buffer is a table of descriptors (2.7.5.3).
+pub const VIRTQ_DESC_F_INDIRECT: u16 = ring::VRING_DESC_F_INDIRECT as u16;
+/// `VIRTQ_AVAIL_F_NO_INTERRUPT`: the driver asks for no interrupt (2.7.7).
+pub const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = ring::VRING_AVAIL_F_NO_INTERRUPT as u16;
+/// `VIRTQ_USED_F_NO_NOTIFY`: the device asks for no notification (2.7.7).
+pub const VIRTQ_USED_F_NO_NOTIFY: u16 = ring::VRING_USED_F_NO_NOTIFY as u16;
 /// The largest queue size the spec allows.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
 /// The most descriptors one [`decode`] follows over all in-flight chains. A hostile driver

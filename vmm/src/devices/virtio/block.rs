@@ -14,26 +14,25 @@ pub const SECTOR_SIZE: u64 = 512;
 /// Entries in the request queue.
 pub const QUEUE_SIZE: u16 = 256;
 /// Bytes of the ID string `GET_ID` returns.
-pub const ID_BYTES: usize = 20;
+pub const ID_BYTES: usize = virtio_bindings::virtio_blk::VIRTIO_BLK_ID_BYTES as usize;
 
-/// Feature: the device is read-only.
-pub const VIRTIO_BLK_F_RO: u32 = 5;
-/// Feature: the device supports cache flush.
-pub const VIRTIO_BLK_F_FLUSH: u32 = 9;
+pub use virtio_bindings::virtio_blk::{VIRTIO_BLK_F_FLUSH, VIRTIO_BLK_F_RO};
 
 /// Request types (5.2.6).
 mod request {
-    pub const IN: u32 = 0;
-    pub const OUT: u32 = 1;
-    pub const FLUSH: u32 = 4;
-    pub const GET_ID: u32 = 8;
+    pub use virtio_bindings::virtio_blk::{
+        VIRTIO_BLK_T_FLUSH as FLUSH, VIRTIO_BLK_T_GET_ID as GET_ID, VIRTIO_BLK_T_IN as IN,
+        VIRTIO_BLK_T_OUT as OUT,
+    };
 }
 
-/// Status the device writes into a request's last byte.
+/// Status the device writes into a request's last byte (5.2.6).
 mod reply {
-    pub const OK: u8 = 0;
-    pub const IOERR: u8 = 1;
-    pub const UNSUPP: u8 = 2;
+    use virtio_bindings::virtio_blk as blk;
+
+    pub const OK: u8 = blk::VIRTIO_BLK_S_OK as u8;
+    pub const IOERR: u8 = blk::VIRTIO_BLK_S_IOERR as u8;
+    pub const UNSUPP: u8 = blk::VIRTIO_BLK_S_UNSUPP as u8;
 }
 
 /// Size of `struct virtio_blk_req`'s header: type, reserved, sector.

@@ -16,36 +16,27 @@ pub mod test_driver;
 use crate::vstate::memory::GuestMemory;
 use virtio_queue::Queue;
 
-/// Device ID of a network card (virtio 1.2, 5).
-pub const VIRTIO_ID_NET: u32 = 1;
-/// Device ID of a block device.
-pub const VIRTIO_ID_BLOCK: u32 = 2;
-/// Device ID of a console.
-pub const VIRTIO_ID_CONSOLE: u32 = 3;
+pub use virtio_bindings::virtio_config::VIRTIO_F_VERSION_1;
+pub use virtio_bindings::virtio_ids::{VIRTIO_ID_BLOCK, VIRTIO_ID_CONSOLE, VIRTIO_ID_NET};
+pub use virtio_bindings::virtio_mmio::{VIRTIO_MMIO_INT_CONFIG, VIRTIO_MMIO_INT_VRING};
 
-/// Feature bit: the device conforms to virtio 1.0 or later (no legacy interface).
-pub const VIRTIO_F_VERSION_1: u32 = 32;
-
-/// Device status bits (virtio 1.2, 2.1).
+/// Device status bits (virtio 1.2, 2.1), under the spec's short names.
 pub mod status {
-    /// The guest has noticed the device.
-    pub const ACKNOWLEDGE: u32 = 1;
-    /// The guest knows how to drive the device.
-    pub const DRIVER: u32 = 2;
-    /// The driver is set up and ready to drive the device.
-    pub const DRIVER_OK: u32 = 4;
-    /// The driver has acknowledged the features it understands.
-    pub const FEATURES_OK: u32 = 8;
-    /// The device has hit an error it cannot recover from without a reset.
-    pub const DEVICE_NEEDS_RESET: u32 = 0x40;
-    /// The guest gave up on the device.
-    pub const FAILED: u32 = 0x80;
-}
+    use virtio_bindings::virtio_config as config;
 
-/// `InterruptStatus` bit: the device used a buffer.
-pub const VIRTIO_MMIO_INT_VRING: u32 = 1;
-/// `InterruptStatus` bit: the configuration changed.
-pub const VIRTIO_MMIO_INT_CONFIG: u32 = 2;
+    /// The guest has noticed the device.
+    pub const ACKNOWLEDGE: u32 = config::VIRTIO_CONFIG_S_ACKNOWLEDGE;
+    /// The guest knows how to drive the device.
+    pub const DRIVER: u32 = config::VIRTIO_CONFIG_S_DRIVER;
+    /// The driver is set up and ready to drive the device.
+    pub const DRIVER_OK: u32 = config::VIRTIO_CONFIG_S_DRIVER_OK;
+    /// The driver has acknowledged the features it understands.
+    pub const FEATURES_OK: u32 = config::VIRTIO_CONFIG_S_FEATURES_OK;
+    /// The device has hit an error it cannot recover from without a reset.
+    pub const DEVICE_NEEDS_RESET: u32 = config::VIRTIO_CONFIG_S_NEEDS_RESET;
+    /// The guest gave up on the device.
+    pub const FAILED: u32 = config::VIRTIO_CONFIG_S_FAILED;
+}
 
 /// What a device did with a notification.
 #[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
