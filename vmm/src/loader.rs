@@ -91,7 +91,7 @@ pub enum LoaderError {
     Load {
         /// The file.
         name: String,
-        /// Why.
+        /// linux-loader's error: which header or segment it refused.
         #[source]
         source: linux_loader::loader::Error,
     },

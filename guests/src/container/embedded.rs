@@ -40,7 +40,7 @@ pub enum EmbeddedError {
         id: String,
         /// The bundle.
         bundle: PathBuf,
-        /// Why.
+        /// libcontainer's error, with its own chain of causes.
         #[source]
         source: Box<libcontainer::error::LibcontainerError>,
     },
@@ -54,7 +54,7 @@ pub enum EmbeddedError {
         id: String,
         /// Its init pid.
         pid: i32,
-        /// Why.
+        /// The system call's error (errno).
         #[source]
         source: nix::Error,
     },

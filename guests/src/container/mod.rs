@@ -32,7 +32,7 @@ pub enum ContainerError {
     Bundle {
         /// Where.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },
@@ -44,7 +44,7 @@ pub enum ContainerError {
     Spawn {
         /// The runtime.
         runtime: String,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },

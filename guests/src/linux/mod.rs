@@ -37,7 +37,7 @@ pub enum LinuxError {
     Spawn {
         /// The tool.
         tool: String,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },
@@ -48,7 +48,7 @@ pub enum LinuxError {
         what: &'static str,
         /// The path.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },

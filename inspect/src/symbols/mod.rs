@@ -19,7 +19,7 @@ pub enum SymbolError {
     BadElf {
         /// The file.
         name: String,
-        /// Why.
+        /// What was wrong, in words.
         reason: String,
     },
     /// The file could not be read.
@@ -27,7 +27,7 @@ pub enum SymbolError {
     Read {
         /// The file.
         name: String,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },
@@ -44,7 +44,7 @@ pub enum SymbolError {
     Dwarf {
         /// The file.
         name: String,
-        /// Why.
+        /// What was wrong, in words.
         reason: String,
     },
 }

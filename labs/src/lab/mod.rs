@@ -62,7 +62,7 @@ pub enum LabError {
     WorkDir {
         /// The directory or file.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },
@@ -71,7 +71,7 @@ pub enum LabError {
     Command {
         /// The command line.
         command: String,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },

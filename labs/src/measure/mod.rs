@@ -24,7 +24,7 @@ pub enum MeasureError {
     Spawn {
         /// The binary.
         bin: PathBuf,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },
@@ -41,7 +41,7 @@ pub enum MeasureError {
     Write {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },
@@ -50,7 +50,7 @@ pub enum MeasureError {
     Plot {
         /// The file.
         path: PathBuf,
-        /// Why.
+        /// What was wrong, in words.
         reason: String,
     },
     /// A tool a suite needs is not installed.

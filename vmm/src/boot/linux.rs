@@ -46,7 +46,7 @@ pub enum LinuxBootError {
     Load {
         /// The file.
         name: String,
-        /// Why.
+        /// linux-loader's error: which header or segment it refused.
         #[source]
         source: linux_loader::loader::Error,
     },

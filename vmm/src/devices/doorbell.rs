@@ -42,7 +42,7 @@ pub enum DoorbellError {
     Register {
         /// The port.
         port: u16,
-        /// Why.
+        /// The KVM ioctl's error (errno).
         #[source]
         source: kvm_ioctls::Error,
     },

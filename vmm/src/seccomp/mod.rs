@@ -113,7 +113,7 @@ pub enum SeccompError {
     Build {
         /// Which kind of thread.
         thread: &'static str,
-        /// Why.
+        /// seccompiler's error compiling the allow-list into BPF.
         #[source]
         source: seccompiler::BackendError,
     },
@@ -122,7 +122,7 @@ pub enum SeccompError {
     Install {
         /// Which kind of thread.
         thread: &'static str,
-        /// Why.
+        /// seccompiler's error (the kernel refused the filter, or it did not compile).
         #[source]
         source: seccompiler::Error,
     },

@@ -48,7 +48,7 @@ pub enum BlockError {
     Open {
         /// The image.
         path: PathBuf,
-        /// Why.
+        /// The operating system's error (errno), shown as the cause.
         #[source]
         source: std::io::Error,
     },
