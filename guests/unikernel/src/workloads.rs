@@ -58,7 +58,7 @@ pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
             Line::new()
                 .str(b"unikernel: unknown workload '")
                 .str(name)
-                .str(b"' (try hello, compute N, hypercalls N, uart N, io BYTES, cpuid N, mmio N, doorbell N, exit N, hostile CASE)\n")
+                .str(b"' (try hello, compute N, hypercalls N, uart N, io BYTES, cpuid N, mmio N, doorbell N, exit N, disk-write N, hostile CASE)\n")
                 .send();
             2
         }
