@@ -91,41 +91,85 @@ fn workload_in(bundle: &str) -> Option<u32> {
 /// container is killed, the runtime deletes it, vmscope removes the bundle and exits 130.
 #[test]
 fn an_interrupt_ends_the_container_and_removes_its_bundle() {
+    use std::time::{Duration, Instant};
     for runtime in runtimes() {
-        let cache = tempfile::tempdir().unwrap();
-        let bundles = cache.path().join("containers");
-        common::require_kvm();
-        let child = std::process::Command::new(env!("CARGO_BIN_EXE_vmscope"))
-            .args(["run", "container", "--runtime", runtime, "--workload", "syscalls", "100000000000"])
-            .env("VMSCOPE_CACHE", cache.path())
-            .stderr(std::process::Stdio::piped())
-            .spawn()
-            .unwrap();
+        let args = ["run", "container", "-v", "--runtime", runtime, "--workload", "syscalls", "100000000000"];
+        let (child, lines) = common::spawn_with_stderr_lines(&args);
+        let mut said = Vec::new();
+        // `-v` names the bundle (under the cache, or a traversable temporary directory
+        // when the container has a user namespace).
+        let deadline = Instant::now() + Duration::from_secs(60);
+        let bundle = loop {
+            let line = lines.recv_timeout(Duration::from_secs(60)).expect("vmscope -v names the bundle");
+            said.push(line.clone());
+            if let Some(rest) =
+                line.strip_prefix("vmscope: host ").and_then(|l| l.split("container bundle ").nth(1))
+            {
+                break std::path::PathBuf::from(rest.split(" run by ").next().unwrap());
+            }
+            assert!(Instant::now() < deadline, "{runtime}: no bundle named: {said:?}");
+        };
+        let name = bundle.file_name().unwrap().to_string_lossy().into_owned();
         // Wait (bounded) until the workload runs inside the bundle's container.
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(60);
         let workload = loop {
-            let bundle = std::fs::read_dir(&bundles)
-                .ok()
-                .and_then(|mut d| d.next())
-                .and_then(|e| e.ok())
-                .map(|e| e.file_name().to_string_lossy().into_owned());
-            if let Some(pid) = bundle.as_deref().and_then(workload_in) {
+            if let Some(pid) = workload_in(&name) {
                 break pid;
             }
-            assert!(std::time::Instant::now() < deadline, "{runtime}: the workload never started");
-            std::thread::sleep(std::time::Duration::from_millis(20));
+            assert!(Instant::now() < deadline, "{runtime}: the workload never started");
+            std::thread::sleep(Duration::from_millis(20));
         };
         let ok = std::process::Command::new("kill").args(["-INT", &child.id().to_string()]).status().unwrap();
         assert!(ok.success());
         let o = child.wait_with_output().unwrap();
-        assert_eq!(o.status.code(), Some(130), "{runtime}: {}", stderr(&o));
-        assert!(stderr(&o).contains("interrupted by signal 2"), "{runtime}: {}", stderr(&o));
+        said.extend(lines.iter());
+        let said = said.join("\n");
+        assert_eq!(o.status.code(), Some(130), "{runtime}: {said}");
+        assert!(said.contains("interrupted by signal 2"), "{runtime}: {said}");
         assert!(
             !std::path::Path::new(&format!("/proc/{workload}")).exists(),
             "{runtime}: the workload is gone"
         );
-        let left: Vec<_> = std::fs::read_dir(&bundles).unwrap().collect();
-        assert!(left.is_empty(), "{runtime}: bundles left behind: {left:?}");
+        assert!(!bundle.exists(), "{runtime}: bundle left behind: {}", bundle.display());
+    }
+}
+
+/// As root with user namespaces available, the container's root is an unprivileged host
+/// uid under both runtimes (`/proc/self/uid_map` inside says so), and -v prints the
+/// decision; `VMSCOPE_NO_USERNS` opts out.
+#[test]
+fn the_container_runs_in_a_user_namespace_when_the_host_allows() {
+    let decision = guests::container::userns::decide(&guests::container::userns::probe());
+    for runtime in runtimes() {
+        let o = vmscope(&[
+            "run",
+            "container",
+            "-v",
+            "--runtime",
+            runtime,
+            "--workload",
+            "cat",
+            "/proc/self/uid_map",
+        ]);
+        assert_eq!(o.status.code(), Some(0), "{runtime}: {}", stderr(&o));
+        assert!(stderr(&o).contains(&format!("vmscope: {decision}")), "{runtime}: {}", stderr(&o));
+        let map: Vec<u64> = stdout(&o).split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        match decision {
+            guests::container::userns::Decision::Use(m) => {
+                assert_eq!(map, [0, u64::from(m.uid_start), 65536], "{runtime}: {}", stdout(&o))
+            }
+            guests::container::userns::Decision::Skip(_) => {
+                assert_eq!(map, [0, 0, 4294967295], "{runtime}: {}", stdout(&o))
+            }
+        }
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_vmscope"))
+            .args(["run", "container", "-v", "--runtime", runtime, "--workload", "cat", "/proc/self/uid_map"])
+            .env("VMSCOPE_NO_USERNS", "1")
+            .output()
+            .unwrap();
+        assert_eq!(o.status.code(), Some(0), "{runtime}: {}", stderr(&o));
+        assert!(stderr(&o).contains("no user namespace: VMSCOPE_NO_USERNS is set"), "{}", stderr(&o));
+        let map: Vec<u64> = stdout(&o).split_whitespace().filter_map(|w| w.parse().ok()).collect();
+        assert_eq!(map, [0, 0, 4294967295], "{runtime}: host root, unmapped: {}", stdout(&o));
     }
 }
 

@@ -19,6 +19,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             args.mem
         );
         eprintln!("vmscope: {}", guests::container::seccomp::report(&args.runtime));
+        eprintln!("vmscope: {}", bundle.userns);
     }
     let run = guests::container::run(&bundle, &args.runtime)?;
     if args.verbose {

@@ -103,7 +103,7 @@ fn fix_for(g: TuiGuest, e: &anyhow::Error) -> String {
 fn start_container(runtime: &str) -> anyhow::Result<tui::LiveContainer> {
     if runtime == guests::container::embedded::NAME && !guests::prereq::is_root() {
         anyhow::bail!(
-            "the embedded runtime makes rootful containers and needs root (no user namespaces yet)"
+            "the embedded runtime needs root: vmscope does not make rootless containers (as root, containers get a user namespace)"
         );
     }
     let args: Vec<String> = ["syscalls", "1000000000"].iter().map(|s| s.to_string()).collect();

@@ -12,7 +12,8 @@ pub mod userns;
 
 pub use cgroup::CgroupStats;
 use oci_spec::runtime::{
-    LinuxMemoryBuilder, LinuxPidsBuilder, LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec,
+    LinuxIdMappingBuilder, LinuxMemoryBuilder, LinuxNamespaceBuilder, LinuxNamespaceType, LinuxPidsBuilder,
+    LinuxResourcesBuilder, ProcessBuilder, RootBuilder, Spec,
 };
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
@@ -63,6 +64,8 @@ pub enum ContainerError {
 pub struct Bundle {
     /// The bundle directory (config.json and rootfs/).
     pub dir: PathBuf,
+    /// Whether the container gets a user namespace, and with which mapping (`-v` prints it).
+    pub userns: userns::Decision,
 }
 
 impl Drop for Bundle {
@@ -92,9 +95,90 @@ fn io(path: &Path) -> impl FnOnce(std::io::Error) -> ContainerError + '_ {
 /// workloads need one; this leaves room for a shell and its pipelines.
 pub const PIDS_LIMIT: i64 = 128;
 
-/// Where bundles are made: `<cache>/containers`.
-fn bundles_dir() -> PathBuf {
-    crate::cache::root().join("containers")
+/// Where bundles are made: `<cache>/containers`, or, for containers in a user namespace,
+/// a root-owned `vmscope-bundles-0` (0711) in the temporary directory: the mapped root
+/// must be able to walk down to its rootfs, and the cache is usually under `/root` (0700).
+fn bundles_dir(decision: &userns::Decision) -> Result<PathBuf, ContainerError> {
+    let userns::Decision::Use(_) = decision else { return Ok(crate::cache::root().join("containers")) };
+    let dir = std::env::temp_dir().join(format!("vmscope-bundles-{}", nix::unistd::geteuid()));
+    traversable_dir(&dir)?;
+    Ok(dir)
+}
+
+/// Creates `dir` (0711) or checks an existing one: a real directory (not a symbolic link),
+/// owned by this user, writable by no one else, so no other user can plant a bundle or
+/// redirect one in a shared temporary directory.
+fn traversable_dir(dir: &Path) -> Result<(), ContainerError> {
+    use std::os::unix::fs::{DirBuilderExt, MetadataExt, PermissionsExt};
+    match std::fs::DirBuilder::new().mode(0o711).create(dir) {
+        Ok(()) => {}
+        Err(e) if e.kind() == std::io::ErrorKind::AlreadyExists => {}
+        Err(e) => return Err(io(dir)(e)),
+    }
+    let meta = std::fs::symlink_metadata(dir).map_err(io(dir))?;
+    let refuse = |why: &str| ContainerError::Bundle {
+        path: dir.into(),
+        source: std::io::Error::new(std::io::ErrorKind::PermissionDenied, why.to_string()),
+    };
+    if !meta.file_type().is_dir() {
+        return Err(refuse("not a directory (a symbolic link or a file is in the way)"));
+    }
+    if meta.uid() != nix::unistd::geteuid().as_raw() {
+        return Err(refuse("owned by another user"));
+    }
+    if meta.mode() & 0o022 != 0 {
+        return Err(refuse("writable by others"));
+    }
+    std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o711)).map_err(io(dir))
+}
+
+/// The user-namespace decision for this process's containers, probed once.
+fn userns_decision() -> userns::Decision {
+    static DECISION: std::sync::OnceLock<userns::Decision> = std::sync::OnceLock::new();
+    DECISION
+        .get_or_init(|| {
+            if std::env::var_os("VMSCOPE_NO_USERNS").is_some() {
+                return userns::Decision::Skip("VMSCOPE_NO_USERNS is set".into());
+            }
+            userns::decide(&userns::probe())
+        })
+        .clone()
+}
+
+/// Gives `path` and everything under it to the container's root (`lchown`: links are
+/// not followed).
+fn chown_tree(path: &Path, uid: u32, gid: u32) -> Result<(), ContainerError> {
+    std::os::unix::fs::lchown(path, Some(uid), Some(gid)).map_err(io(path))?;
+    if std::fs::symlink_metadata(path).map_err(io(path))?.is_dir() {
+        for e in std::fs::read_dir(path).map_err(io(path))? {
+            chown_tree(&e.map_err(io(path))?.path(), uid, gid)?;
+        }
+    }
+    Ok(())
+}
+
+/// Adds a user namespace mapping container ids 0..[`userns::MAP_SIZE`] to `m`'s host range.
+fn add_user_namespace(spec: &mut Spec, m: userns::Mapping) -> Result<(), ContainerError> {
+    let spec_err = |e: &dyn std::fmt::Display| ContainerError::Spec(e.to_string());
+    let map = |host: u32| {
+        LinuxIdMappingBuilder::default()
+            .container_id(0u32)
+            .host_id(host)
+            .size(userns::MAP_SIZE)
+            .build()
+            .map_err(|e| spec_err(&e))
+    };
+    let (uids, gids) = (map(m.uid_start)?, map(m.gid_start)?);
+    let user =
+        LinuxNamespaceBuilder::default().typ(LinuxNamespaceType::User).build().map_err(|e| spec_err(&e))?;
+    if let Some(linux) = spec.linux_mut() {
+        let mut namespaces = linux.namespaces().clone().unwrap_or_default();
+        namespaces.push(user);
+        linux.set_namespaces(Some(namespaces));
+        linux.set_uid_mappings(Some(vec![uids]));
+        linux.set_gid_mappings(Some(vec![gids]));
+    }
+    Ok(())
 }
 
 /// Eight random bytes in hex, from the kernel's generator.
@@ -122,10 +206,10 @@ fn remove_stale_bundles(dir: &Path) {
 
 /// Creates a fresh bundle directory, private (0700) and with a name no one can guess or
 /// already hold: `bundle-PID-SEQ-RANDOM`.
-fn create_bundle_dir() -> Result<PathBuf, ContainerError> {
+fn create_bundle_dir(decision: &userns::Decision) -> Result<PathBuf, ContainerError> {
     use std::os::unix::fs::DirBuilderExt;
     static SEQ: AtomicU32 = AtomicU32::new(0);
-    let parent = bundles_dir();
+    let parent = bundles_dir(decision)?;
     std::fs::create_dir_all(&parent).map_err(io(&parent))?;
     remove_stale_bundles(&parent);
     let suffix = random_suffix().map_err(io(Path::new("/dev/urandom")))?;
@@ -139,10 +223,22 @@ fn create_bundle_dir() -> Result<PathBuf, ContainerError> {
 }
 
 /// Builds a bundle that runs `/bin/workload ARGS…` with an optional memory limit (bytes).
-/// Its root file system holds the static workload binary and nothing else.
+/// Its root file system holds the static workload binary and nothing else. When
+/// [`userns::decide`] allows it (vmscope runs as root, user namespaces work; set
+/// `VMSCOPE_NO_USERNS` to opt out) the container gets a user namespace: its root is an
+/// unprivileged host uid, and the bundle belongs to that uid.
 pub fn prepare_bundle(args: &[String], memory_limit: Option<i64>) -> Result<Bundle, ContainerError> {
-    let dir = create_bundle_dir()?;
-    let bundle = Bundle { dir: dir.clone() };
+    prepare_bundle_with(args, memory_limit, userns_decision())
+}
+
+/// [`prepare_bundle`] with the user-namespace decision given.
+pub fn prepare_bundle_with(
+    args: &[String],
+    memory_limit: Option<i64>,
+    decision: userns::Decision,
+) -> Result<Bundle, ContainerError> {
+    let dir = create_bundle_dir(&decision)?;
+    let bundle = Bundle { dir: dir.clone(), userns: decision };
     let rootfs = dir.join("rootfs");
     for d in ["bin", "proc", "dev", "sys", "tmp", "etc"] {
         std::fs::create_dir_all(rootfs.join(d)).map_err(io(&rootfs))?;
@@ -183,7 +279,13 @@ pub fn prepare_bundle(args: &[String], memory_limit: Option<i64>) -> Result<Bund
         linux.set_resources(Some(resources));
         linux.set_seccomp(Some(profile));
     }
+    if let userns::Decision::Use(m) = bundle.userns {
+        add_user_namespace(&mut spec, m)?;
+    }
     spec.save(dir.join("config.json")).map_err(|e| spec_err(&e))?;
+    if let userns::Decision::Use(m) = bundle.userns {
+        chown_tree(&dir, m.uid_start, m.gid_start)?;
+    }
     Ok(bundle)
 }
 
@@ -316,6 +418,60 @@ mod tests {
     use super::*;
 
     #[test]
+    fn a_bundle_parent_in_a_shared_directory_must_be_ours_and_private() {
+        use std::os::unix::fs::PermissionsExt;
+        let tmp = tempfile::tempdir().unwrap();
+        let fresh = tmp.path().join("fresh");
+        traversable_dir(&fresh).unwrap();
+        let mode = std::fs::metadata(&fresh).unwrap().permissions().mode();
+        assert_eq!(mode & 0o777, 0o711, "traversable, not listable");
+        traversable_dir(&fresh).expect("an existing one of ours is reused");
+
+        let link = tmp.path().join("link");
+        std::os::unix::fs::symlink(&fresh, &link).unwrap();
+        let e = traversable_dir(&link).unwrap_err().to_string() + &format!("{:?}", traversable_dir(&link));
+        assert!(e.contains("symbolic link"), "{e}");
+
+        let open = tmp.path().join("open");
+        std::fs::create_dir(&open).unwrap();
+        std::fs::set_permissions(&open, std::fs::Permissions::from_mode(0o777)).unwrap();
+        assert!(format!("{:?}", traversable_dir(&open)).contains("writable by others"));
+
+        if nix::unistd::geteuid().is_root() {
+            let theirs = tmp.path().join("theirs");
+            std::fs::create_dir(&theirs).unwrap();
+            std::os::unix::fs::chown(&theirs, Some(12345), None).unwrap();
+            assert!(format!("{:?}", traversable_dir(&theirs)).contains("owned by another user"));
+        }
+    }
+
+    #[test]
+    fn a_user_namespace_bundle_maps_root_and_belongs_to_the_mapped_root() {
+        use std::os::unix::fs::MetadataExt;
+        if !nix::unistd::geteuid().is_root() {
+            return; // chown needs root; the decision skips the namespace without it anyway
+        }
+        let m =
+            userns::Mapping { uid_start: 300_000, gid_start: 400_000, source: userns::RangeSource::Fixed };
+        let b = prepare_bundle_with(&["hello".into()], None, userns::Decision::Use(m)).unwrap();
+        let spec = Spec::load(b.dir.join("config.json")).unwrap();
+        let linux = spec.linux().as_ref().unwrap();
+        let kinds: Vec<_> = linux.namespaces().as_ref().unwrap().iter().map(|n| n.typ()).collect();
+        assert!(kinds.contains(&LinuxNamespaceType::User), "{kinds:?}");
+        let uid = &linux.uid_mappings().as_ref().unwrap()[0];
+        assert_eq!((uid.container_id(), uid.host_id(), uid.size()), (0, 300_000, userns::MAP_SIZE));
+        let gid = &linux.gid_mappings().as_ref().unwrap()[0];
+        assert_eq!((gid.container_id(), gid.host_id(), gid.size()), (0, 400_000, userns::MAP_SIZE));
+        for p in [b.dir.clone(), b.dir.join("rootfs/bin/workload"), b.dir.join("config.json")] {
+            let meta = std::fs::symlink_metadata(&p).unwrap();
+            assert_eq!((meta.uid(), meta.gid()), (300_000, 400_000), "{}", p.display());
+        }
+        let skip = prepare_bundle_with(&[], None, userns::Decision::Skip("test".into())).unwrap();
+        let spec = Spec::load(skip.dir.join("config.json")).unwrap();
+        assert!(spec.linux().as_ref().unwrap().uid_mappings().is_none());
+    }
+
+    #[test]
     fn bundle_has_a_config_and_a_rootfs() {
         let b = prepare_bundle(&["compute".into(), "100".into()], Some(64 << 20)).unwrap();
         let spec = Spec::load(b.dir.join("config.json")).unwrap();
@@ -340,7 +496,10 @@ mod tests {
         drop(b);
         assert!(!dir.exists(), "the bundle is removed with its handle");
         assert!(matches!(
-            run(&Bundle { dir: "/nonexistent".into() }, "no-such-runtime"),
+            run(
+                &Bundle { dir: "/nonexistent".into(), userns: userns::Decision::Skip("test".into()) },
+                "no-such-runtime"
+            ),
             Err(ContainerError::NoRuntime(_))
         ));
     }

@@ -4,9 +4,9 @@
 //! an unprivileged host range: root's `/etc/subuid` / `/etc/subgid` entry when it has one
 //! of at least 65536 ids, else the fixed range 100000..165536.
 //!
-//! Not yet wired into the bundle: the spec still has no `user` namespace, because the
-//! rootfs would first have to be made traversable by the mapped root under both runtimes
-//! (see guests/DESIGN.md, container section).
+//! `prepare_bundle` applies the decision: a `user` namespace with these id mappings in
+//! config.json, the bundle chowned to the mapped root (see guests/DESIGN.md, container
+//! section).
 
 use std::path::Path;
 use std::process::{Command, Stdio};
