@@ -11,6 +11,11 @@
 //! is the workload's (128 + signal when a signal ended it, as runc reports), so callers
 //! treat the two runtimes alike.
 //!
+//! Seccomp: libcontainer is built without libseccomp, so the bundle's profile is compiled
+//! here with seccompiler ([`super::seccomp_bpf`]) before the container is created, and a
+//! small executor installs it in the init process right before the workload's `execve`
+//! (where libcontainer would have installed it).
+//!
 //! Cgroups: libcontainer picks its v1 manager on a legacy or hybrid host (this one: v1
 //! controllers, a v2 mount with none) and its v2 manager on a unified one; the spec's
 //! `cgroupsPath` places the container (vmscope leaves it unset, and libcontainer then
@@ -44,6 +49,14 @@ pub enum EmbeddedError {
         #[source]
         source: Box<libcontainer::error::LibcontainerError>,
     },
+    /// The bundle's seccomp profile cannot be read or compiled.
+    #[error("cannot use the seccomp profile of bundle {bundle}: {reason}")]
+    Seccomp {
+        /// The bundle.
+        bundle: PathBuf,
+        /// What went wrong (reading config.json, or the profile).
+        reason: String,
+    },
     /// The container started but has no init process recorded.
     #[error("container {0:?} started without an init pid")]
     NoPid(String),
@@ -68,20 +81,52 @@ pub fn command(bundle: &Path, id: &str) -> std::io::Result<std::process::Command
     Ok(cmd)
 }
 
+/// The workload's executor: installs the compiled seccomp programs, then does what
+/// libcontainer's default executor does (`execvp` of the process's args).
+#[derive(Clone)]
+struct FilteredExecutor {
+    seccomp: Option<super::seccomp_bpf::Compiled>,
+}
+
+impl libcontainer::workload::Executor for FilteredExecutor {
+    fn exec(&self, spec: &oci_spec::runtime::Spec) -> Result<(), libcontainer::workload::ExecutorError> {
+        if let Some(programs) = &self.seccomp {
+            super::seccomp_bpf::install(programs)
+                .map_err(|e| libcontainer::workload::ExecutorError::Other(e.to_string()))?;
+        }
+        libcontainer::workload::default::DefaultExecutor {}.exec(spec)
+    }
+
+    fn validate(
+        &self,
+        spec: &oci_spec::runtime::Spec,
+    ) -> Result<(), libcontainer::workload::ExecutorValidationError> {
+        libcontainer::workload::default::DefaultExecutor {}.validate(spec)
+    }
+}
+
+/// The bundle's seccomp profile compiled to BPF (`None` when config.json has none).
+fn bundle_seccomp(bundle: &Path) -> Result<Option<super::seccomp_bpf::Compiled>, EmbeddedError> {
+    let err = |reason: String| EmbeddedError::Seccomp { bundle: bundle.into(), reason };
+    let spec = oci_spec::runtime::Spec::load(bundle.join("config.json")).map_err(|e| err(e.to_string()))?;
+    let Some(profile) = spec.linux().as_ref().and_then(|l| l.seccomp().as_ref()) else { return Ok(None) };
+    super::seccomp_bpf::compile(profile).map(Some).map_err(|e| err(e.to_string()))
+}
+
 /// Creates, starts and waits for container `id` from `bundle` in this process, removes it,
 /// and returns the workload's exit status (128 + signal when killed). Call it only from a
 /// single-threaded process (see the module documentation).
 pub fn run_here(bundle: &Path, id: &str) -> Result<i32, EmbeddedError> {
     use libcontainer::container::builder::ContainerBuilder;
     use libcontainer::syscall::syscall::SyscallType;
-    use libcontainer::workload::default::DefaultExecutor;
 
     let err = |action| {
         let (id, bundle) = (id.to_string(), bundle.to_path_buf());
         move |source| EmbeddedError::Container { action, id, bundle, source: Box::new(source) }
     };
+    let seccomp = bundle_seccomp(bundle)?;
     let built = ContainerBuilder::new(id.into(), SyscallType::default())
-        .with_executor(DefaultExecutor {})
+        .with_executor(FilteredExecutor { seccomp })
         .with_root_path(STATE_ROOT)
         .map_err(err("use the state directory of"))?
         .validate_id()

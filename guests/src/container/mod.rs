@@ -8,6 +8,7 @@ pub mod cgroup;
 pub mod embedded;
 mod interrupt;
 pub mod seccomp;
+pub mod seccomp_bpf;
 pub mod userns;
 
 pub use cgroup::CgroupStats;

@@ -3,8 +3,8 @@
 //! conditional `personality` and `clone` rules for a container without `CAP_SYS_ADMIN`),
 //! built into config.json with `oci-spec`'s builders.
 //!
-//! runc enforces it. The embedded runtime (libcontainer built without its `libseccomp`
-//! feature) does not: [`enforced_by`] says which runtime enforces it so reports stay true.
+//! runc enforces it through libseccomp; the embedded runtime (libcontainer built without
+//! its `libseccomp` feature) through seccompiler ([`super::seccomp_bpf`]).
 
 use oci_spec::runtime::{
     Arch, LinuxSeccomp, LinuxSeccompAction, LinuxSeccompArgBuilder, LinuxSeccompBuilder,
@@ -447,21 +447,16 @@ pub fn default_profile() -> Result<LinuxSeccomp, SeccompError> {
         .map_err(e)
 }
 
-/// Whether `runtime` enforces the profile: runc and other runtimes with runc's CLI do; the
-/// embedded libcontainer is built without libseccomp and ignores it.
-pub fn enforced_by(runtime: &str) -> bool {
-    runtime != super::embedded::NAME
-}
-
-/// The one-line report: `seccomp: default profile (N syscalls allowed)`, or why not.
+/// The one-line report: `seccomp: default profile (N syscalls allowed, others EPERM)`, and
+/// for the embedded runtime how it is enforced.
 pub fn report(runtime: &str) -> String {
     let n = ALLOWED.len() + 2;
-    if enforced_by(runtime) {
-        format!("seccomp: default profile ({n} syscalls allowed, others EPERM)")
-    } else {
+    if runtime == super::embedded::NAME {
         format!(
-            "seccomp: default profile ({n} syscalls allowed) written to config.json but not enforced: the embedded runtime is built without libseccomp (use --runtime runc)"
+            "seccomp: default profile ({n} syscalls allowed, others EPERM), compiled with seccompiler for x86_64 (a 32-bit int 0x80 call kills the container)"
         )
+    } else {
+        format!("seccomp: default profile ({n} syscalls allowed, others EPERM)")
     }
 }
 
@@ -524,8 +519,8 @@ mod tests {
     }
 
     #[test]
-    fn the_report_says_which_runtime_enforces_it() {
+    fn the_report_says_how_each_runtime_enforces_it() {
         assert!(report("runc").contains("syscalls allowed, others EPERM"));
-        assert!(report(super::super::embedded::NAME).contains("not enforced"));
+        assert!(report(super::super::embedded::NAME).contains("compiled with seccompiler"));
     }
 }
