@@ -11,8 +11,8 @@
 //! | console-flood | 1 MiB of console text without a newline, then a write of 1 MiB + 1 | the MiB arrives intact; the oversized write is refused (`u64::MAX`) |
 //! | uart-flood | 4096 bytes to COM1, no newline | all 4096 printed; 4096 exits on port 0x3f8 |
 //! | hypercall-straddle / -wrap / -huge-len / -too-long | console writes with a buffer across the end of RAM, wrapping past 2^64, of length 2^64-1, of 1 MiB + 1 | each refused with `u64::MAX` |
-//! | hypercall-arg-outside | hypercall argument structs outside RAM | ignored; the guest carries on |
-//! | hypercall-arg-straddle | an argument struct across the end of RAM | ignored; its first field is untouched |
+//! | hypercall-arg-outside | hypercall argument structs outside RAM | ignored and counted (`hypercalls.argument_outside_ram` in `--stats-json`); the guest carries on |
+//! | hypercall-arg-straddle | an argument struct across the end of RAM | ignored and counted; its first field is untouched |
 //! | exit-code-wide | exit code 0x12345 | status 0x45 and a message saying so |
 //! | ud2 at CPL0 and CPL3 | `ud2`, no IDT | exit 125, "triple fault", mode and CPL, `ud2` at RIP |
 //! | compat-ud2 at CPL0 and CPL3 | far return to a 32-bit code segment, `ud2` there | exit 125, triple fault with the 32-bit CS |
@@ -188,13 +188,23 @@ fn console_writes_with_bad_buffers_are_refused() {
     let run = hostile("hypercall-too-long", &[]);
     assert_eq!(run.code, Some(0), "{}", run.err);
     assert!(said(&run, "hypercall-too-long").ends_with("length 0x100001 answered 0xffffffffffffffff"));
+    // The VMM counts the refusal too (the guest's own console writes are not refused).
+    assert_eq!(refusals(&run), (0, 1), "{}", run.stats["hypercalls"]);
+}
+
+/// `(argument structs outside RAM, console buffers refused)` from `--stats-json`.
+fn refusals(run: &Run) -> (u64, u64) {
+    let h = &run.stats["hypercalls"];
+    (h["argument_outside_ram"].as_u64().unwrap(), h["console_buffer_refused"].as_u64().unwrap())
 }
 
 #[test]
 fn hypercall_arguments_outside_memory_are_ignored() {
-    survives("hypercall-arg-outside", &[], "3 hypercalls with arguments outside memory ignored");
+    let run = survives("hypercall-arg-outside", &[], "3 hypercalls with arguments outside memory ignored");
+    assert_eq!(refusals(&run), (3, 0), "every one is counted: {}", run.stats["hypercalls"]);
     let run = hostile("hypercall-arg-straddle", &[]);
     assert_eq!(run.code, Some(0), "{}\n{}", run.out, run.err);
+    assert_eq!(refusals(&run), (1, 0), "{}", run.stats["hypercalls"]);
     assert!(said(&run, "hypercall-arg-straddle")
         .starts_with("argument at 0x3fffff8 ignored, first field still 0x"));
     assert!(!run.out.contains("must not appear"));

@@ -356,6 +356,8 @@ fn write_stats(
         // vCPU): exits handled inside the kernel show here and not in "exits".
         "kvm_stats": machine.kvm_stats().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "doorbell_rings": machine.doorbell_rings(),
+        // Hypercalls refused: argument structs outside RAM, console buffers refused.
+        "hypercalls": machine.bus().hypercall_refusals(),
         // Each virtio device's registers and counters (refused accesses, errors, …).
         "virtio": machine.bus().mmio().devices(),
         "shared_ring": machine.ring_stats().map(|(bytes, sleeps, errors)| serde_json::json!({

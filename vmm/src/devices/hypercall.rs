@@ -6,6 +6,8 @@
 use super::console::Console;
 use crate::vstate::memory::{write_phys, GuestMemory, PhysView};
 use inspect::{Gpa, GuestPhysMemory};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
 use std::time::{SystemTime, UNIX_EPOCH};
 use vm_memory::ByteValued;
 use vmscope_abi::{ConsoleWrite, WallTime, PORT_CONSOLE_WRITE, PORT_WALL_TIME};
@@ -30,17 +32,42 @@ pub enum HypercallOutcome {
     Done,
 }
 
+/// Hypercalls refused, by reason (shown under `"hypercalls"` in `--stats-json`).
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq, serde::Serialize)]
+pub struct HypercallRefusals {
+    /// The argument struct was not (wholly) in RAM: nothing was done and nothing written.
+    pub argument_outside_ram: u64,
+    /// A console write whose buffer was outside RAM, wrapped or was longer than
+    /// [`MAX_CONSOLE_WRITE`]: answered `u64::MAX` in the struct's `ret`.
+    pub console_buffer_refused: u64,
+}
+
+#[derive(Debug, Default)]
+struct Counters {
+    argument_outside_ram: AtomicU64,
+    console_buffer_refused: AtomicU64,
+}
+
 /// The hypercall handler of one VM.
 #[derive(Clone, Debug)]
 pub struct Hypercalls {
     mem: GuestMemory,
     console: Console,
+    refused: Arc<Counters>,
 }
 
 impl Hypercalls {
     /// Handles hypercalls against `mem`, writing console output to `console`.
     pub fn new(mem: GuestMemory, console: Console) -> Self {
-        Self { mem, console }
+        Self { mem, console, refused: Arc::default() }
+    }
+
+    /// How many hypercalls were refused so far, by reason.
+    pub fn refusals(&self) -> HypercallRefusals {
+        HypercallRefusals {
+            argument_outside_ram: self.refused.argument_outside_ram.load(Ordering::Relaxed),
+            console_buffer_refused: self.refused.console_buffer_refused.load(Ordering::Relaxed),
+        }
     }
 
     /// The console sink.
@@ -65,7 +92,19 @@ impl Hypercalls {
     {
         let mut a = Arg::<T>::default();
         let len = std::mem::size_of::<T>();
-        (PhysView(&self.mem).read_phys(gpa, a.as_mut_slice()) == len).then_some(a)
+        let whole = PhysView(&self.mem).read_phys(gpa, a.as_mut_slice()) == len;
+        if !whole {
+            self.refused.argument_outside_ram.fetch_add(1, Ordering::Relaxed);
+        }
+        whole.then_some(a)
+    }
+
+    /// Whether the `size_of::<T>()` bytes at `gpa` are all RAM (counted when not).
+    fn arg_in_ram<T: Copy + Default>(&self, gpa: Gpa) -> bool
+    where
+        Arg<T>: ByteValued,
+    {
+        self.read_arg::<T>(gpa).is_some()
     }
 
     fn console_write(&self, gpa: Gpa) {
@@ -79,12 +118,16 @@ impl Hypercalls {
             self.console.write(&buf);
             req.len
         } else {
+            self.refused.console_buffer_refused.fetch_add(1, Ordering::Relaxed);
             u64::MAX
         };
         let _ = write_phys(&self.mem, gpa, Arg(req).as_slice());
     }
 
     fn wall_time(&self, gpa: Gpa) {
+        if !self.arg_in_ram::<WallTime>(gpa) {
+            return;
+        }
         let nsecs = SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_nanos() as u64).unwrap_or(0);
         let _ = write_phys(&self.mem, gpa, Arg(WallTime { nsecs }).as_slice());
     }
@@ -130,7 +173,15 @@ mod tests {
         // The argument struct itself outside memory: nothing happens, nothing panics.
         hc.handle(PORT_CONSOLE_WRITE, 0xffff_fff0);
         hc.handle(PORT_WALL_TIME, 0x3f_fffc);
+        hc.handle(PORT_WALL_TIME, 0x40_0000);
         assert!(console.take_buffer().is_empty());
+        let last = PhysView(&mem).read_u32(Gpa(0x3f_fffc)).unwrap();
+        assert_eq!(last, 0, "a straddling wall-time struct is not half written");
+        assert_eq!(
+            hc.refusals(),
+            HypercallRefusals { argument_outside_ram: 3, console_buffer_refused: 4 },
+            "every refusal is counted"
+        );
     }
 
     #[test]

@@ -47,6 +47,11 @@ impl PortIoBus {
         self.hypercalls.console()
     }
 
+    /// Hypercalls refused so far, by reason.
+    pub fn hypercall_refusals(&self) -> hypercall::HypercallRefusals {
+        self.hypercalls.refusals()
+    }
+
     /// The serial port (to feed it input).
     pub fn serial(&self) -> &Arc<Mutex<SerialPort>> {
         &self.serial
