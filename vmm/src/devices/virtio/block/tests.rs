@@ -206,3 +206,66 @@ fn flush_is_offered_and_a_failed_write_or_flush_is_an_ioerr() {
     assert_eq!(status_byte(&d), reply::IOERR, "a failed fdatasync");
     assert!(d.transport.device().counters().contains(&("errors", 1)));
 }
+
+/// A driver on another vCPU rewriting descriptors (and the available ring) while the device
+/// walks them: whatever the interleaving, the device stays within the queue and the disk,
+/// never completes more requests than were offered, and never panics.
+#[test]
+fn a_chain_rewritten_while_the_device_reads_it_stays_bounded() {
+    use std::sync::atomic::{AtomicBool, Ordering};
+    const SECTORS: u64 = 4;
+    const ROUNDS: u16 = 2000;
+    let img = image(SECTORS);
+    let mut d = driver(&img, false);
+    let (mem, stop) = (d.mem.clone(), std::sync::Arc::new(AtomicBool::new(false)));
+    let racer = {
+        let stop = stop.clone();
+        std::thread::spawn(move || {
+            let mut x: u64 = 0x9e37_79b9_7f4a_7c15;
+            let mut rewrites = 0u64;
+            while !stop.load(Ordering::Relaxed) {
+                // xorshift64: cheap, deterministic per step.
+                x ^= x << 13;
+                x ^= x >> 7;
+                x ^= x << 17;
+                let index = x % u64::from(DRIVER_QUEUE_SIZE);
+                let at = DESC_TABLE + index * 16;
+                let addr = [HEADER, DATA, STATUS, (4 << 20) - 8, x >> 8][(x >> 60) as usize % 5];
+                let len = [16u32, 512, 1, u32::MAX, (x >> 32) as u32][(x >> 56) as usize % 5];
+                let flags = (x >> 40) as u16 & 0x7; // NEXT, WRITE, INDIRECT in any mix
+                let next = (x >> 48) as u16 % (2 * DRIVER_QUEUE_SIZE);
+                let _ = mem.write_obj(addr, GuestAddress(at));
+                let _ = mem.write_obj(len, GuestAddress(at + 8));
+                let _ = mem.write_obj(flags, GuestAddress(at + 12));
+                let _ = mem.write_obj(next, GuestAddress(at + 14));
+                if x & 0xf == 0 {
+                    // An available-ring slot too (never the index: that is the driver's).
+                    let slot = (x >> 4) % u64::from(DRIVER_QUEUE_SIZE);
+                    let _ = mem.write_obj((x >> 20) as u16, GuestAddress(AVAIL_RING + 4 + slot * 2));
+                }
+                rewrites += 1;
+            }
+            rewrites
+        })
+    };
+    let start = d.used_idx();
+    for round in 0..ROUNDS {
+        let kind = if round % 2 == 0 { request::OUT } else { request::IN };
+        header(&d, kind, u64::from(round) % SECTORS);
+        d.submit(&[(HEADER, 16, false), (DATA, 512, kind == request::IN), (STATUS, 1, true)]);
+    }
+    stop.store(true, Ordering::Relaxed);
+    let rewrites = racer.join().expect("the racing driver thread");
+    assert!(rewrites > 0);
+    // Never more completions than offers (a broken queue completes fewer).
+    let done = d.used_idx().wrapping_sub(start);
+    assert!(done <= ROUNDS, "{done} completions for {ROUNDS} requests");
+    // Every completion's length is within what one request can write (data + status).
+    for slot in 0..DRIVER_QUEUE_SIZE.min(done) {
+        let (id, len) = d.used_elem(slot);
+        assert!(id < u32::from(DRIVER_QUEUE_SIZE), "used id {id} outside the queue");
+        assert!(u64::from(len) <= SECTORS * SECTOR_SIZE + 1, "used length {len}");
+    }
+    // Nothing was written outside the disk.
+    assert_eq!(std::fs::metadata(img.path()).unwrap().len(), SECTORS * SECTOR_SIZE);
+}
