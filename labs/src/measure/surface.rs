@@ -45,8 +45,24 @@ pub(super) fn parse_strace_c(text: &str) -> Option<SyscallCounts> {
 
 /// Runs `cmd` under `strace -f -c` and returns its counts.
 fn strace(cmd: &[&std::ffi::OsStr], what: &str, out: &Path) -> Result<SyscallCounts, MeasureError> {
+    let text = run_strace(&["-f", "-c"], cmd, what, out)?;
+    parse_strace_c(&text).ok_or_else(|| MeasureError::GuestFailed {
+        args: format!("strace -f -c {what}"),
+        detail: format!("no summary table in its output: {text}"),
+    })
+}
+
+/// Runs `strace FLAGS -o OUT CMD…` and returns what it wrote to OUT (removed after).
+/// A missing strace is named with the package to install; a failed run with its stderr.
+fn run_strace(
+    flags: &[&str],
+    cmd: &[&std::ffi::OsStr],
+    what: &str,
+    out: &Path,
+) -> Result<String, MeasureError> {
     let status = Command::new("strace")
-        .args(["-f", "-c", "-o"])
+        .args(flags)
+        .arg("-o")
         .arg(out)
         .args(cmd)
         .stdin(Stdio::null())
@@ -59,18 +75,15 @@ fn strace(cmd: &[&std::ffi::OsStr], what: &str, out: &Path) -> Result<SyscallCou
             }
             _ => MeasureError::Spawn { bin: "strace".into(), source },
         })?;
+    let text = std::fs::read_to_string(out).unwrap_or_default();
+    let _ = std::fs::remove_file(out);
     if !status.status.success() {
         return Err(MeasureError::GuestFailed {
-            args: format!("strace -f -c {what}"),
+            args: format!("strace {} {what}", flags.join(" ")),
             detail: String::from_utf8_lossy(&status.stderr).trim().to_string(),
         });
     }
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    let _ = std::fs::remove_file(out);
-    parse_strace_c(&text).ok_or_else(|| MeasureError::GuestFailed {
-        args: format!("strace -f -c {what}"),
-        detail: format!("no summary table in its output: {text}"),
-    })
+    Ok(text)
 }
 
 /// The system calls each VMM thread made under its seccomp filter, by thread kind
@@ -117,24 +130,7 @@ pub(super) fn calls_under_filter(trace: &str) -> BTreeMap<&'static str, BTreeSet
 
 /// Runs `cmd` under `strace -f` (every call, not a summary) and returns the trace.
 fn strace_full(cmd: &[&std::ffi::OsStr], what: &str, out: &Path) -> Result<String, MeasureError> {
-    let status = Command::new("strace")
-        .args(["-f", "-qq", "-o"])
-        .arg(out)
-        .args(cmd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::null())
-        .stderr(Stdio::piped())
-        .output()
-        .map_err(|source| MeasureError::Spawn { bin: "strace".into(), source })?;
-    let text = std::fs::read_to_string(out).unwrap_or_default();
-    let _ = std::fs::remove_file(out);
-    if !status.status.success() {
-        return Err(MeasureError::GuestFailed {
-            args: format!("strace -f {what}"),
-            detail: String::from_utf8_lossy(&status.stderr).trim().to_string(),
-        });
-    }
-    Ok(text)
+    run_strace(&["-f", "-qq"], cmd, what, out)
 }
 
 /// Samples for one form.
