@@ -24,6 +24,7 @@ pub mod paging;
 pub mod regs;
 pub mod symbols;
 pub mod virtqueue;
+pub mod vmcore;
 
 pub use addr::{Gpa, Gva, HostAddr};
 pub use host::HostKind;
