@@ -33,7 +33,7 @@ pub(super) fn build(cpus: &[CpuRegs], vmcoreinfo: Option<&[u8]>) -> Vec<u8> {
 }
 
 fn pad4(b: &mut Vec<u8>) {
-    while b.len() % 4 != 0 {
+    while !b.len().is_multiple_of(4) {
         b.push(0);
     }
 }
