@@ -192,7 +192,9 @@ fn doorbell_writes_stay_in_the_kernel() {
         let (out, stats) = run_with_stats(&["--ring", ring, "--workload", "doorbell", "300"]);
         assert!(out.contains("doorbell: 300 doorbell writes in "), "{out}");
         assert_eq!(stats["doorbell_rings"].as_u64(), Some(300), "ring {ring}: {stats}");
-        assert_eq!(vmm_exits(&stats, "io-out", 0x503), 0, "ring {ring}: {stats}");
+        // The first write exits once: the VMM registers the ioeventfd then (lazily, so a
+        // guest that never rings pays no ioeventfd clean-up when it ends).
+        assert_eq!(vmm_exits(&stats, "io-out", 0x503), 1, "ring {ring}: {stats}");
     }
 }
 
@@ -264,15 +266,11 @@ fn io_through_the_ring(bytes: u64, batch: u64, mode: Option<&str>) -> (u64, serd
     assert!(ns.parse::<u64>().is_ok(), "{workload}: {rest:?}");
     // A kick follows a batch only when the consumer said it sleeps: at most one per batch.
     assert!(kicks <= batches, "{workload}: {kicks} kicks for {batches} batches");
-    // Each kick is one doorbell write, counted by the VMM's eventfd and never an exit.
+    // Each kick is one doorbell write, counted by the VMM's eventfd; only the first exits
+    // (the VMM registers the ioeventfd then), the others stay in the kernel.
     assert_eq!(stats["doorbell_rings"].as_u64(), Some(kicks), "{workload}: {stats}");
-    let exits_at_the_doorbell: Vec<_> = stats["exits"]["per_key"]
-        .as_array()
-        .unwrap()
-        .iter()
-        .filter(|k| k["addr"].as_u64() == Some(PORT_DOORBELL))
-        .collect();
-    assert!(exits_at_the_doorbell.is_empty(), "{workload}: {exits_at_the_doorbell:?}");
+    let exits_at_the_doorbell = vmm_exits(&stats, "io-out", PORT_DOORBELL);
+    assert_eq!(exits_at_the_doorbell, kicks.min(1), "{workload}: {kicks} kicks: {stats}");
     let ring = &stats["shared_ring"];
     assert_eq!(ring["bytes"].as_u64(), Some(bytes), "{workload}: {stats}");
     assert_eq!(ring["errors"].as_u64(), Some(0), "{workload}: {stats}");

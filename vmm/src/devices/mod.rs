@@ -13,6 +13,7 @@ pub use crate::vstate::bus::PioOutcome;
 pub use mmio_bus::{MmioBus, MmioDeviceInfo, MMIO_BASE};
 
 use console::Console;
+use doorbell::DoorbellPort;
 use hypercall::{HypercallOutcome, Hypercalls};
 use legacy::serial::{SerialPort, COM1_BASE, COM1_LEN};
 use std::sync::{Arc, Mutex, PoisonError};
@@ -24,12 +25,18 @@ pub struct PortIoBus {
     serial: Arc<Mutex<SerialPort>>,
     hypercalls: Hypercalls,
     mmio: MmioBus,
+    doorbell: Option<DoorbellPort>,
 }
 
 impl PortIoBus {
     /// A bus with COM1 at 0x3f8 and the hypercall ports.
     pub fn new(serial: Arc<Mutex<SerialPort>>, hypercalls: Hypercalls) -> Self {
-        Self { serial, hypercalls, mmio: MmioBus::default() }
+        Self { serial, hypercalls, mmio: MmioBus::default(), doorbell: None }
+    }
+
+    /// The same ports, with a doorbell whose writes register its ioeventfd when they exit.
+    pub fn with_doorbell(self, doorbell: DoorbellPort) -> Self {
+        Self { doorbell: Some(doorbell), ..self }
     }
 
     /// The same ports, with `mmio` for MMIO exits.
@@ -97,6 +104,10 @@ impl PortIoBus {
             PORT_CONSOLE_WRITE | PORT_WALL_TIME => match self.hypercalls.handle(port, value) {
                 HypercallOutcome::Done => PioOutcome::Handled,
             },
+            _ if self.doorbell.as_ref().is_some_and(|d| d.port() == port) => {
+                self.doorbell.as_ref().map(DoorbellPort::rang_by_exit);
+                PioOutcome::Handled
+            }
             _ => PioOutcome::Unhandled,
         }
     }

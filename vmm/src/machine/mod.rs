@@ -256,21 +256,21 @@ impl Machine {
         let layout = elf_guest::setup(&mem, &cfg.name, &cfg.elf, &cfg.cmdline, cfg.ring, cfg.vcpus as u32)?;
         let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), None)));
         let mmio = Self::virtio_devices(None, &mem, disks)?;
-        let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console)).with_mmio(mmio);
-        let parts =
-            Parts { kvm, vm, mem, bus, layout: GuestLayout::Elf(layout), started, name: cfg.name.clone() };
-        let entry = layout.entry;
-        // Best effort: without it, doorbell writes are ordinary (ignored) port exits.
+        // Best effort: without it, doorbell writes are ordinary (ignored) port exits. Its
+        // ioeventfd is registered on the first ring (see devices/doorbell.rs).
         let doorbell = if cfg.doorbell {
-            let ring = SharedRing {
-                memory: parts.mem.clone(),
-                console: parts.bus.console().clone(),
-                mode: cfg.ring_consumer,
-            };
-            Doorbell::register(parts.vm.fd(), vmscope_abi::PORT_DOORBELL, Some(ring)).ok()
+            let ring = SharedRing { memory: mem.clone(), console: console.clone(), mode: cfg.ring_consumer };
+            Doorbell::new(vm.shared_fd(), vmscope_abi::PORT_DOORBELL, Some(ring)).ok()
         } else {
             None
         };
+        let mut bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console)).with_mmio(mmio);
+        if let Some(d) = &doorbell {
+            bus = bus.with_doorbell(d.port_handle());
+        }
+        let parts =
+            Parts { kvm, vm, mem, bus, layout: GuestLayout::Elf(layout), started, name: cfg.name.clone() };
+        let entry = layout.entry;
         let mut machine = Self::assemble(
             parts,
             cfg.vcpus,

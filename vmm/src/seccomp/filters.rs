@@ -31,6 +31,7 @@ pub(super) mod ioctls {
     vmm_sys_util::ioctl_iow_nr!(KVM_SET_GUEST_DEBUG, KVMIO, 0x9b, kvm_guest_debug);
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
     vmm_sys_util::ioctl_iow_nr!(KVM_SET_VCPU_EVENTS, KVMIO, 0xa0, kvm_vcpu_events);
+    vmm_sys_util::ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_bindings::kvm_ioeventfd);
 }
 
 /// One allowed system call.
@@ -106,6 +107,9 @@ fn entries(thread: Thread) -> Vec<Entry> {
                 ("KVM_SET_GUEST_DEBUG", KVM_SET_GUEST_DEBUG()),
                 ("KVM_GET_VCPU_EVENTS", KVM_GET_VCPU_EVENTS()),
                 ("KVM_SET_VCPU_EVENTS", KVM_SET_VCPU_EVENTS()),
+                // The doorbell's ioeventfd is registered by the vCPU whose write to its
+                // port exited first (devices/doorbell.rs: lazy registration).
+                ("KVM_IOEVENTFD", KVM_IOEVENTFD()),
             ];
             list.push(one_of(SYS_ioctl, 1, requests));
             // virtio-blk requests are served on the vCPU that notified: reads, writes and
@@ -115,6 +119,9 @@ fn entries(thread: Thread) -> Vec<Entry> {
         Thread::Doorbell => {
             // The eventfd (read) and the stop eventfd, waited on with epoll.
             list.extend([SYS_read, SYS_epoll_wait, SYS_epoll_pwait].map(any));
+            // As it ends, the thread deassigns the doorbell's ioeventfd (cheaper than
+            // leaving it to the VM's close).
+            list.push(one_of(SYS_ioctl, 1, vec![("KVM_IOEVENTFD", ioctls::KVM_IOEVENTFD())]));
         }
         Thread::Main => {
             list.extend(

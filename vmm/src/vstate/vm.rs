@@ -5,6 +5,7 @@ use super::memory::GuestMemory;
 use crate::arch::x86_64::cpuid;
 use kvm_bindings::{kvm_enable_cap, kvm_pit_config, kvm_userspace_memory_region, KVM_PIT_SPEAKER_DUMMY};
 use kvm_ioctls::{VcpuFd, VmFd};
+use std::sync::Arc;
 use vm_memory::{GuestMemoryBackend, GuestMemoryRegion};
 
 /// The three pages below 4 GiB that Intel's VMX needs for the real-mode TSS.
@@ -45,7 +46,9 @@ fn ioctl(op: &'static str) -> impl FnOnce(kvm_ioctls::Error) -> VmError {
 /// A created VM with its memory registered.
 #[derive(Debug)]
 pub struct Vm {
-    fd: VmFd,
+    /// Shared with the devices that issue VM ioctls later (the doorbell registers its
+    /// ioeventfd on the first ring).
+    fd: Arc<VmFd>,
     irqchip: bool,
     emulation_failure_exits: bool,
 }
@@ -82,12 +85,17 @@ impl Vm {
         let cap = kvm_bindings::KVM_CAP_EXIT_ON_EMULATION_FAILURE;
         let emulation_failure_exits = fd.check_extension_raw(cap.into()) > 0
             && fd.enable_cap(&kvm_enable_cap { cap, args: [1, 0, 0, 0], ..Default::default() }).is_ok();
-        Ok(Self { fd, irqchip, emulation_failure_exits })
+        Ok(Self { fd: Arc::new(fd), irqchip, emulation_failure_exits })
     }
 
     /// The VM fd.
     pub fn fd(&self) -> &VmFd {
         &self.fd
+    }
+
+    /// The VM fd, for a device that keeps it (the VM is closed when the last holder drops it).
+    pub fn shared_fd(&self) -> Arc<VmFd> {
+        self.fd.clone()
     }
 
     /// Whether the VM has an in-kernel irqchip.
