@@ -12,8 +12,13 @@
 //!
 //! Every kind is measured with the VMM's seccomp filters on and off (`--no-seccomp`), runs
 //! alternating, and a note per kind compares the medians with the spread of the runs.
+//!
+//! The floor: the same `out` loop run by the smallest VMM possible (`vmm::vstate::raw_loop`:
+//! one vCPU, `KVM_RUN`, look at the exit, run again), in this process, interleaved with the
+//! port I/O kinds' runs; each of them is also shown as a ratio to it.
 
 use super::{progress, run_guest, Environment, GuestRun, MeasureError, Options, Report, Summary};
+use vmm::arch::x86_64::Ring;
 
 /// How an exit kind is measured.
 struct Kind {
@@ -153,6 +158,29 @@ fn sample(
     Ok(())
 }
 
+/// One run of the raw KVM loop: µs per port I/O exit.
+fn raw_sample(ring: u8, n: u64) -> Result<f64, MeasureError> {
+    let r =
+        vmm::vstate::raw_loop::run(if ring == 3 { Ring::Ring3 } else { Ring::Ring0 }, n).map_err(|e| {
+            MeasureError::GuestFailed {
+                args: format!("raw KVM loop, CPL{ring}, {n} exits"),
+                detail: e.to_string(),
+            }
+        })?;
+    if r.port_exits != n {
+        return Err(MeasureError::GuestFailed {
+            args: format!("raw KVM loop, CPL{ring}, {n} exits"),
+            detail: format!("{} exits on the loop port", r.port_exits),
+        });
+    }
+    Ok(r.ns_per_exit() / 1e3)
+}
+
+/// `a[i] / b[i]` for the runs both have.
+fn ratios(a: &[f64], b: &[f64]) -> Vec<f64> {
+    a.iter().zip(b).filter(|(_, b)| **b > 0.0).map(|(a, b)| a / b).collect()
+}
+
 /// The median of `v` (0 when empty).
 fn median(v: &[f64]) -> f64 {
     let mut v = v.to_vec();
@@ -197,15 +225,34 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
         format!("timed in the guest = the workload's own loop of {n}, between two wall-clock hypercalls, / {n}"),
         format!("KVM counters per op = (vCPU 0's counter after {n} ops - after 0 ops) / {n}, from KVM_GET_STATS_FD"),
         "seccomp: every figure is measured with the VMM's filters on (the default) and, in the rows marked \"seccomp off\", with --no-seccomp; the runs alternate between the two".into(),
+        format!("raw KVM loop = {n} `out` instructions to port 0x3f8 run by vmm::vstate::raw_loop in the measuring process (one vCPU, KVM_RUN, look at the exit, run again; no devices, statistics, threads or seccomp), timed from the first KVM_RUN to the last exit, / {n}; one run after each pair of vmscope runs of a port I/O kind, a sample being the mean of a run's two"),
+        "vmscope over the raw KVM loop = the kind's round trip (seccomp on) / the raw loop's per-exit time, run by run; the raw loop writes nothing, while vmscope also copies the byte to its console (a pipe here)".into(),
     ];
     for ring in [3u8, 0] {
         let ring_s = ring.to_string();
+        // Per run, the raw loop's samples beside each port I/O kind.
+        let mut raw_by_run: Vec<Vec<f64>> = vec![vec![]; runs];
         for kind in &KINDS {
             let mut by_policy: [Samples; 2] = Default::default();
+            let to_vmm = !kind.timed_in_guest;
+            let mut raw = vec![];
             for _ in 0..runs {
                 for (policy, samples) in policies.iter().zip(by_policy.iter_mut()) {
                     sample(opts, kind, &ring_s, n, *policy, samples)?;
                     bar.inc(2);
+                }
+                if to_vmm {
+                    raw.push(raw_sample(ring, n)?);
+                }
+            }
+            if to_vmm {
+                metrics.extend(Summary::of(
+                    &format!("{}, CPL{ring}: vmscope over the raw KVM loop", kind.label),
+                    "x",
+                    &ratios(&by_policy[0].per_op_us, &raw),
+                ));
+                for (run, r) in raw_by_run.iter_mut().zip(raw) {
+                    run.push(r);
                 }
             }
             let tag = format!("{}, CPL{ring}", kind.label);
@@ -272,6 +319,16 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
                 });
             }
         }
+        let raw_means: Vec<f64> = raw_by_run
+            .iter()
+            .filter(|r| !r.is_empty())
+            .map(|r| r.iter().sum::<f64>() / r.len() as f64)
+            .collect();
+        metrics.extend(Summary::of(
+            &format!("raw KVM loop: port I/O exit, CPL{ring} (per exit)"),
+            "us",
+            &raw_means,
+        ));
     }
     bar.finish_and_clear();
     if !env.host_kind.is_hardware() {
@@ -305,5 +362,6 @@ mod tests {
         assert_eq!(seccomp_note("x", "ns", &[], &[1.0]), None);
         assert_eq!(median(&[3.0, 1.0, 2.0]), 2.0);
         assert_eq!(median(&[4.0, 1.0, 2.0, 3.0]), 2.5);
+        assert_eq!(ratios(&[4.0, 9.0, 1.0], &[2.0, 0.0]), vec![2.0]);
     }
 }

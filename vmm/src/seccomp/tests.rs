@@ -47,6 +47,7 @@ fn a_vcpu_may_issue_only_its_own_ioctls() {
     assert_eq!(KVM_SET_GUEST_DEBUG(), 0x4048_ae9b);
     assert_eq!(KVM_GET_VCPU_EVENTS(), 0x8040_ae9f);
     assert_eq!(KVM_SET_VCPU_EVENTS(), 0x4040_aea0);
+    assert_eq!(KVM_IOEVENTFD(), 0x4040_ae79);
 }
 
 #[test]

@@ -4,6 +4,7 @@
 pub mod bus;
 pub mod kvm;
 pub mod memory;
+pub mod raw_loop;
 pub mod rss;
 pub mod stats_fd;
 pub mod vcpu;
