@@ -64,7 +64,13 @@ pub fn serve(
             .map(|p| p.display().to_string())
             .unwrap_or_else(|_| "GUEST.elf".into()),
     };
-    eprintln!("vmscope: gdb can attach: gdb {image} -ex 'target remote {}'", listener.gdb_target());
+    // The kernel's gdb helpers (lx-ps, lx-dmesg, ...) beside a vmlinux load themselves once
+    // their directory is an auto-load safe path.
+    let helpers = elf
+        .and_then(|p| p.parent().filter(|d| d.join("vmlinux-gdb.py").exists()))
+        .map(|d| format!(" -iex 'add-auto-load-safe-path {}'", d.display()))
+        .unwrap_or_default();
+    eprintln!("vmscope: gdb can attach: gdb{helpers} {image} -ex 'target remote {}'", listener.gdb_target());
     Ok(match gdb::serve(machine, &listener, symbols, held, options.limit)? {
         gdb::ServeEnd::Guest(outcome) => Some(outcome),
         gdb::ServeEnd::Killed => {

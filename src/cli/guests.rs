@@ -43,6 +43,9 @@ enum Image {
     Unikernel,
     /// The Linux vmlinux with DWARF (built if needed).
     Vmlinux,
+    /// The kernel's gdb helpers beside it (`lx-ps`, `lx-dmesg`, ...; gdb auto-loads them
+    /// from the vmlinux's directory once it is an auto-load safe path).
+    VmlinuxGdb,
 }
 
 /// Runs `vmscope guests`.
@@ -80,6 +83,15 @@ pub fn run(args: GuestsArgs) -> anyhow::Result<ExitCode> {
         GuestsCommand::Path { image: Image::Vmlinux } => {
             println!("{}", guests::linux::ensure_built(&build_options())?.vmlinux.display())
         }
+        GuestsCommand::Path { image: Image::VmlinuxGdb } => {
+            let a = guests::linux::ensure_built(&build_options())?;
+            anyhow::ensure!(
+                a.vmlinux_gdb.exists(),
+                "{} has no gdb helpers (vmlinux-gdb.py); it was built before vmscope made them: rebuild it",
+                a.dir.display()
+            );
+            println!("{}", a.vmlinux_gdb.display())
+        }
     }
     Ok(ExitCode::SUCCESS)
 }
@@ -96,6 +108,9 @@ fn print_artifacts(a: &guests::linux::LinuxArtifacts) {
     println!("  vmlinux (DWARF)   {} ({:.1} MiB)", a.vmlinux.display(), mib(a.sizes.0));
     println!("  vmlinux (to boot) {} ({:.1} MiB)", a.vmlinux_stripped.display(), mib(a.sizes.1));
     println!("  bzImage           {} ({:.1} MiB)", a.bzimage.display(), mib(a.sizes.2));
+    if a.vmlinux_gdb.exists() {
+        println!("  gdb helpers       {}", a.vmlinux_gdb.display());
+    }
     println!("  built in {:.0} s", a.build_seconds);
     for (name, want, got) in &a.dropped_options {
         println!("  note: {name} wanted {want:?}, Kconfig kept {got:?}");

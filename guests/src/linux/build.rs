@@ -18,7 +18,7 @@ use std::process::{Command, Stdio};
 use std::time::Instant;
 
 /// Bumped whenever the build procedure changes, so old cache entries are not reused.
-const BUILDER_VERSION: &str = "2";
+const BUILDER_VERSION: &str = "3";
 /// Debian's kernel source tarball.
 pub const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 /// The fragment, kept in the repository.
@@ -63,6 +63,10 @@ pub struct LinuxArtifacts {
     pub system_map: PathBuf,
     /// The kernel source tree (for gdb's `list`).
     pub source_dir: PathBuf,
+    /// The kernel's gdb helpers (`lx-ps`, `lx-dmesg`, ...) beside `vmlinux`, where gdb
+    /// auto-loads them (`make scripts_gdb`); empty for entries built before they were.
+    #[serde(default)]
+    pub vmlinux_gdb: PathBuf,
     /// Seconds the build took.
     pub build_seconds: f64,
     /// Fragment options Kconfig did not keep: (name, wanted, got).
@@ -150,6 +154,7 @@ impl LinuxArtifacts {
             &mut self.bzimage,
             &mut self.system_map,
             &mut self.source_dir,
+            &mut self.vmlinux_gdb,
         ] {
             if let Ok(rel) = p.strip_prefix(&old) {
                 *p = dir.join(rel);
@@ -337,6 +342,17 @@ fn build(opts: &BuildOptions, key: &str, final_dir: &Path) -> Result<LinuxArtifa
         &[("KCFLAGS", kcflags)],
     )?;
 
+    // The gdb helpers and their generated constants (`scripts/gdb/linux/constants.py`):
+    // `make vmlinux` alone does not produce them. make links `vmlinux-gdb.py` by absolute
+    // path, which would point into the `.partial` directory; a relative link survives the
+    // rename and a moved cache (the script finds its modules beside the link).
+    steps.phase("gdb scripts");
+    steps.run("make scripts_gdb", &src_partial, "make", &[&jobs, "scripts_gdb"], &[])?;
+    let gdb_link = src_partial.join("vmlinux-gdb.py");
+    let _ = std::fs::remove_file(&gdb_link);
+    std::os::unix::fs::symlink("scripts/gdb/vmlinux-gdb.py", &gdb_link)
+        .map_err(io("cannot link", &gdb_link))?;
+
     steps.phase("strip");
     let vmlinux = src_partial.join("vmlinux");
     let stripped = partial.join("vmlinux.stripped");
@@ -359,6 +375,7 @@ fn build(opts: &BuildOptions, key: &str, final_dir: &Path) -> Result<LinuxArtifa
         vmlinux_stripped: final_dir.join("vmlinux.stripped"),
         bzimage: src_final.join("arch/x86/boot/bzImage"),
         system_map: src_final.join("System.map"),
+        vmlinux_gdb: src_final.join("vmlinux-gdb.py"),
         source_dir: src_final,
         build_seconds: started.elapsed().as_secs_f64(),
         dropped_options: dropped,
