@@ -2,6 +2,8 @@
 //! about terminals or KVM: keys become intent methods, intents become [`Action`]s that the
 //! runtime carries out on the machines, and the runtime feeds back [`GuestView`] updates.
 
+use crate::keys::{self, ESCAPE_KEY};
+use crate::term::ConsoleTerm;
 use inspect::disasm::Instruction;
 use inspect::regs::{Regs, SpecialRegs};
 use std::collections::VecDeque;
@@ -27,7 +29,7 @@ pub enum GuestState {
 }
 
 /// Everything shown about one guest, refreshed by the runtime.
-#[derive(Clone, Debug)]
+#[derive(Debug)]
 pub struct GuestView {
     /// Name for the tab bar (unikernel, linux).
     pub name: String,
@@ -37,11 +39,8 @@ pub struct GuestView {
     pub host: String,
     /// vCPUs.
     pub vcpus: usize,
-    /// The console (most recent last), bounded.
-    pub console: VecDeque<String>,
-    /// A line being assembled from console output (at most [`GuestView::MAX_LINE`] bytes:
-    /// a longer one is wrapped into the scrollback).
-    pub partial_line: String,
+    /// The console: a terminal screen with bounded scrollback.
+    pub console: ConsoleTerm,
     /// vCPU 0's registers now, and at the previous stop (to highlight changes).
     pub regs: Option<(Regs, SpecialRegs)>,
     /// Registers at the previous stop.
@@ -58,6 +57,9 @@ pub struct GuestView {
     pub container: Option<ContainerInfo>,
     /// Virtio devices, one line each: queue notifications, interrupts, requests.
     pub virtio: Vec<String>,
+    /// Set by the runtime when the guest stops: the disassembly cursor moves to RIP, so `b`
+    /// acts on the instruction the guest stopped at.
+    pub cursor_to_rip: bool,
 }
 
 /// What is shown for a container instead of vCPU state.
@@ -81,8 +83,7 @@ impl GuestView {
             state: GuestState::Running,
             host: host.into(),
             vcpus,
-            console: VecDeque::new(),
-            partial_line: String::new(),
+            console: ConsoleTerm::default(),
             regs: None,
             prev_regs: None,
             disasm: vec![],
@@ -91,43 +92,23 @@ impl GuestView {
             insn_emulation: None,
             container: None,
             virtio: vec![],
+            cursor_to_rip: false,
         }
     }
 
-    /// Lines of console scrollback kept.
-    pub const SCROLLBACK: usize = 2000;
-    /// The longest console line kept, in bytes: 1024. The guest decides where its newlines
-    /// go, and one that never sends any must not grow a line without end; a line is wrapped
-    /// here (at a character boundary) into the scrollback, which so holds at most
-    /// `SCROLLBACK * MAX_LINE` bytes (2 MiB). No terminal shows more than a few hundred
-    /// columns.
-    pub const MAX_LINE: usize = 1024;
     /// Points of exit-rate history kept.
     pub const RATE_HISTORY: usize = 120;
 
-    /// Adds console output (lines longer than [`GuestView::MAX_LINE`] are wrapped).
-    pub fn push_console(&mut self, bytes: &[u8]) {
-        for ch in String::from_utf8_lossy(bytes).chars() {
-            match ch {
-                '\n' => self.end_line(),
-                '\r' => {}
-                c => {
-                    if self.partial_line.len() + c.len_utf8() > Self::MAX_LINE {
-                        self.end_line();
-                    }
-                    self.partial_line.push(c);
-                }
-            }
-        }
+    /// Adds console output; returns the terminal's answers to the guest's queries (the
+    /// cursor position for `ESC[6n`), to be sent back to its console input.
+    pub fn push_console(&mut self, bytes: &[u8]) -> Vec<u8> {
+        self.console.process(bytes)
     }
 
-    /// Moves the partial line into the scrollback.
-    fn end_line(&mut self) {
-        let line = std::mem::take(&mut self.partial_line);
-        self.console.push_back(line);
-        if self.console.len() > Self::SCROLLBACK {
-            self.console.pop_front();
-        }
+    /// The row of the disassembly at RIP, if shown.
+    pub fn rip_row(&self) -> Option<usize> {
+        let rip = self.regs.as_ref()?.0.rip;
+        self.disasm.iter().position(|(i, _, _)| i.address == rip)
     }
 
     /// A view for a guest that could not be started: its tab says why and how to fix it.
@@ -150,7 +131,8 @@ impl GuestView {
 /// The panes of a guest, in Tab order.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Pane {
-    /// Console (typing goes to the guest's serial port).
+    /// Console (every key goes to the guest's serial port, as a terminal sends it, except
+    /// Ctrl-] which hands the keyboard back to vmscope).
     Console,
     /// Disassembly (up/down move the cursor; `b` toggles a breakpoint there).
     Disasm,
@@ -161,6 +143,25 @@ pub enum Pane {
 }
 
 impl Pane {
+    /// The pane's name, as its title says.
+    pub fn name(self) -> &'static str {
+        match self {
+            Pane::Console => "console",
+            Pane::Disasm => "disassembly",
+            Pane::Registers => "registers",
+            Pane::Exits => "exits",
+        }
+    }
+
+    /// What the keys do in this pane when it has focus (shown in its title).
+    pub fn focus_hint(self) -> String {
+        match self {
+            Pane::Console => format!("focus, {ESCAPE_KEY} leaves"),
+            Pane::Disasm => "focus: ↑↓ cursor, b breakpoint, u run to, p page walk".into(),
+            Pane::Registers | Pane::Exits => "focus: Tab next pane, ? help".into(),
+        }
+    }
+
     fn next(self) -> Pane {
         match self {
             Pane::Console => Pane::Disasm,
@@ -251,8 +252,20 @@ pub enum Key {
     Left,
     /// Right arrow.
     Right,
-    /// Ctrl-C.
-    CtrlC,
+    /// Shift-Tab.
+    BackTab,
+    /// Home.
+    Home,
+    /// End.
+    End,
+    /// Delete.
+    Delete,
+    /// Page up.
+    PageUp,
+    /// Page down.
+    PageDown,
+    /// Ctrl with a character (lower-case letter, or `]`, `[`, `\\`, `^`, `_`, `@`, space).
+    Ctrl(char),
 }
 
 /// Every key binding, for the help overlay.
@@ -267,11 +280,13 @@ pub const KEYS: &[(&str, &str)] = &[
     ("p", "page-table walk for the disassembly cursor"),
     (":", "command line (regs, pt, x/N, xp/N, dis, sym, mappings, exits, …)"),
     ("tab", "next pane (console, disassembly, registers, exits)"),
+    ("console", "with the console focused every key goes to the guest, as a terminal sends it (Ctrl-C interrupts the guest's command); PgUp/PgDn scroll its history"),
+    ("Ctrl-]", "leave the console: keys go to vmscope again (Tab back to it)"),
     ("left/right", "previous / next guest"),
     ("up/down", "move the disassembly cursor"),
     ("?", "this help"),
     ("esc", "close an overlay or prompt"),
-    ("q", "quit (Ctrl-C too)"),
+    ("q", "quit (Ctrl-C too, outside the console)"),
 ];
 
 impl App {
@@ -285,7 +300,7 @@ impl App {
             show_help: false,
             overlay: None,
             prompt: None,
-            status: "? for help".into(),
+            status: String::new(),
             quit: false,
         }
     }
@@ -296,12 +311,62 @@ impl App {
     }
 
     fn cursor_addr(&self) -> Option<u64> {
-        self.guest()?.disasm.get(self.disasm_cursor).map(|(i, _, _)| i.address)
+        self.guest()?.disasm.get(self.cursor()).map(|(i, _, _)| i.address)
+    }
+
+    /// The disassembly cursor's row: RIP's after a stop, until the person moves it.
+    pub fn cursor(&self) -> usize {
+        match self.guest() {
+            Some(g) if g.cursor_to_rip => g.rip_row().unwrap_or(self.disasm_cursor),
+            _ => self.disasm_cursor,
+        }
+    }
+
+    /// What the status line says the keys do now.
+    pub fn mode(&self) -> String {
+        if self.prompt.is_some() {
+            return "prompt: Enter runs, Esc cancels".into();
+        }
+        if self.show_help || self.overlay.is_some() {
+            return "overlay: Esc closes".into();
+        }
+        match self.focus {
+            Pane::Console => format!("console: keys go to the guest — {ESCAPE_KEY} for vmscope"),
+            pane => format!("{}: vmscope keys — Tab next pane, ? help, q quit", pane.name()),
+        }
     }
 
     /// Handles one key; returns what the runtime must do.
     pub fn on_key(&mut self, key: Key) -> Vec<Action> {
-        if key == Key::CtrlC {
+        // The cursor stays where a stop put it, now as the person's own.
+        self.disasm_cursor = self.cursor();
+        let g = self.selected;
+        if let Some(v) = self.guests.get_mut(g) {
+            v.cursor_to_rip = false;
+        }
+        // With the console focused every key but the escape key is the guest's, Ctrl-C too.
+        if self.focus == Pane::Console && self.prompt.is_none() && !self.show_help && self.overlay.is_none() {
+            match key {
+                Key::Ctrl(']') => {
+                    self.focus = Pane::Disasm;
+                    self.status = "keys go to vmscope (Tab until the console has focus to type again)".into();
+                }
+                Key::PageUp | Key::PageDown => {
+                    let rows = 10 * if key == Key::PageUp { 1 } else { -1 };
+                    if let Some(v) = self.guests.get_mut(g) {
+                        v.console.scroll(rows);
+                    }
+                }
+                k => {
+                    if let Some(v) = self.guests.get_mut(g) {
+                        v.console.scroll(isize::MIN / 2); // typing shows the live screen
+                    }
+                    return keys::to_terminal(k).map(|b| vec![Action::SerialInput(g, b)]).unwrap_or_default();
+                }
+            }
+            return vec![];
+        }
+        if key == Key::Ctrl('c') {
             self.quit = true;
             return vec![Action::Quit];
         }
@@ -335,18 +400,6 @@ impl App {
             }
             return vec![];
         }
-        // In the console pane, printable keys go to the guest.
-        if self.focus == Pane::Console {
-            match key {
-                Key::Char(c) => return vec![Action::SerialInput(self.selected, c.to_string().into_bytes())],
-                Key::Enter => return vec![Action::SerialInput(self.selected, b"\r".to_vec())],
-                Key::Tab => self.focus = self.focus.next(),
-                Key::Esc => self.focus = Pane::Disasm,
-                _ => {}
-            }
-            return vec![];
-        }
-        let g = self.selected;
         match key {
             Key::Char('q') => {
                 self.quit = true;
@@ -379,6 +432,7 @@ impl App {
             }
             Key::Tab => {
                 self.focus = self.focus.next();
+                self.status.clear();
                 vec![]
             }
             Key::Left => {
@@ -471,48 +525,49 @@ mod tests {
         while a.focus != Pane::Console {
             a.on_key(Key::Tab);
         }
+        assert!(a.mode().contains("keys go to the guest"), "{}", a.mode());
         assert_eq!(a.on_key(Key::Char('l')), vec![Action::SerialInput(0, b"l".to_vec())]);
         assert_eq!(
             a.on_key(Key::Char('q')),
             vec![Action::SerialInput(0, b"q".to_vec())],
             "q is typed, not quit"
         );
-        assert_eq!(a.on_key(Key::CtrlC), vec![Action::Quit]);
+        assert_eq!(a.on_key(Key::Backspace), vec![Action::SerialInput(0, vec![0x7f])]);
+        assert_eq!(a.on_key(Key::Ctrl('c')), vec![Action::SerialInput(0, vec![3])], "Ctrl-C is the guest's");
+        assert_eq!(a.on_key(Key::Tab), vec![Action::SerialInput(0, b"\t".to_vec())], "Tab completes");
+        assert_eq!(a.on_key(Key::Esc), vec![Action::SerialInput(0, b"\x1b".to_vec())]);
+        assert!(!a.quit);
+        assert!(a.on_key(Key::Ctrl(']')).is_empty());
+        assert_ne!(a.focus, Pane::Console, "Ctrl-] hands the keys back to vmscope");
+        assert!(a.mode().contains("vmscope keys"), "{}", a.mode());
+        assert_eq!(a.on_key(Key::Ctrl('c')), vec![Action::Quit]);
     }
 
     #[test]
-    fn console_lines_and_rates_are_bounded() {
+    fn the_cursor_moves_to_rip_after_a_stop() {
+        let mut a = app();
+        a.on_key(Key::Down);
+        a.on_key(Key::Down);
+        assert_eq!(a.cursor(), 2);
+        let regs = Regs { rip: 0x1001, ..Default::default() };
+        a.guests[0].regs = Some((regs, SpecialRegs::default()));
+        a.guests[0].cursor_to_rip = true;
+        assert_eq!(a.cursor(), 1, "a stop puts the cursor on RIP");
+        assert_eq!(a.on_key(Key::Char('b')), vec![Action::ToggleBreakpoint(0, 0x1001)], "b acts at RIP");
+        a.on_key(Key::Down);
+        assert_eq!(a.cursor(), 2, "then it is the person's cursor again");
+    }
+
+    #[test]
+    fn console_output_and_rates_are_bounded() {
         let mut v = GuestView::new("g", "pvm", 1);
-        v.push_console(b"hello\nwor");
+        assert!(v.push_console(b"hello\nwor").is_empty());
         v.push_console(b"ld\r\n");
-        assert_eq!(v.console, ["hello", "world"]);
+        assert_eq!(v.console.text(), "hello\nworld");
+        assert_eq!(v.push_console(b"\x1b[6n"), b"\x1b[3;1R", "the query is answered");
         for i in 0..(GuestView::RATE_HISTORY as u64 + 10) {
             v.push_rate(i);
         }
         assert_eq!(v.exit_rate.len(), GuestView::RATE_HISTORY);
-    }
-
-    #[test]
-    fn a_console_flood_without_newline_is_wrapped() {
-        let mut v = GuestView::new("g", "pvm", 1);
-        let chunk = vec![b'.'; 64 * 1024];
-        for _ in 0..160 {
-            v.push_console(&chunk); // 10 MiB, no newline
-        }
-        assert!(v.partial_line.len() <= GuestView::MAX_LINE);
-        assert_eq!(v.console.len(), GuestView::SCROLLBACK);
-        assert!(v.console.iter().all(|l| l.len() == GuestView::MAX_LINE));
-        let kept: usize = v.console.iter().map(String::len).sum::<usize>() + v.partial_line.len();
-        assert!(kept <= (GuestView::SCROLLBACK + 1) * GuestView::MAX_LINE);
-        // 10 MiB is a whole number of lines: the last one stays partial, full, until the
-        // next character wraps it.
-        assert_eq!(v.partial_line.len(), GuestView::MAX_LINE);
-        // Multibyte characters are never split: each wrapped line is whole characters.
-        let mut v = GuestView::new("g", "pvm", 1);
-        v.push_console("€".repeat(2000).as_bytes());
-        assert_eq!(v.console[0].len(), 1023, "341 three-byte characters fit in 1024 bytes");
-        assert!(v.console.iter().chain([&v.partial_line]).all(|l| l.chars().all(|c| c == '€')));
-        v.push_console(b"\nend\n");
-        assert_eq!(v.console.back().map(String::as_str), Some("end"));
     }
 }

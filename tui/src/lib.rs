@@ -17,7 +17,9 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod keys;
 pub mod runtime;
+pub mod term;
 pub mod ui;
 
 pub use runtime::{run, LiveContainer, LiveGuest, TuiError, Unavailable};

@@ -3,8 +3,8 @@
 //! carries out the app's actions, and refreshes the app's views. Nothing here waits for a
 //! guest: a slow guest (CPL0 on PVM) never freezes the screen.
 
-use crate::app::{Action, App, GuestState, GuestView, Key};
-use crossterm::event::{self, Event, KeyCode, KeyEventKind, KeyModifiers};
+use crate::app::{Action, App, GuestState, GuestView};
+use crossterm::event::{self, Event, KeyEventKind};
 use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute};
 use inspect::command::{parse, Command};
@@ -106,7 +106,7 @@ impl LiveContainer {
 
     fn refresh(&mut self, view: &mut GuestView) {
         let bytes = self.output.lock().map(|mut o| std::mem::take(&mut *o)).unwrap_or_default();
-        view.push_console(&bytes);
+        let _ = view.push_console(&bytes); // a pipe, not a tty: nothing to answer
         if view.state == GuestState::Running {
             if let Ok(Some(status)) = self.process.child.try_wait() {
                 view.state = match status.code() {
@@ -170,22 +170,6 @@ impl Drop for TerminalGuard {
     }
 }
 
-fn key_of(k: event::KeyEvent) -> Option<Key> {
-    Some(match k.code {
-        KeyCode::Char('c') if k.modifiers.contains(KeyModifiers::CONTROL) => Key::CtrlC,
-        KeyCode::Char(c) => Key::Char(c),
-        KeyCode::Enter => Key::Enter,
-        KeyCode::Esc => Key::Esc,
-        KeyCode::Backspace => Key::Backspace,
-        KeyCode::Tab => Key::Tab,
-        KeyCode::Up => Key::Up,
-        KeyCode::Down => Key::Down,
-        KeyCode::Left => Key::Left,
-        KeyCode::Right => Key::Right,
-        _ => return None,
-    })
-}
-
 /// How often views refresh.
 const TICK: Duration = Duration::from_millis(50);
 /// How often a running guest's registers and exit counters are sampled.
@@ -211,11 +195,14 @@ pub fn run(
     let mut term = TerminalGuard::new()?;
     let mut last_sample = Instant::now() - SAMPLE;
     loop {
-        term.0.draw(|f| f.render_widget(&app, f.area()))?;
+        term.0.draw(|f| {
+            app.fit_consoles(f.area());
+            f.render_widget(&app, f.area())
+        })?;
         if event::poll(TICK)? {
             match event::read()? {
                 Event::Key(k) if k.kind == KeyEventKind::Press => {
-                    if let Some(key) = key_of(k) {
+                    if let Some(key) = crate::keys::from_crossterm(k) {
                         for action in app.on_key(key) {
                             if let Some(g) = action_guest(&action).filter(|&g| g >= guests.len()) {
                                 app.status = match app.guests.get(g).map(|v| &v.state) {
@@ -383,13 +370,19 @@ fn step_over(g: &mut LiveGuest) -> Result<String, String> {
 
 /// Updates a view from its machine.
 pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &mut String) {
-    view.push_console(&g.console.take_buffer());
+    let answer = view.push_console(&g.console.take_buffer());
+    if !answer.is_empty() {
+        let _ = g.machine.bus().serial().lock().map(|mut s| s.enqueue_input(&answer));
+    }
     while let Some(ev) = g.machine.next_event(Duration::ZERO) {
         let VcpuEventKind::Stopped { reason, snapshot } = ev.kind else { continue };
         if let Some(t) = g.temp_breakpoint.take() {
             let _ = g.machine.remove_sw_breakpoint(Gva(t));
         }
         g.dirty = true;
+        // A stop shows where the guest is: the disassembly follows RIP again, cursor on it.
+        g.goto = None;
+        view.cursor_to_rip = true;
         view.state = match (Outcome::from_stop(&reason, &snapshot), &reason) {
             (Some(Outcome::Exited { code }), _) => GuestState::Exited(code),
             (Some(_), r) => GuestState::Faulted(vmm::report::describe(r)),

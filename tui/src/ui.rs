@@ -8,6 +8,7 @@ use ratatui::layout::{Constraint, Layout, Rect};
 use ratatui::style::{Color, Modifier, Style};
 use ratatui::text::{Line, Span};
 use ratatui::widgets::{Block, Borders, Clear, Paragraph, Sparkline, Widget, Wrap};
+use tui_term::widget::PseudoTerminal;
 
 /// Guests whose consoles are shown side by side need this many columns each.
 const COLUMN_WIDTH: u16 = 36;
@@ -27,6 +28,29 @@ fn block(title: String, focused: bool) -> Block<'static> {
     Block::default().borders(Borders::ALL).border_style(style).title(title)
 }
 
+/// A pane's block; the focused one says so in its title, with what the keys do there.
+fn pane_block(title: String, pane: Pane, focus: Pane) -> Block<'static> {
+    if pane == focus {
+        let hint = Span::styled(
+            format!("[{}]", pane.focus_hint()),
+            Style::default().fg(Color::Cyan).add_modifier(Modifier::BOLD),
+        );
+        block(String::new(), true).title(Line::from(vec![Span::raw(format!("{title} ")), hint]))
+    } else {
+        block(title, false)
+    }
+}
+
+/// Where the parts of the screen go.
+struct Areas {
+    tabs: Rect,
+    consoles: Rect,
+    regs: Rect,
+    disasm: Rect,
+    bottom: Rect,
+    status: Rect,
+}
+
 fn bits(value: u64, names: &[(u64, &'static str)]) -> String {
     let set: Vec<&str> = names.iter().filter(|(b, _)| value & b != 0).map(|(_, n)| *n).collect();
     set.join(" ")
@@ -34,38 +58,23 @@ fn bits(value: u64, names: &[(u64, &'static str)]) -> String {
 
 impl Widget for &App {
     fn render(self, area: Rect, buf: &mut Buffer) {
-        // The exits pane grows by a line per virtio device (up to three).
-        let virtio_lines = self.guest().map_or(0, |g| g.virtio.len().min(3)) as u16;
-        let [tabs, main, bottom, status] = Layout::vertical([
-            Constraint::Length(1),
-            Constraint::Min(8),
-            Constraint::Length(3 + virtio_lines),
-            Constraint::Length(1),
-        ])
-        .areas(area);
-        self.render_tabs(tabs, buf);
+        let a = self.areas(area);
+        self.render_tabs(a.tabs, buf);
         let Some(guest) = self.guest() else {
-            Paragraph::new("no guests").render(main, buf);
+            Paragraph::new("no guests").render(a.consoles.union(a.disasm), buf);
             return;
         };
-        // Narrow terminals give the register and disassembly side more room.
-        let left_pct = if area.width < 120 { 40 } else { 50 };
-        let [left, right] =
-            Layout::horizontal([Constraint::Percentage(left_pct), Constraint::Percentage(100 - left_pct)])
-                .areas(main);
-        self.render_consoles(left, buf);
-        let cols = register_columns(right.width);
-        let reg_rows = 17u16.div_ceil(cols) + 3 + 2;
-        let [regs, disasm] = Layout::vertical([Constraint::Max(reg_rows), Constraint::Min(6)]).areas(right);
-        self.render_registers(guest, regs, buf);
-        self.render_disasm(guest, disasm, buf);
-        self.render_exits(guest, bottom, buf);
-        self.render_status(status, buf);
+        self.render_consoles(a.consoles, buf);
+        self.render_registers(guest, a.regs, buf);
+        self.render_disasm(guest, a.disasm, buf);
+        self.render_exits(guest, a.bottom, buf);
+        self.render_status(a.status, buf);
         if let Some((title, text)) = &self.overlay {
             overlay(area, buf, title, text);
         }
         if self.show_help {
-            let text: String = KEYS.iter().map(|(k, d)| format!("{k:>11}  {d}\n")).collect();
+            let mut text: String = KEYS.iter().map(|(k, d)| format!("{k:>11}  {d}\n")).collect();
+            text.push_str(&format!("\nnow: {}", self.mode()));
             overlay(area, buf, "keys (esc closes)", &text);
         }
     }
@@ -88,6 +97,53 @@ fn overlay(area: Rect, buf: &mut Buffer, title: &str, text: &str) {
 }
 
 impl App {
+    fn areas(&self, area: Rect) -> Areas {
+        // The exits pane grows by a line per virtio device (up to three) and one for a note.
+        let virtio_lines = self.guest().map_or(0, |g| g.virtio.len().min(3)) as u16;
+        let note = u16::from(self.guest().is_some_and(|g| exits_note(g).is_some()));
+        let [tabs, main, bottom, status] = Layout::vertical([
+            Constraint::Length(1),
+            Constraint::Min(8),
+            Constraint::Length(3 + virtio_lines + note),
+            Constraint::Length(1),
+        ])
+        .areas(area);
+        // Narrow terminals give the register and disassembly side more room.
+        let left_pct = if area.width < 120 { 40 } else { 50 };
+        let [consoles, right] =
+            Layout::horizontal([Constraint::Percentage(left_pct), Constraint::Percentage(100 - left_pct)])
+                .areas(main);
+        let cols = register_columns(right.width);
+        let reg_rows = 17u16.div_ceil(cols) + 3 + 2;
+        let [regs, disasm] = Layout::vertical([Constraint::Max(reg_rows), Constraint::Min(6)]).areas(right);
+        Areas { tabs, consoles, regs, disasm, bottom, status }
+    }
+
+    /// The console panes shown in `area`: (guest, pane).
+    fn console_panes(&self, area: Rect) -> Vec<(usize, Rect)> {
+        // Side by side when there is room; otherwise only the selected guest.
+        let shown: Vec<usize> =
+            if self.guests.len() > 1 && area.width >= COLUMN_WIDTH * self.guests.len() as u16 {
+                (0..self.guests.len()).collect()
+            } else {
+                vec![self.selected]
+            };
+        let cols =
+            Layout::horizontal(vec![Constraint::Ratio(1, shown.len() as u32); shown.len()]).split(area);
+        shown.into_iter().zip(cols.iter().copied()).collect()
+    }
+
+    /// Sizes each guest's console terminal to the pane it is drawn in on a screen of `area`
+    /// (a guest that asks for the cursor position after moving far right learns the width).
+    pub fn fit_consoles(&mut self, area: Rect) {
+        let a = self.areas(area);
+        for (i, r) in self.console_panes(a.consoles) {
+            if let Some(g) = self.guests.get_mut(i) {
+                g.console.resize(r.height.saturating_sub(2), r.width.saturating_sub(2));
+            }
+        }
+    }
+
     fn render_tabs(&self, area: Rect, buf: &mut Buffer) {
         let mut spans = vec![Span::styled(" vmscope ", Style::default().add_modifier(Modifier::BOLD))];
         for (i, g) in self.guests.iter().enumerate() {
@@ -110,32 +166,27 @@ impl App {
     }
 
     fn render_consoles(&self, area: Rect, buf: &mut Buffer) {
-        // Side by side when there is room; otherwise only the selected guest.
-        let shown: Vec<usize> =
-            if self.guests.len() > 1 && area.width >= COLUMN_WIDTH * self.guests.len() as u16 {
-                (0..self.guests.len()).collect()
-            } else {
-                vec![self.selected]
-            };
-        let cols =
-            Layout::horizontal(vec![Constraint::Ratio(1, shown.len() as u32); shown.len()]).split(area);
-        for (col, &i) in cols.iter().zip(&shown) {
+        let panes = self.console_panes(area);
+        let several = panes.len() > 1;
+        for (i, col) in panes {
             let g = &self.guests[i];
-            let focused = self.focus == Pane::Console && i == self.selected;
-            let inner_h = col.height.saturating_sub(2) as usize;
-            let mut lines: Vec<&str> = g.console.iter().map(String::as_str).collect();
-            if !g.partial_line.is_empty() {
-                lines.push(&g.partial_line);
+            let mut title = if several { format!("console: {}", g.name) } else { "console".to_string() };
+            if g.console.scrolled() > 0 {
+                title.push_str(&format!(" (history -{} rows, PgDn)", g.console.scrolled()));
             }
-            let start = lines.len().saturating_sub(inner_h);
-            let text: Vec<Line> = lines[start..].iter().map(|l| Line::raw(l.to_string())).collect();
-            let title = if shown.len() > 1 { format!("console: {}", g.name) } else { "console".to_string() };
-            Paragraph::new(text).block(block(title, focused)).render(*col, buf);
+            let focus = if i == self.selected { self.focus } else { Pane::Disasm };
+            let mut term =
+                PseudoTerminal::new(g.console.screen()).block(pane_block(title, Pane::Console, focus));
+            if focus != Pane::Console {
+                term = term.cursor(tui_term::widget::Cursor::default().visibility(false));
+            }
+            term.render(col, buf);
         }
     }
 
     fn render_registers(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
         let focused = self.focus == Pane::Registers;
+        let block = |title: String, _: bool| pane_block(title, Pane::Registers, self.focus);
         if let GuestState::NotStarted { reason, fix } = &g.state {
             let text = format!("{} did not start on this host.\n\nwhy: {reason}\n\nto fix: {fix}", g.name);
             Paragraph::new(text)
@@ -237,6 +288,7 @@ impl App {
 
     fn render_disasm(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
         let focused = self.focus == Pane::Disasm;
+        let block = |title: String, _: bool| pane_block(title, Pane::Disasm, self.focus);
         if matches!(g.state, GuestState::NotStarted { .. }) {
             Paragraph::new("(no vCPU: the guest did not start)")
                 .block(block("disassembly".into(), focused))
@@ -270,7 +322,7 @@ impl App {
                 if *bp {
                     style = style.fg(Color::Red);
                 }
-                if focused && i == self.disasm_cursor {
+                if focused && i == self.cursor() {
                     style = style.add_modifier(Modifier::REVERSED);
                 }
                 Line::styled(format!("{marker}{:x}{name:<1} {}", insn.address, insn.text), style)
@@ -281,6 +333,7 @@ impl App {
 
     fn render_exits(&self, g: &GuestView, area: Rect, buf: &mut Buffer) {
         let focused = self.focus == Pane::Exits;
+        let block = |title: String, _: bool| pane_block(title, Pane::Exits, self.focus);
         if g.container.is_some() {
             Paragraph::new("no VM exits: a container's system calls go straight to the host kernel")
                 .block(block("exits".into(), focused))
@@ -308,6 +361,9 @@ impl App {
         lines.extend(
             g.virtio.iter().map(|v| Line::from(Span::styled(v.clone(), Style::default().fg(Color::Cyan)))),
         );
+        if let Some(note) = exits_note(g) {
+            lines.push(Line::from(Span::styled(note, Style::default().fg(Color::DarkGray))));
+        }
         Paragraph::new(lines).wrap(Wrap { trim: true }).render(top, buf);
     }
 
@@ -315,8 +371,16 @@ impl App {
         let line = match &self.prompt {
             Some(Prompt::Command(t)) => format!(":{t}█"),
             Some(Prompt::Goto(t)) => format!("go to (address or symbol, empty = RIP): {t}█"),
-            None => self.status.clone(),
+            None if self.status.is_empty() => self.mode(),
+            None => format!("{} │ {}", self.mode(), self.status),
         };
         Paragraph::new(line).style(Style::default().add_modifier(Modifier::REVERSED)).render(area, buf);
     }
+}
+
+/// A footnote for exit rows that need one where they are shown.
+fn exits_note(g: &GuestView) -> Option<String> {
+    g.top_exits.iter().any(|(n, _)| n.contains("internal")).then(|| {
+        "internal-error: KVM could not run an instruction (on PVM: one its emulator lacks at CPL0); see the fault".into()
+    })
 }

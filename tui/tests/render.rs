@@ -33,9 +33,13 @@ fn view(name: &str, state: GuestState) -> GuestView {
     v
 }
 
-fn render(app: &App, w: u16, h: u16) -> String {
+fn render(app: &mut App, w: u16, h: u16) -> String {
     let mut t = Terminal::new(TestBackend::new(w, h)).unwrap();
-    t.draw(|f| f.render_widget(app, f.area())).unwrap();
+    t.draw(|f| {
+        app.fit_consoles(f.area());
+        f.render_widget(&*app, f.area())
+    })
+    .unwrap();
     let buf = t.backend().buffer().clone();
     (0..h)
         .map(|y| (0..w).map(|x| buf[(x, y)].symbol().to_string()).collect::<String>().trim_end().to_string())
@@ -45,8 +49,8 @@ fn render(app: &App, w: u16, h: u16) -> String {
 
 #[test]
 fn paused_guest_at_80x24() {
-    let app = App::new(vec![view("unikernel", GuestState::Paused("breakpoint 0x100a10".into()))]);
-    insta::assert_snapshot!(render(&app, 80, 24));
+    let mut app = App::new(vec![view("unikernel", GuestState::Paused("breakpoint 0x100a10".into()))]);
+    insta::assert_snapshot!(render(&mut app, 80, 24));
 }
 
 #[test]
@@ -54,20 +58,20 @@ fn two_guests_side_by_side_at_160x40() {
     let mut app =
         App::new(vec![view("unikernel", GuestState::Running), view("linux", GuestState::Exited(0))]);
     app.on_key(Key::Right);
-    insta::assert_snapshot!(render(&app, 160, 40));
+    insta::assert_snapshot!(render(&mut app, 160, 40));
 }
 
 #[test]
 fn help_overlay_and_command_prompt() {
     let mut app = App::new(vec![view("unikernel", GuestState::Faulted("triple fault".into()))]);
     app.on_key(Key::Char('?'));
-    insta::assert_snapshot!("help", render(&app, 80, 24));
+    insta::assert_snapshot!("help", render(&mut app, 80, 24));
     app.on_key(Key::Esc);
     app.on_key(Key::Char(':'));
     for c in "pt $rip".chars() {
         app.on_key(Key::Char(c));
     }
-    let screen = render(&app, 80, 24);
+    let screen = render(&mut app, 80, 24);
     assert!(screen.lines().last().unwrap().starts_with(":pt $rip"), "{screen}");
 }
 
@@ -75,7 +79,7 @@ fn help_overlay_and_command_prompt() {
 fn virtio_activity_shows_under_the_exits() {
     let mut v = view("linux", GuestState::Running);
     v.virtio = vec!["virtio-blk@0xd0000000 irq 5: 12 notifies, 12 irqs, reads 10, writes 0".into()];
-    let screen = render(&App::new(vec![v]), 120, 30);
+    let screen = render(&mut App::new(vec![v]), 120, 30);
     let lines: Vec<&str> = screen.lines().collect();
     let exits = lines.iter().position(|l| l.contains("exits/refresh")).unwrap_or_else(|| panic!("{screen}"));
     assert!(lines[exits + 1].contains("io-out port 0x500: 12"), "{screen}");
@@ -84,11 +88,11 @@ fn virtio_activity_shows_under_the_exits() {
 
 #[test]
 fn tiny_and_odd_sizes_do_not_panic() {
-    let app = App::new(vec![view("unikernel", GuestState::Running), view("linux", GuestState::Running)]);
+    let mut app = App::new(vec![view("unikernel", GuestState::Running), view("linux", GuestState::Running)]);
     for (w, h) in [(1, 1), (10, 5), (80, 24), (81, 25), (200, 60), (30, 100)] {
-        render(&app, w, h);
+        render(&mut app, w, h);
     }
-    render(&App::new(vec![]), 80, 24);
+    render(&mut App::new(vec![]), 80, 24);
 }
 
 #[test]
@@ -103,7 +107,7 @@ fn a_container_says_why_it_has_no_vcpus() {
     });
     let mut app = App::new(vec![view("unikernel", GuestState::Running), c]);
     app.on_key(Key::Right);
-    insta::assert_snapshot!(render(&app, 100, 30));
+    insta::assert_snapshot!(render(&mut app, 100, 30));
     // Debugger keys on a container produce actions the runtime answers with an explanation.
     assert_eq!(app.on_key(Key::Char('s')), vec![tui::app::Action::Step(1)]);
 }
@@ -118,5 +122,25 @@ fn a_guest_that_did_not_start_says_why_and_how_to_fix_it() {
     );
     let mut app = App::new(vec![view("unikernel", GuestState::Running), missing]);
     app.on_key(Key::Right);
-    insta::assert_snapshot!(render(&app, 100, 30));
+    insta::assert_snapshot!(render(&mut app, 100, 30));
+}
+
+#[test]
+fn the_focused_console_says_keys_go_to_the_guest() {
+    let mut v = view("linux", GuestState::Running);
+    // A shell prompt with its cursor query and colours, as busybox sends them.
+    let answer = v.push_console(b"\x1b[1;32m/ #\x1b[0m \x1b[6n");
+    assert_eq!(answer, b"\x1b[3;5R", "answered with the cursor after the prompt");
+    let mut app = App::new(vec![v]);
+    while app.focus != tui::app::Pane::Console {
+        app.on_key(Key::Tab);
+    }
+    let screen = render(&mut app, 100, 30);
+    assert!(!screen.contains("[6n"), "the query is not shown:\n{screen}");
+    assert!(screen.contains("/ #"), "{screen}");
+    assert!(screen.contains("console [focus, Ctrl-] leaves]"), "{screen}");
+    assert!(screen.contains("console: keys go to the guest — Ctrl-] for vmscope"), "{screen}");
+    app.on_key(Key::Ctrl(']'));
+    let screen = render(&mut app, 100, 30);
+    assert!(screen.contains("disassembly: vmscope keys"), "{screen}");
 }
