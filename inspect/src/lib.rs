@@ -19,6 +19,7 @@ pub mod disasm;
 pub mod exits;
 pub mod host;
 pub mod kvmstats;
+pub mod linux;
 pub mod mem;
 pub mod paging;
 pub mod regs;
