@@ -41,6 +41,28 @@ fn metric<'a>(v: &'a serde_json::Value, name: &str) -> Option<&'a serde_json::Va
 }
 
 #[test]
+fn density_reports_rates_and_idle_memory() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().to_str().unwrap();
+    let o = vmscope(&["measure", "density", "--quick", "--runs", "1", "--out", out]);
+    assert_eq!(o.status.code(), Some(0), "{}", common::stderr(&o));
+    let v = check_report(dir.path(), "density", 1, &[]);
+    let cpus = v["environment"]["cpus"].as_u64().unwrap();
+    for p in [1, cpus, 2 * cpus] {
+        let rate = metric(&v, &format!("unikernel VMs started and finished per second, {p} at a time"));
+        assert_eq!(rate.unwrap()["unit"], "VMs/s", "{v}");
+        assert!(metric(&v, &format!("start -> exit of one VM, {p} at a time (median)")).is_some(), "{v}");
+    }
+    // Per idle VM: Pss never exceeds RSS, and what fits in 1 GiB follows from the Pss.
+    let get =
+        |name: &str| metric(&v, name).unwrap_or_else(|| panic!("{name}: {v}"))["median"].as_f64().unwrap();
+    let (rss, pss) =
+        (get("idle VM, 4 at once: resident (VmRSS)"), get("idle VM, 4 at once: proportional (Pss)"));
+    assert!(pss <= rss, "{v}");
+    assert_eq!(get("idle VMs that fit in 1 GiB (by Pss)"), (1024.0 / pss).floor(), "{v}");
+}
+
+#[test]
 fn quick_suites_write_sane_json() {
     let dir = tempfile::tempdir().unwrap();
     let out = dir.path().to_str().unwrap();

@@ -8,7 +8,7 @@ use std::process::ExitCode;
 /// Arguments of `vmscope measure`.
 #[derive(Args, Debug)]
 pub struct MeasureArgs {
-    /// Suites to run (boot, exits, compute, io-batching, memory, surface).
+    /// Suites to run (boot, exits, compute, io-batching, memory, surface, anchors, density).
     #[arg(required_unless_present = "compare")]
     suites: Vec<String>,
     /// Runs per configuration (default: per suite).

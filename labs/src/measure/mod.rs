@@ -4,6 +4,7 @@
 mod anchors;
 mod boot;
 mod compute;
+mod density;
 mod exits;
 mod io_batching;
 mod memory;
@@ -67,7 +68,8 @@ pub enum MeasureError {
 }
 
 /// The suites there are.
-pub const SUITES: &[&str] = &["boot", "exits", "compute", "io-batching", "memory", "surface", "anchors"];
+pub const SUITES: &[&str] =
+    &["boot", "exits", "compute", "io-batching", "memory", "surface", "anchors", "density"];
 
 /// min/median/max of one metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -245,6 +247,7 @@ pub fn run_suite(name: &str, opts: &Options) -> Result<Report, MeasureError> {
         "memory" => memory::run(opts),
         "surface" => surface::run(opts),
         "anchors" => anchors::run(opts),
+        "density" => density::run(opts),
         other => Err(MeasureError::UnknownSuite(other.into())),
     }
 }
