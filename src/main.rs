@@ -34,6 +34,9 @@ enum Command {
     Tui(cli::tui::TuiArgs),
     /// Guided labs: list, show, run a lab, and check your work.
     Lab(cli::lab::LabArgs),
+    /// Ask a running vmscope (`run … --qmp unix:PATH`) for an ELF core dump of its guest,
+    /// readable by drgn (`drgn -c FILE`) and crash.
+    Dump(cli::qmp::DumpArgs),
     /// The embedded OCI runtime (libcontainer), run by vmscope itself in a fresh process.
     #[command(hide = true)]
     OciRuntime(cli::oci_runtime::OciRuntimeArgs),
@@ -56,6 +59,7 @@ fn main() -> ExitCode {
         Command::Guests(args) => cli::guests::run(args),
         Command::Tui(args) => cli::tui::run(args),
         Command::Lab(args) => cli::lab::run(args),
+        Command::Dump(args) => cli::qmp::dump(args),
         Command::OciRuntime(args) => return cli::oci_runtime::run(args),
     };
     match result {

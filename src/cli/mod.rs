@@ -9,6 +9,7 @@ pub mod lab;
 pub mod linux;
 pub mod measure;
 pub mod oci_runtime;
+pub mod qmp;
 pub mod run;
 pub mod session;
 pub mod tui;

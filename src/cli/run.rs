@@ -155,6 +155,13 @@ pub struct RunArgs {
     /// guest memory).
     #[arg(long, requires = "gdb")]
     pub(super) gdb_any_address: bool,
+    /// A QMP control socket beside the guest, as QEMU's `-qmp`: unix:PATH (created 0600) or
+    /// tcp:HOST:PORT (loopback unless --qmp-any-address). `drgn --qemu PATH` attaches to it.
+    #[arg(long, value_name = "ADDR")]
+    pub(super) qmp: Option<qmp::QmpAddr>,
+    /// With --qmp: confirm a non-loopback TCP address (whoever reaches it controls the guest).
+    #[arg(long, requires = "qmp")]
+    pub(super) qmp_any_address: bool,
 }
 
 pub(super) fn parse_disk(s: &str) -> Result<vmm::machine::DiskConfig, String> {
@@ -233,23 +240,30 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
         );
     }
     let console = if args.json { Console::writer(std::io::stderr()) } else { Console::stdout() };
-    let mut machine = Machine::boot_elf_with_disks(&cfg, &args.disks, console)
+    let machine = Machine::boot_elf_with_disks(&cfg, &args.disks, console)
         .with_context(|| format!("cannot boot {name}"))?;
-    vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
-    let outcome = if let Some(addr) = &args.gdb {
-        let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
-        match super::gdb::serve(&machine, addr, &symbols, args.elf.as_deref(), args.gdb_wait)? {
-            Some(outcome) => outcome,
-            None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
-        }
-    } else if debugging {
-        let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
-        match super::session::run_for(&machine, &symbols, &args, super::session::STOP_TIMEOUT)? {
-            Ok(outcome) => outcome,
-            Err(status) => return Ok(status),
-        }
-    } else {
-        machine.wait(args.timeout.map(Duration::from_secs_f64))
+    let qmp_symbols = qmp::SymbolSource::Elf(cfg.name.clone(), cfg.elf.clone());
+    let outcome = super::qmp::around(&machine, args.qmp.as_ref(), args.qmp_any_address, qmp_symbols, || {
+        vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
+        Ok(Ok(if let Some(addr) = &args.gdb {
+            let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
+            match super::gdb::serve(&machine, addr, &symbols, args.elf.as_deref(), args.gdb_wait)? {
+                Some(outcome) => outcome,
+                None => return Ok(Err(ExitCode::from(super::gdb::EXIT_KILLED))),
+            }
+        } else if debugging {
+            let symbols = inspect::symbols::SymbolTable::from_elf(&cfg.name, &cfg.elf).unwrap_or_default();
+            match super::session::run_for(&machine, &symbols, &args, super::session::STOP_TIMEOUT)? {
+                Ok(outcome) => outcome,
+                Err(status) => return Ok(Err(status)),
+            }
+        } else {
+            super::qmp::wait(&machine, args.timeout)
+        }))
+    })?;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(status) => return Ok(status),
     };
     let hint = (host == inspect::HostKind::Pvm && ring == Ring::Ring0).then_some(
         "this host is PVM, where CPL0 guest code runs in KVM's instruction emulator; some instructions (SSE, int3, …) are not emulated. Try --ring 3.",

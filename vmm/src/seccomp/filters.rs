@@ -182,6 +182,52 @@ fn entries(thread: Thread) -> Vec<Entry> {
                 vec![("FIONBIO", FIONBIO), ("TCGETS", TCGETS), ("TIOCGWINSZ", TIOCGWINSZ)],
             ));
         }
+        Thread::Qmp => {
+            list.extend(
+                [
+                    // Clients: accepting, non-blocking reads (recvmsg carries descriptors
+                    // for getfd), writes; the socket file is removed at quit.
+                    SYS_accept4,
+                    SYS_read,
+                    SYS_recvfrom,
+                    SYS_recvmsg,
+                    SYS_sendto,
+                    SYS_unlink,
+                    // Dump files, the vmlinux's symbols, /proc/self/task (vCPU thread ids).
+                    SYS_pread64,
+                    SYS_lseek,
+                    SYS_fstat,
+                    SYS_newfstatat,
+                    SYS_statx,
+                    SYS_fcntl,
+                    SYS_getdents64,
+                    // Idle naps; the pid for the kick (pthread_kill).
+                    SYS_nanosleep,
+                    SYS_clock_nanosleep,
+                    SYS_getpid,
+                ]
+                .map(any),
+            );
+            list.push(one_of(
+                SYS_openat,
+                2,
+                vec![
+                    ("O_RDONLY|O_CLOEXEC", (O_RDONLY | O_CLOEXEC) as u64),
+                    (
+                        "O_RDONLY|O_NONBLOCK|O_CLOEXEC|O_DIRECTORY",
+                        (O_RDONLY | O_NONBLOCK | O_CLOEXEC | O_DIRECTORY) as u64,
+                    ),
+                    ("O_WRONLY|O_CREAT|O_TRUNC|O_CLOEXEC", (O_WRONLY | O_CREAT | O_TRUNC | O_CLOEXEC) as u64),
+                ],
+            ));
+            // Pausing and resuming vCPUs kicks them out of KVM_RUN.
+            list.push(one_of(
+                SYS_tgkill,
+                2,
+                vec![("the kick signal", crate::vstate::vcpu::kick::kick_signal() as u64)],
+            ));
+            list.push(one_of(SYS_ioctl, 1, vec![("FIONBIO", FIONBIO)]));
+        }
     }
     list
 }

@@ -7,6 +7,7 @@
 //! | [`Thread::Vcpu`] | first thing on the vCPU thread, before its first `KVM_RUN` | the guest's exits (port I/O, MMIO, virtio-blk requests, hypercalls) |
 //! | [`Thread::Doorbell`] | first thing on the doorbell thread | the shared byte ring in guest memory |
 //! | [`Thread::Main`] | by `vmscope run` once the guest is booted | gdb packets, session commands, stop events |
+//! | [`Thread::Qmp`] | first thing on the QMP thread (`--qmp`) | QMP clients' JSON and passed descriptors |
 //!
 //! A call outside a thread's list raises `SIGSYS` (`SeccompAction::Trap`); the handler writes
 //! which thread made which call (number and name) to standard error and ends the process
@@ -75,11 +76,14 @@ pub enum Thread {
     /// and session commands. Not installed by the TUI, whose main thread keeps starting
     /// guests and containers.
     Main,
+    /// The QMP control socket's thread (`--qmp`): its clients, guest memory, vCPU requests
+    /// and dump files.
+    Qmp,
 }
 
 impl Thread {
     /// Every kind, in the order they are reported.
-    pub const ALL: [Thread; 3] = [Thread::Vcpu, Thread::Doorbell, Thread::Main];
+    pub const ALL: [Thread; 4] = [Thread::Vcpu, Thread::Doorbell, Thread::Main, Thread::Qmp];
 
     /// The kind's name, as reports spell it.
     pub fn name(self) -> &'static str {
@@ -87,6 +91,7 @@ impl Thread {
             Thread::Vcpu => "vcpu",
             Thread::Doorbell => "doorbell",
             Thread::Main => "main",
+            Thread::Qmp => "qmp",
         }
     }
 
@@ -96,6 +101,7 @@ impl Thread {
             Thread::Vcpu => "on each vCPU thread before its first KVM_RUN",
             Thread::Doorbell => "on each doorbell thread before it reads the ring",
             Thread::Main => "on vmscope run's main thread once the guest is booted (not in the TUI)",
+            Thread::Qmp => "on the QMP thread (--qmp) before it serves its first client",
         }
     }
 
@@ -133,7 +139,8 @@ pub enum SeccompError {
 
 /// The compiled filter of `thread` (compiled once per process).
 fn program(thread: Thread) -> Result<&'static BpfProgram, SeccompError> {
-    static PROGRAMS: [OnceLock<BpfProgram>; 3] = [OnceLock::new(), OnceLock::new(), OnceLock::new()];
+    static PROGRAMS: [OnceLock<BpfProgram>; Thread::ALL.len()] =
+        [const { OnceLock::new() }; Thread::ALL.len()];
     let slot = &PROGRAMS[thread as usize];
     if let Some(p) = slot.get() {
         return Ok(p);
