@@ -34,6 +34,9 @@ enum Command {
     Tui(cli::tui::TuiArgs),
     /// Guided labs: list, show, run a lab, and check your work.
     Lab(cli::lab::LabArgs),
+    /// Read snapshot files: `info FILE`, `diff A B` (take one with `snapshot FILE` in a
+    /// session; resume it with `run --restore FILE`).
+    Snapshot(cli::snapshot::SnapshotArgs),
     /// Ask a running vmscope (`run … --qmp unix:PATH`) for an ELF core dump of its guest,
     /// readable by drgn (`drgn -c FILE`) and crash.
     Dump(cli::qmp::DumpArgs),
@@ -60,6 +63,7 @@ fn main() -> ExitCode {
         Command::Tui(args) => cli::tui::run(args),
         Command::Lab(args) => cli::lab::run(args),
         Command::Dump(args) => cli::qmp::dump(args),
+        Command::Snapshot(args) => cli::snapshot::run(args),
         Command::OciRuntime(args) => return cli::oci_runtime::run(args),
     };
     match result {

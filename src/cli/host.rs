@@ -26,6 +26,7 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             "kvm": kvm.as_ref().map(|k| k.path().display().to_string()).map_err(|e| e.to_string()),
             "capabilities": caps.iter().map(|(n, p)| (n.to_string(), *p)).collect::<std::collections::BTreeMap<_, _>>(),
             "seccomp": vmm::seccomp::report(),
+            "snapshot_state": kvm.as_ref().ok().map(vmm::snapshot::probe::probe),
         });
         println!("{}", serde_json::to_string_pretty(&v)?);
     } else {
@@ -42,6 +43,9 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             Err(e) => println!("kvm:          unusable: {e}"),
         }
         print_seccomp(&vmm::seccomp::report());
+        if let Ok(k) = &kvm {
+            super::snapshot::print_probe(k);
+        }
     }
     Ok(if kvm.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) })
 }

@@ -12,6 +12,7 @@ pub mod oci_runtime;
 pub mod qmp;
 pub mod run;
 pub mod session;
+pub mod snapshot;
 pub mod tui;
 
 /// An error and its causes on one line: "a: b: c".

@@ -10,6 +10,9 @@ use vmm::arch::x86_64::Ring;
 use vmm::devices::console::Console;
 use vmm::machine::{ElfGuestConfig, Machine, Outcome};
 
+/// The name the built-in unikernel goes by (in messages and in snapshots).
+pub const UNIKERNEL_NAME: &str = "the built-in unikernel";
+
 /// Process exit status when the guest faulted.
 pub const EXIT_GUEST_FAULT: u8 = 125;
 /// Process exit status when the time limit passed.
@@ -72,11 +75,15 @@ pub enum GuestKind {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The guest to boot (or use --elf).
-    #[arg(value_enum, required_unless_present = "elf")]
+    #[arg(value_enum, required_unless_present_any = ["elf", "restore"])]
     pub(super) guest: Option<GuestKind>,
     /// Boot this ELF instead (it must follow the unikernel's entry contract).
     #[arg(long, conflicts_with = "guest")]
     pub(super) elf: Option<PathBuf>,
+    /// Resume the guest saved in this snapshot (from `snapshot FILE` in a session or gdb's
+    /// `monitor`) instead of booting one; its console output continues here.
+    #[arg(long, value_name = "FILE", conflicts_with_all = ["guest", "elf", "workload", "mem", "vcpus", "ring", "disks"])]
+    pub(super) restore: Option<PathBuf>,
     /// The workload and its arguments, e.g. `--workload compute 1000000`.
     #[arg(long, num_args = 1.., value_delimiter = None, default_value = "hello")]
     pub(super) workload: Vec<String>,
@@ -181,6 +188,9 @@ fn parse_ring(s: &str) -> Result<Ring, String> {
 
 /// Runs `vmscope run`.
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
+    if let Some(file) = &args.restore {
+        return super::snapshot::run_restored(&args, file);
+    }
     let process_start = Instant::now();
     let host = vmm::host_kind();
     super::gdb::configure(&args)?;
@@ -210,7 +220,7 @@ pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             (path.display().to_string(), bytes.into())
         }
-        (None, _) => ("the built-in unikernel".into(), guests::unikernel::ELF.into()),
+        (None, _) => (UNIKERNEL_NAME.into(), guests::unikernel::ELF.into()),
     };
     if let Some(t) = args.timeout {
         anyhow::ensure!(t.is_finite() && t > 0.0, "--timeout must be a positive number of seconds, not {t}");

@@ -102,6 +102,13 @@ pub fn run(
         if !json && script.is_some() {
             println!("(vmscope) {line}");
         }
+        if let Some(r) = vmm::snapshot::command::execute_line(machine, line) {
+            match r {
+                Ok(out) => emit(line, &out),
+                Err(e) => fail(line, &e),
+            }
+            continue;
+        }
         if let Some(r) = super::qmp::session_dump(machine, symbols, line) {
             match r {
                 Ok(out) => emit(line, &out),

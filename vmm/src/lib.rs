@@ -5,7 +5,8 @@
 //! (putting a guest in memory), [`devices`] (serial, exit port, hypercalls), [`breakpoints`]
 //! (the software-breakpoint table), [`machine`] (a running guest, as the CLI, gdb stub and
 //! TUI see it) and
-//! [`seccomp`] (the system-call filters each VMM thread installs on itself).
+//! [`seccomp`] (the system-call filters each VMM thread installs on itself) and [`snapshot`]
+//! (a guest's whole state in a file, and a machine restored from one).
 //! `unsafe` lives only where memory is mapped and ioctls are issued.
 //!
 //! ```no_run
@@ -37,6 +38,7 @@ pub mod loader;
 pub mod machine;
 pub mod report;
 pub mod seccomp;
+pub mod snapshot;
 #[doc(hidden)]
 pub mod test_utils;
 pub mod vstate;

@@ -14,6 +14,7 @@ mod hypercall;
 mod libc;
 mod paging;
 mod pvh;
+mod ticks;
 mod virtio;
 mod workloads;
 

@@ -54,11 +54,24 @@ pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
         b"bad-hypercall" => workload_bad_hypercall(boot),
         b"hostile" => workload_hostile(boot, arg.unwrap_or(b"")),
         b"disk-write" => with_number(arg, |n| crate::disk_write::run(boot, n)),
+        b"ticks" => {
+            let spin = match words.next() {
+                Some(w) => parse_u64(w),
+                None => Some(0),
+            };
+            match spin {
+                Some(spin) => with_number(arg, |n| crate::ticks::workload_ticks(n, spin)),
+                None => {
+                    console::write(b"unikernel: ticks needs N and an optional SPIN count\n");
+                    2
+                }
+            }
+        }
         _ => {
             Line::new()
                 .str(b"unikernel: unknown workload '")
                 .str(name)
-                .str(b"' (try hello, compute N, hypercalls N, uart N, io BYTES, cpuid N, mmio N, doorbell N, exit N, disk-write N, hostile CASE)\n")
+                .str(b"' (try hello, compute N, hypercalls N, uart N, io BYTES, cpuid N, mmio N, doorbell N, exit N, disk-write N, ticks N [SPIN], hostile CASE)\n")
                 .send();
             2
         }

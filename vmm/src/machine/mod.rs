@@ -167,7 +167,9 @@ pub struct Machine {
     host: HostKind,
     name: String,
     /// The ioeventfd doorbell of an ELF guest (`vmscope_abi::PORT_DOORBELL`).
-    doorbell: Option<Doorbell>,
+    pub(crate) doorbell: Option<Doorbell>,
+    /// KVM_GET_MSR_INDEX_LIST of the host: the MSRs a snapshot saves.
+    msr_indices: Arc<[u32]>,
 }
 
 /// A Linux guest to boot.
@@ -213,15 +215,17 @@ pub enum GuestLayout {
     Linux(LinuxLayout),
 }
 
-/// The parts every machine is assembled from.
-struct Parts {
-    kvm: KvmSystem,
-    vm: Vm,
-    mem: GuestMemory,
-    bus: PortIoBus,
-    layout: GuestLayout,
-    started: Instant,
-    name: String,
+/// The parts every machine is assembled from (by a boot, or by `snapshot::restore`).
+pub(crate) struct Parts {
+    pub(crate) kvm: KvmSystem,
+    pub(crate) vm: Vm,
+    pub(crate) mem: GuestMemory,
+    pub(crate) bus: PortIoBus,
+    pub(crate) layout: GuestLayout,
+    pub(crate) started: Instant,
+    pub(crate) name: String,
+    /// The vCPUs' state comes from a snapshot taken at a stop (see `VcpuOptions::restored`).
+    pub(crate) restored: bool,
 }
 
 /// A set-up ioctl's failure as the error of vCPU `index`.
@@ -268,8 +272,16 @@ impl Machine {
         if let Some(d) = &doorbell {
             bus = bus.with_doorbell(d.port_handle());
         }
-        let parts =
-            Parts { kvm, vm, mem, bus, layout: GuestLayout::Elf(layout), started, name: cfg.name.clone() };
+        let parts = Parts {
+            kvm,
+            vm,
+            mem,
+            bus,
+            layout: GuestLayout::Elf(layout),
+            started,
+            name: cfg.name.clone(),
+            restored: false,
+        };
         let entry = layout.entry;
         let mut machine = Self::assemble(
             parts,
@@ -311,6 +323,7 @@ impl Machine {
             layout: GuestLayout::Linux(layout),
             started,
             name: cfg.kernel_name.clone(),
+            restored: false,
         };
         Self::assemble(parts, cfg.vcpus, cfg.vcpus, cfg.start_paused, cfg.fixups, |index, fd| {
             vcpu::set_boot_msrs(fd).map_err(setup_failed(index))?;
@@ -369,7 +382,7 @@ impl Machine {
     }
 
     /// Creates the vCPUs (configured by `setup`) and their threads.
-    fn assemble(
+    pub(crate) fn assemble(
         parts: Parts,
         nr_vcpus: usize,
         runnable_vcpus: usize,
@@ -377,7 +390,10 @@ impl Machine {
         fixups: EmulationFixups,
         setup: impl Fn(usize, &kvm_ioctls::VcpuFd) -> Result<(), VcpuError>,
     ) -> Result<Self, MachineError> {
-        let Parts { kvm, vm, mem, bus, layout, started, name } = parts;
+        let Parts { kvm, vm, mem, bus, layout, started, name, restored } = parts;
+        // Read before any thread filters its system calls: snapshots read these MSRs.
+        let msr_indices: Arc<[u32]> =
+            kvm.kvm().get_msr_index_list().map(|l| l.as_slice().to_vec()).unwrap_or_default().into();
         let breakpoints = Arc::new(Breakpoints::new(mem.clone()));
         let (tx, events) = mpsc::channel();
         let block_irq = kvm.kvm().check_extension_raw(kvm_bindings::KVM_CAP_SET_GUEST_DEBUG2.into()) as u32
@@ -390,8 +406,12 @@ impl Machine {
             let fd = vm.create_vcpu(&kvm, index, nr_vcpus)?;
             vcpu_stats.push(StatsFd::open(&fd).ok());
             setup(index, &fd)?;
-            let options =
-                VcpuOptions { start_paused: start_paused || index >= runnable_vcpus, block_irq, fixups };
+            let options = VcpuOptions {
+                start_paused: start_paused || index >= runnable_vcpus,
+                block_irq,
+                fixups,
+                restored,
+            };
             let vcpu = Vcpu::new(index, fd, guest_bus.clone(), breakpoints.clone(), tx.clone(), options);
             vcpus.push(vcpu.spawn()?);
         }
@@ -413,7 +433,13 @@ impl Machine {
             host: crate::host::host_kind(),
             name,
             doorbell: None,
+            msr_indices,
         })
+    }
+
+    /// The MSRs a snapshot saves (KVM_GET_MSR_INDEX_LIST, read when the machine was made).
+    pub fn msr_indices(&self) -> &Arc<[u32]> {
+        &self.msr_indices
     }
 
     /// The guest's name.

@@ -31,6 +31,16 @@ pub(super) mod ioctls {
     vmm_sys_util::ioctl_iow_nr!(KVM_SET_GUEST_DEBUG, KVMIO, 0x9b, kvm_guest_debug);
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_VCPU_EVENTS, KVMIO, 0x9f, kvm_vcpu_events);
     vmm_sys_util::ioctl_iow_nr!(KVM_SET_VCPU_EVENTS, KVMIO, 0xa0, kvm_vcpu_events);
+    // Reading a vCPU's whole state for a snapshot (vstate/vcpu/state.rs).
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_FPU, KVMIO, 0x8c, kvm_bindings::kvm_fpu);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_LAPIC, KVMIO, 0x8e, kvm_bindings::kvm_lapic_state);
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_CPUID2, KVMIO, 0x91, kvm_bindings::kvm_cpuid2);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_MP_STATE, KVMIO, 0x98, kvm_bindings::kvm_mp_state);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_bindings::kvm_debugregs);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_bindings::kvm_xsave);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_bindings::kvm_xcrs);
+    // The VM's clock, read by the main thread for a snapshot.
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_bindings::kvm_clock_data);
     vmm_sys_util::ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_bindings::kvm_ioeventfd);
 }
 
@@ -107,6 +117,14 @@ fn entries(thread: Thread) -> Vec<Entry> {
                 ("KVM_SET_GUEST_DEBUG", KVM_SET_GUEST_DEBUG()),
                 ("KVM_GET_VCPU_EVENTS", KVM_GET_VCPU_EVENTS()),
                 ("KVM_SET_VCPU_EVENTS", KVM_SET_VCPU_EVENTS()),
+                // A snapshot reads the rest of the state on the vCPU's own thread.
+                ("KVM_GET_FPU", KVM_GET_FPU()),
+                ("KVM_GET_LAPIC", KVM_GET_LAPIC()),
+                ("KVM_GET_CPUID2", KVM_GET_CPUID2()),
+                ("KVM_GET_MP_STATE", KVM_GET_MP_STATE()),
+                ("KVM_GET_DEBUGREGS", KVM_GET_DEBUGREGS()),
+                ("KVM_GET_XSAVE", KVM_GET_XSAVE()),
+                ("KVM_GET_XCRS", KVM_GET_XCRS()),
                 // The doorbell's ioeventfd is registered by the vCPU whose write to its
                 // port exited first (devices/doorbell.rs: lazy registration).
                 ("KVM_IOEVENTFD", KVM_IOEVENTFD()),
@@ -158,6 +176,9 @@ fn entries(thread: Thread) -> Vec<Entry> {
                     SYS_mkdir,
                     SYS_fsync,
                     SYS_rename,
+                    // `snapshot FILE` writes a sparse file (holes for zero pages) and sets
+                    // its length past the last written page.
+                    SYS_ftruncate,
                 ]
                 .map(any),
             );
@@ -179,7 +200,13 @@ fn entries(thread: Thread) -> Vec<Entry> {
             list.push(one_of(
                 SYS_ioctl,
                 1,
-                vec![("FIONBIO", FIONBIO), ("TCGETS", TCGETS), ("TIOCGWINSZ", TIOCGWINSZ)],
+                vec![
+                    ("FIONBIO", FIONBIO),
+                    ("TCGETS", TCGETS),
+                    ("TIOCGWINSZ", TIOCGWINSZ),
+                    // `snapshot FILE`: the VM's kvmclock.
+                    ("KVM_GET_CLOCK", ioctls::KVM_GET_CLOCK()),
+                ],
             ));
         }
         Thread::Qmp => {

@@ -32,6 +32,17 @@ pub enum MemoryError {
         #[source]
         source: vm_memory::mmap::FromRangesError,
     },
+    /// A snapshot's memory could not be mapped from its file.
+    #[error("cannot map {mib} MiB of guest memory from the snapshot file at offset {offset}")]
+    MapFile {
+        /// The size in MiB.
+        mib: u64,
+        /// Where the memory starts in the file.
+        offset: u64,
+        /// mmap's or vm-memory's refusal.
+        #[source]
+        source: std::io::Error,
+    },
     /// A guest-physical access fell outside guest memory.
     #[error("guest-physical range {gpa}+{len:#x} is outside guest memory")]
     OutOfRange {
@@ -50,6 +61,32 @@ pub fn create_guest_memory(size: u64) -> Result<GuestMemory, MemoryError> {
     }
     GuestMemory::from_ranges(&[(GuestAddress(0), size as usize)])
         .map_err(|source| MemoryError::Mmap { mib, source })
+}
+
+/// Maps `size` bytes of `file` from `offset` as guest RAM at guest-physical 0, private
+/// (copy-on-write): pages are read from the file's page cache when first touched and a
+/// guest write copies only that page, never changing the file. `offset` must be a page
+/// multiple and the file at least `offset + size` long. How a snapshot's memory is restored.
+pub fn map_guest_memory_file(
+    file: &std::fs::File,
+    offset: u64,
+    size: u64,
+) -> Result<GuestMemory, MemoryError> {
+    let mib = size >> 20;
+    if !(MIN_MEM_SIZE..=MMIO_HOLE_START).contains(&size) || !size.is_multiple_of(2 << 20) {
+        return Err(MemoryError::BadSize { mib });
+    }
+    let mapped = |source: std::io::Error| MemoryError::MapFile { mib, offset, source };
+    let file = file.try_clone().map_err(mapped)?;
+    let region = vm_memory::mmap::MmapRegionBuilder::new(size as usize)
+        .with_file_offset(vm_memory::FileOffset::new(file, offset))
+        .with_mmap_prot(libc::PROT_READ | libc::PROT_WRITE)
+        .with_mmap_flags(libc::MAP_PRIVATE | libc::MAP_NORESERVE)
+        .build()
+        .map_err(|e| mapped(std::io::Error::other(e.to_string())))?;
+    let region = vm_memory::GuestRegionMmap::new(region, GuestAddress(0))
+        .ok_or_else(|| mapped(std::io::Error::other("the region wraps the address space")))?;
+    GuestMemory::from_regions(vec![region]).map_err(|e| mapped(std::io::Error::other(e.to_string())))
 }
 
 /// Total guest RAM in bytes.

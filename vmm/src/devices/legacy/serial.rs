@@ -73,6 +73,25 @@ impl SerialPort {
         self.uart.enqueue_raw_bytes(bytes).unwrap_or(0)
     }
 
+    /// The UART's registers and receive FIFO, and the transmit count (for a snapshot).
+    pub fn state(&self) -> (vm_superio::SerialState, u64) {
+        (self.uart.state(), self.bytes_out)
+    }
+
+    /// A UART in `state` (from [`SerialPort::state`]) writing to `console`. A receive FIFO
+    /// longer than the 16550's 64 bytes is refused.
+    pub fn from_state(
+        console: Console,
+        irq: Option<EventFd>,
+        state: &vm_superio::SerialState,
+        bytes_out: u64,
+    ) -> Result<Self, String> {
+        let uart =
+            Serial::from_state(state, SerialIrq(irq), vm_superio::serial::NoEvents, ConsoleWriter(console))
+                .map_err(|e| e.to_string())?;
+        Ok(Self { uart, bytes_out })
+    }
+
     /// Bytes written to the transmit register so far (including divisor-latch writes).
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out

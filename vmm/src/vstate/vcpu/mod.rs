@@ -8,6 +8,7 @@ mod exit;
 mod fixup;
 pub mod kick;
 mod request;
+pub mod state;
 
 pub use exit::{EmulationFailure, StopReason};
 pub use fixup::EmulationFixups;
@@ -49,6 +50,9 @@ pub enum VcpuError {
     /// The thread could not be started.
     #[error("cannot start the thread of vCPU {0}")]
     Spawn(usize, #[source] std::io::Error),
+    /// The request needs a stopped vCPU.
+    #[error("vCPU {0} is running: pause it (or stop at a breakpoint) first")]
+    Running(usize),
 }
 
 /// Whether a vCPU is executing guest code.
@@ -127,6 +131,9 @@ pub struct Vcpu {
     fixups: EmulationFixups,
     exits: ExitStats,
     events: Sender<VcpuEvent>,
+    /// Held by [`VcpuRequest::Hold`] (for a snapshot of a running guest): out of `KVM_RUN`
+    /// and answering requests, without a stop event, until [`VcpuRequest::Release`].
+    held: bool,
 }
 
 /// Whether a vCPU that runs on from where it is first steps over one of our software or
@@ -155,6 +162,9 @@ pub struct VcpuOptions {
     pub block_irq: bool,
     /// Emulation failures the VMM answers itself.
     pub fixups: EmulationFixups,
+    /// The vCPU's state was restored from a snapshot taken while it was stopped at its
+    /// RIP, so running on first steps over a breakpoint there, as after any stop.
+    pub restored: bool,
 }
 
 impl Vcpu {
@@ -167,6 +177,10 @@ impl Vcpu {
         events: Sender<VcpuEvent>,
         options: VcpuOptions,
     ) -> Self {
+        let step_over = match fd.get_regs() {
+            Ok(r) if options.restored => StepOver::IfStillAt(r.rip),
+            _ => StepOver::No,
+        };
         Self {
             index,
             fd,
@@ -177,13 +191,14 @@ impl Vcpu {
             steps_left: 0,
             stepping_over: None,
             stepping_off_hw: false,
-            step_over: StepOver::No,
+            step_over,
             debug: GuestDebug::default(),
             applied_debug: None,
             block_irq: options.block_irq,
             fixups: options.fixups,
             exits: ExitStats::default(),
             events,
+            held: false,
         }
     }
 
@@ -205,7 +220,7 @@ impl Vcpu {
         let events = self.events.clone();
         'outer: loop {
             loop {
-                let req = if self.state == RunState::Paused {
+                let req = if self.state == RunState::Paused || self.held {
                     match requests.recv() {
                         Ok(r) => r,
                         Err(_) => break 'outer,

@@ -95,6 +95,14 @@ pub enum VcpuRequest {
     GetDebugRegs(Sender<Result<[u64; 6], VcpuError>>),
     /// Set the debugger's breakpoint configuration.
     SetGuestDebug(GuestDebug, Sender<Result<(), VcpuError>>),
+    /// Read the vCPU's whole state (a paused or held vCPU only), after completing any
+    /// port or MMIO access KVM still has pending.
+    SaveState(super::state::SaveRequest, Sender<Result<super::state::VcpuState, VcpuError>>),
+    /// Leave `KVM_RUN` and wait for requests without reporting a stop (a snapshot of a
+    /// running guest); answered once out of the guest.
+    Hold(Sender<()>),
+    /// End a [`VcpuRequest::Hold`].
+    Release,
     /// End the thread.
     Terminate,
 }
@@ -151,6 +159,14 @@ impl Vcpu {
                 self.debug = debug;
                 let _ = tx.send(self.apply_guest_debug());
             }
+            VcpuRequest::SaveState(req, tx) => {
+                let _ = tx.send(self.save_state(&req));
+            }
+            VcpuRequest::Hold(tx) => {
+                self.held = true;
+                let _ = tx.send(());
+            }
+            VcpuRequest::Release => self.held = false,
             VcpuRequest::Terminate => return false,
         }
         true
@@ -169,6 +185,30 @@ impl Vcpu {
         self.fd.set_guest_debug(&wanted).map_err(self.ioctl_err("KVM_SET_GUEST_DEBUG"))?;
         self.applied_debug = Some(wanted);
         Ok(())
+    }
+
+    /// The whole state; refused while the vCPU runs. KVM finishes an `in` or MMIO read
+    /// only on the next `KVM_RUN`, so one run with `immediate_exit` set completes it
+    /// without entering the guest (KVM's documented way before saving state).
+    fn save_state(&mut self, req: &super::state::SaveRequest) -> Result<super::state::VcpuState, VcpuError> {
+        if self.state == RunState::Running && !self.held {
+            return Err(VcpuError::Running(self.index));
+        }
+        self.fd.set_kvm_immediate_exit(1);
+        let completed = self.fd.run().map(|_| ());
+        self.fd.set_kvm_immediate_exit(0);
+        match completed {
+            Err(e) if e.errno() == libc::EINTR => {}
+            Err(e) => {
+                return Err(VcpuError::Ioctl { index: self.index, op: "KVM_RUN (immediate exit)", source: e })
+            }
+            Ok(_) => {}
+        }
+        super::state::save(&self.fd, req).map_err(|e| VcpuError::Ioctl {
+            index: self.index,
+            op: e.op,
+            source: e.source,
+        })
     }
 
     fn get_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>, VcpuError> {

@@ -1,0 +1,34 @@
+//! `ticks N [SPIN]`: prints `tick 1` … `tick N`, one console line each, with SPIN
+//! iterations of a busy loop between them, then `ticks: done N`, and exits with N mod 256.
+//! A snapshot, restore or migration in the middle shows as a gap or a repeat in the
+//! sequence if anything was lost. `tick_reached` (never inlined) is where a debugger
+//! breaks on each tick; `TICKS_SEQ` holds the last number printed.
+
+use crate::console::Line;
+use core::sync::atomic::{AtomicU64, Ordering};
+
+/// The last sequence number printed.
+#[no_mangle]
+pub static TICKS_SEQ: AtomicU64 = AtomicU64::new(0);
+
+/// Prints tick `seq` (a breakpoint here stops before the line is printed).
+#[no_mangle]
+#[inline(never)]
+pub fn tick_reached(seq: u64) {
+    Line::new().str(b"tick ").dec(seq).str(b"\n").send();
+    TICKS_SEQ.store(seq, Ordering::SeqCst);
+}
+
+/// The workload.
+#[no_mangle]
+#[inline(never)]
+pub fn workload_ticks(n: u64, spin: u64) -> u32 {
+    for seq in 1..=n {
+        for i in 0..spin {
+            core::hint::black_box(i);
+        }
+        tick_reached(seq);
+    }
+    Line::new().str(b"ticks: done ").dec(n).str(b"\n").send();
+    (n % 256) as u32
+}

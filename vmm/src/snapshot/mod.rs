@@ -1,0 +1,579 @@
+//! Snapshots: the whole state of a stopped guest in one file, and a new machine made from
+//! it. `save` holds every vCPU out of the guest, reads each vCPU's state on its own thread
+//! (registers, FPU/XSAVE, XCRs, debug registers, MSRs, MP state, pending events, CPUID),
+//! the VM's clock, the devices (COM1, the doorbell), vmscope's breakpoints and the non-zero
+//! pages of RAM, and writes them as checked sections ([`format`]); `restore` checks every
+//! section, maps RAM copy-on-write from the file, refuses a host whose CPUID differs, and
+//! only then creates vCPUs with that state. See vmm/DESIGN.md ("Snapshots").
+//!
+//! The sections are self-contained (name, length, CRC), so a live migration can send the
+//! same ones over a socket.
+//!
+//! ```no_run
+//! # fn f(machine: &vmm::machine::Machine) -> Result<(), vmm::snapshot::SnapshotError> {
+//! use vmm::snapshot::{restore, save, RestoreOptions};
+//! let summary = save(machine, "/tmp/guest.vmsnap".as_ref())?;
+//! println!("{} bytes of RAM saved", summary.nonzero_bytes);
+//! let restored = restore("/tmp/guest.vmsnap".as_ref(), RestoreOptions::default(),
+//!     vmm::devices::console::Console::stdout())?;
+//! # Ok(()) }
+//! ```
+
+pub mod command;
+pub mod format;
+pub mod memory;
+pub mod meta;
+pub mod probe;
+pub mod vcpu;
+
+use crate::arch::x86_64::regs::LongModeEntry;
+use crate::arch::x86_64::Ring;
+use crate::boot::elf_guest::ElfGuestLayout;
+use crate::devices::console::Console;
+use crate::devices::doorbell::{Doorbell, RingConsumerMode, SharedRing};
+use crate::devices::hypercall::Hypercalls;
+use crate::devices::legacy::serial::SerialPort;
+use crate::devices::PortIoBus;
+use crate::loader::LoadedElf;
+use crate::machine::{GuestLayout, Machine, MachineError, Parts};
+use crate::vstate::kvm::KvmSystem;
+use crate::vstate::memory::{map_guest_memory_file, mem_size};
+use crate::vstate::vcpu::state::{self, SaveRequest, VcpuState};
+use crate::vstate::vcpu::{EmulationFixups, VcpuError, VcpuRequest};
+use crate::vstate::vm::Vm;
+use format::{FormatError, Reader, SectionEntry, Writer};
+use meta::{BootInfoMeta, DebugMeta, DevicesMeta, GuestMeta, Meta, SerialMeta};
+use serde::Serialize;
+use std::cell::RefCell;
+use std::path::{Path, PathBuf};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+use zerocopy::{FromBytes, IntoBytes};
+
+/// Errors from taking, reading or restoring a snapshot.
+#[derive(Debug, thiserror::Error)]
+pub enum SnapshotError {
+    /// The container: I/O, magic, version, damage, a CRC.
+    #[error(transparent)]
+    Format(#[from] FormatError),
+    /// A section whose contents do not parse.
+    #[error("snapshot section {section:?} is malformed: {detail}")]
+    BadSection {
+        /// The section.
+        section: String,
+        /// What does not hold.
+        detail: String,
+    },
+    /// Something this slice of snapshots does not cover yet.
+    #[error("cannot snapshot this guest: {0} are not in snapshots yet (issue 13)")]
+    NotSupported(&'static str),
+    /// A vCPU would not give or take its state.
+    #[error(transparent)]
+    Vcpu(#[from] VcpuError),
+    /// Building the machine failed.
+    #[error(transparent)]
+    Machine(#[from] MachineError),
+    /// This host would show the guest a different CPU than the one it was running on.
+    #[error("{path}: this host's CPU differs from the one the guest saw: {detail}; restoring would change the CPU under the running guest")]
+    CpuidMismatch {
+        /// The snapshot.
+        path: PathBuf,
+        /// The first difference.
+        detail: String,
+    },
+    /// A VM-level ioctl failed during restore.
+    #[error("{op} failed while restoring")]
+    VmIoctl {
+        /// The ioctl.
+        op: &'static str,
+        /// KVM's errno.
+        #[source]
+        source: kvm_ioctls::Error,
+    },
+    /// A device refused its saved state.
+    #[error("device {device} refused its saved state: {detail}")]
+    Device {
+        /// The device.
+        device: &'static str,
+        /// Why.
+        detail: String,
+    },
+}
+
+/// What `save` wrote.
+#[derive(Clone, Debug, Serialize)]
+pub struct SaveSummary {
+    /// The file.
+    pub path: PathBuf,
+    /// Guest RAM in bytes.
+    pub mem_bytes: u64,
+    /// RAM bytes written (non-zero pages).
+    pub nonzero_bytes: u64,
+    /// The sections.
+    pub sections: Vec<SectionInfo>,
+    /// State the host refused to give.
+    pub refused: Vec<String>,
+    /// Wall time from the request to the renamed, synced file.
+    pub elapsed_ns: u64,
+}
+
+/// A section as `info` and `save` report it.
+#[derive(Clone, Debug, Serialize)]
+pub struct SectionInfo {
+    /// Its name.
+    pub name: String,
+    /// Byte offset.
+    pub offset: u64,
+    /// Length.
+    pub length: u64,
+    /// Its CRC-32.
+    pub crc32: u32,
+}
+
+impl From<&SectionEntry> for SectionInfo {
+    fn from(e: &SectionEntry) -> Self {
+        Self { name: e.name.clone(), offset: e.offset, length: e.length, crc32: e.crc }
+    }
+}
+
+/// Holds every vCPU out of the guest for as long as it lives (a snapshot of a running
+/// guest); releases them when dropped, whatever happened in between.
+struct Hold<'a>(&'a Machine);
+
+impl<'a> Hold<'a> {
+    fn new(machine: &'a Machine) -> Result<Self, VcpuError> {
+        let hold = Self(machine);
+        for i in 0..machine.vcpu_count() {
+            if let Ok(v) = machine.vcpu(i) {
+                v.ask(VcpuRequest::Hold)?;
+            }
+        }
+        Ok(hold)
+    }
+}
+
+impl Drop for Hold<'_> {
+    fn drop(&mut self) {
+        for i in 0..self.0.vcpu_count() {
+            if let Ok(v) = self.0.vcpu(i) {
+                let _ = v.send(VcpuRequest::Release);
+            }
+        }
+    }
+}
+
+const VM_CLOCK: u32 = 1;
+
+/// Writes a snapshot of `machine` to `path` (atomically). Running vCPUs are held out of the
+/// guest while it is taken and go on afterwards; stopped ones stay stopped.
+pub fn save(machine: &Machine, path: &Path) -> Result<SaveSummary, SnapshotError> {
+    let started = Instant::now();
+    let GuestLayout::Elf(layout) = machine.layout() else {
+        return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
+    };
+    if !machine.bus().mmio().devices().is_empty() {
+        return Err(SnapshotError::NotSupported("virtio devices (--disk)"));
+    }
+    let _hold = Hold::new(machine)?;
+    let req = SaveRequest { msrs: machine.msr_indices().clone(), lapic: machine.vm().has_irqchip() };
+    let mut vcpus = Vec::with_capacity(machine.vcpu_count());
+    for i in 0..machine.vcpu_count() {
+        let r = req.clone();
+        vcpus.push(machine.vcpu(i)?.ask(|tx| VcpuRequest::SaveState(r, tx))??);
+    }
+    let mut refused: Vec<String> = vcpus
+        .iter()
+        .enumerate()
+        .flat_map(|(i, s)| s.refused.iter().map(move |r| format!("vCPU {i}: {r}")))
+        .collect();
+    let mut vm_section = Vec::new();
+    match machine.vm().fd().get_clock() {
+        Ok(clock) => {
+            vm_section.extend_from_slice(&VM_CLOCK.to_le_bytes());
+            vm_section.extend_from_slice(&(clock.as_bytes().len() as u32).to_le_bytes());
+            vm_section.extend_from_slice(clock.as_bytes());
+        }
+        Err(e) => refused.push(format!("VM: KVM_GET_CLOCK: {e}")),
+    }
+    let (serial_state, bytes_out) = machine.bus().serial().lock().unwrap_or_else(|e| e.into_inner()).state();
+    let devices = DevicesMeta {
+        serial: SerialMeta::from_state(&serial_state, bytes_out),
+        doorbell: machine.ring_consumer().map(|m| m.name().to_string()),
+        stateless: vec!["i8042 (reset only)".into(), "exit port".into(), "hypercall ports".into()],
+    };
+    let debug = DebugMeta { sw_breakpoints: machine.breakpoints().list().into_iter().map(|g| g.0).collect() };
+
+    let mut w = Writer::create(path, 6 + vcpus.len() as u32)?;
+    let runs = memory::write(&mut w, machine.memory(), machine.breakpoints())?;
+    let nonzero_bytes = memory::run_bytes(&runs);
+    w.section("pagemap", &memory::encode_runs(&runs))?;
+    let meta = Meta {
+        vmscope_version: env!("CARGO_PKG_VERSION").into(),
+        created_unix: std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .map_or(0, |d| d.as_secs()),
+        host_kind: machine.host().to_string(),
+        guest_name: machine.name().to_string(),
+        guest: elf_meta(layout),
+        mem_bytes: mem_size(machine.memory()),
+        vcpus: machine.vcpu_count(),
+        runnable_vcpus: machine.runnable_vcpus(),
+        irqchip: machine.vm().has_irqchip(),
+        nonzero_bytes,
+        refused: refused.clone(),
+    };
+    w.section("meta", &to_json(&meta))?;
+    w.section("devices", &to_json(&devices))?;
+    w.section("debug", &to_json(&debug))?;
+    w.section("vm", &vm_section)?;
+    for (i, s) in vcpus.iter().enumerate() {
+        w.section(&format!("vcpu{i}"), &vcpu::encode(s))?;
+    }
+    let entries = w.commit()?;
+    Ok(SaveSummary {
+        path: path.to_path_buf(),
+        mem_bytes: meta.mem_bytes,
+        nonzero_bytes,
+        sections: entries.iter().map(SectionInfo::from).collect(),
+        refused,
+        elapsed_ns: started.elapsed().as_nanos() as u64,
+    })
+}
+
+fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
+    serde_json::to_vec_pretty(v).unwrap_or_default()
+}
+
+fn elf_meta(l: &ElfGuestLayout) -> GuestMeta {
+    let b = &l.boot_info;
+    GuestMeta::Elf {
+        ring: l.entry.ring.cpl(),
+        entry: l.elf.entry,
+        elf_end: l.elf.end,
+        stack: l.entry.stack,
+        arg: l.entry.arg,
+        cr3: l.entry.cr3,
+        boot_info: BootInfoMeta {
+            mem_size: b.mem_size,
+            cmdline_gpa: b.cmdline_gpa,
+            cmdline_len: b.cmdline_len,
+            free_start: b.free_start,
+            free_end: b.free_end,
+            ring: b.ring,
+            nr_vcpus: b.nr_vcpus,
+        },
+    }
+}
+
+fn elf_layout(g: &GuestMeta) -> Result<ElfGuestLayout, SnapshotError> {
+    let GuestMeta::Elf { ring, entry, elf_end, stack, arg, cr3, boot_info: b } = g;
+    let ring = Ring::from_cpl(*ring).ok_or_else(|| SnapshotError::BadSection {
+        section: "meta".into(),
+        detail: format!("ring {ring} is not 0 or 3"),
+    })?;
+    Ok(ElfGuestLayout {
+        elf: LoadedElf { entry: *entry, end: *elf_end },
+        entry: LongModeEntry { entry: *entry, stack: *stack, arg: *arg, cr3: *cr3, ring },
+        boot_info: vmscope_abi::BootInfo {
+            magic: vmscope_abi::BOOT_MAGIC,
+            mem_size: b.mem_size,
+            cmdline_gpa: b.cmdline_gpa,
+            cmdline_len: b.cmdline_len,
+            free_start: b.free_start,
+            free_end: b.free_end,
+            ring: b.ring,
+            nr_vcpus: b.nr_vcpus,
+        },
+    })
+}
+
+/// A snapshot file read and checked: every section but memory loaded and decoded.
+pub struct Snapshot {
+    reader: Reader,
+    /// The `meta` section.
+    pub meta: Meta,
+    /// The `devices` section.
+    pub devices: DevicesMeta,
+    /// The `debug` section.
+    pub debug: DebugMeta,
+    /// Each vCPU's state.
+    pub vcpus: Vec<VcpuState>,
+    /// The VM's clock, if the host gave it.
+    pub clock: Option<kvm_bindings::kvm_clock_data>,
+    /// The runs of non-zero pages.
+    pub runs: Vec<memory::Run>,
+}
+
+fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], section: &str) -> Result<T, SnapshotError> {
+    serde_json::from_slice(bytes)
+        .map_err(|e| SnapshotError::BadSection { section: section.into(), detail: e.to_string() })
+}
+
+impl Snapshot {
+    /// Opens `path` and checks and decodes everything except the memory image.
+    pub fn open(path: &Path) -> Result<Self, SnapshotError> {
+        let mut reader = Reader::open(path)?;
+        let meta: Meta = json(&reader.read("meta")?, "meta")?;
+        let devices: DevicesMeta = json(&reader.read("devices")?, "devices")?;
+        let debug: DebugMeta = json(&reader.read("debug")?, "debug")?;
+        if !(1..=32).contains(&meta.vcpus) || meta.runnable_vcpus > meta.vcpus {
+            return Err(SnapshotError::BadSection {
+                section: "meta".into(),
+                detail: format!("{} vCPUs of which {} run", meta.vcpus, meta.runnable_vcpus),
+            });
+        }
+        let mut vcpus = Vec::with_capacity(meta.vcpus);
+        for i in 0..meta.vcpus {
+            let name = format!("vcpu{i}");
+            vcpus.push(vcpu::decode(&reader.read(&name)?, &name)?);
+        }
+        let vm = reader.read("vm")?;
+        let clock = decode_vm(&vm)?;
+        let runs = memory::decode_runs(&reader.read("pagemap")?, meta.mem_bytes)?;
+        let mem = reader.entry("memory")?;
+        if mem.length != meta.mem_bytes || mem.flags & format::PAGE_ALIGNED == 0 {
+            return Err(SnapshotError::BadSection {
+                section: "memory".into(),
+                detail: format!("{} bytes, but the guest had {} bytes of RAM", mem.length, meta.mem_bytes),
+            });
+        }
+        Ok(Self { reader, meta, devices, debug, vcpus, clock, runs })
+    }
+
+    /// The section table.
+    pub fn sections(&self) -> Vec<SectionInfo> {
+        self.reader.entries.iter().map(SectionInfo::from).collect()
+    }
+
+    /// The file's path.
+    pub fn path(&self) -> &Path {
+        &self.reader.path
+    }
+
+    /// The file's length, and the bytes it occupies on disk (holes are free).
+    pub fn file_sizes(&self) -> (u64, Option<u64>) {
+        use std::os::unix::fs::MetadataExt;
+        let disk = self.reader.file.metadata().ok().map(|m| m.blocks() * 512);
+        (self.reader.len, disk)
+    }
+
+    /// Maps the memory image copy-on-write and checks its CRC over the non-zero pages.
+    pub fn map_memory(&self) -> Result<crate::vstate::memory::GuestMemory, SnapshotError> {
+        let e = self.reader.entry("memory")?;
+        let mem = map_guest_memory_file(&self.reader.file, e.offset, e.length)
+            .map_err(|source| SnapshotError::Machine(MachineError::Memory(source)))?;
+        let found = memory::crc_of_runs(&mem, &self.runs);
+        if found != e.crc {
+            return Err(FormatError::BadChecksum {
+                path: self.reader.path.clone(),
+                section: "memory".into(),
+                found,
+                expected: e.crc,
+            }
+            .into());
+        }
+        Ok(mem)
+    }
+}
+
+fn decode_vm(bytes: &[u8]) -> Result<Option<kvm_bindings::kvm_clock_data>, SnapshotError> {
+    let bad = |detail: String| SnapshotError::BadSection { section: "vm".into(), detail };
+    let mut clock = None;
+    let mut rest = bytes;
+    while !rest.is_empty() {
+        if rest.len() < 8 {
+            return Err(bad(format!("{} stray bytes at its end", rest.len())));
+        }
+        let tag = u32::from_le_bytes(rest[..4].try_into().unwrap_or_default());
+        let len = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default()) as usize;
+        let body = rest.get(8..8 + len).ok_or_else(|| bad(format!("record {tag} runs past the section")))?;
+        rest = &rest[8 + len..];
+        match tag {
+            VM_CLOCK => {
+                clock = Some(
+                    kvm_bindings::kvm_clock_data::read_from_bytes(body)
+                        .map_err(|_| bad(format!("its clock record is {} bytes", body.len())))?,
+                )
+            }
+            other => return Err(bad(format!("it has a record of unknown type {other}"))),
+        }
+    }
+    Ok(clock)
+}
+
+/// How to restore.
+#[derive(Clone, Copy, Debug, Default)]
+pub struct RestoreOptions {
+    /// Keep every vCPU stopped (a debug session or gdb will resume it).
+    pub start_paused: bool,
+    /// Put the snapshot's software breakpoints back (only where something handles them: a
+    /// script session or gdb).
+    pub keep_breakpoints: bool,
+}
+
+/// A machine made from a snapshot.
+pub struct Restored {
+    /// The machine, running unless `start_paused`.
+    pub machine: Machine,
+    /// The snapshot's metadata.
+    pub meta: Meta,
+    /// What was not carried over, one line each (breakpoints left out, a clock KVM would
+    /// not set).
+    pub notes: Vec<String>,
+    /// MSRs KVM would not take back (on PVM: MSR_KVM_ASYNC_PF_INT at its reset value 0).
+    pub msrs_not_taken: Vec<String>,
+    /// Time from opening the file to the vCPUs being ready to run.
+    pub elapsed: Duration,
+}
+
+/// Makes a machine from the snapshot at `path`. Every check (format, CRCs, CPUID) passes
+/// before any vCPU runs.
+pub fn restore(path: &Path, opts: RestoreOptions, console: Console) -> Result<Restored, SnapshotError> {
+    let started = Instant::now();
+    let snap = Snapshot::open(path)?;
+    if snap.meta.irqchip {
+        return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
+    }
+    let layout = elf_layout(&snap.meta.guest)?;
+    let kvm = KvmSystem::open().map_err(MachineError::from)?;
+    let mem = snap.map_memory()?;
+    let vm = Vm::new(&kvm, &mem, false).map_err(MachineError::from)?;
+    let mut notes = Vec::new();
+    if let Some(mut clock) = snap.clock {
+        // KVM refuses flags it reports but does not take (KVM_CLOCK_TSC_STABLE).
+        clock.flags = 0;
+        if let Err(e) = vm.fd().set_clock(&clock) {
+            notes.push(format!("KVM_SET_CLOCK: {e}; the guest's kvmclock restarts"));
+        }
+    }
+    let serial = SerialPort::from_state(
+        console.clone(),
+        None,
+        &snap.devices.serial.to_state(),
+        snap.devices.serial.bytes_out,
+    )
+    .map_err(|detail| SnapshotError::Device { device: "COM1", detail })?;
+    let bus = PortIoBus::new(Arc::new(Mutex::new(serial)), Hypercalls::new(mem.clone(), console.clone()));
+    let doorbell = match snap.devices.doorbell.as_deref() {
+        None => None,
+        Some(mode) => {
+            let mode = match mode {
+                "sleep" => RingConsumerMode::Sleep,
+                "poll" => RingConsumerMode::Poll,
+                other => {
+                    return Err(SnapshotError::BadSection {
+                        section: "devices".into(),
+                        detail: format!("unknown ring consumer {other:?}"),
+                    })
+                }
+            };
+            let ring = SharedRing { memory: mem.clone(), console: console.clone(), mode };
+            Doorbell::new(vm.shared_fd(), vmscope_abi::PORT_DOORBELL, Some(ring)).ok()
+        }
+    };
+    let bus = match &doorbell {
+        Some(d) => bus.with_doorbell(d.port_handle()),
+        None => bus,
+    };
+    let parts = Parts {
+        kvm,
+        vm,
+        mem,
+        bus,
+        layout: GuestLayout::Elf(layout),
+        started,
+        name: snap.meta.guest_name.clone(),
+        restored: true,
+    };
+    let mismatch = RefCell::new(None);
+    let not_taken = RefCell::new(Vec::new());
+    let assembled = Machine::assemble(
+        parts,
+        snap.meta.vcpus,
+        snap.meta.runnable_vcpus,
+        true,
+        EmulationFixups::default(),
+        |index, fd| {
+            let saved = &snap.vcpus[index];
+            let fail = |op, source| VcpuError::Ioctl { index, op, source };
+            let host = state::cpuid_of(fd).map_err(|e| fail(e.op, e.source))?;
+            if let Some(d) = cpuid_difference(&saved.cpuid, &host) {
+                *mismatch.borrow_mut() = Some(format!("vCPU {index}: {d}"));
+                return Err(fail("the CPUID check", kvm_ioctls::Error::new(libc::EINVAL)));
+            }
+            let refused = state::restore(fd, saved).map_err(|e| fail(e.op, e.source))?;
+            not_taken.borrow_mut().extend(refused.into_iter().map(|r| format!("vCPU {index}: {r}")));
+            Ok(())
+        },
+    );
+    let mut machine = match assembled {
+        Ok(m) => m,
+        Err(_) if mismatch.borrow().is_some() => {
+            return Err(SnapshotError::CpuidMismatch {
+                path: path.to_path_buf(),
+                detail: mismatch.take().unwrap_or_default(),
+            })
+        }
+        Err(e) => return Err(e.into()),
+    };
+    machine.doorbell = doorbell;
+    if opts.keep_breakpoints {
+        for &gva in &snap.debug.sw_breakpoints {
+            if let Err(e) = machine.insert_sw_breakpoint(inspect::Gva(gva)) {
+                notes.push(format!("breakpoint at {gva:#x} not restored: {e}"));
+            }
+        }
+    } else if !snap.debug.sw_breakpoints.is_empty() {
+        notes.push(format!(
+            "{} software breakpoint(s) in the snapshot are left out: nothing would handle them without --script or --gdb",
+            snap.debug.sw_breakpoints.len()
+        ));
+    }
+    let elapsed = started.elapsed();
+    if !opts.start_paused {
+        machine.resume_all()?;
+    }
+    Ok(Restored { machine, meta: snap.meta, notes, msrs_not_taken: not_taken.take(), elapsed })
+}
+
+/// The first difference between the CPUID a guest saw and what this host gives, in words.
+pub fn cpuid_difference(
+    saved: &[kvm_bindings::kvm_cpuid_entry2],
+    host: &[kvm_bindings::kvm_cpuid_entry2],
+) -> Option<String> {
+    let key = |e: &kvm_bindings::kvm_cpuid_entry2| (e.function, e.index);
+    let regs =
+        |e: &kvm_bindings::kvm_cpuid_entry2| [("EAX", e.eax), ("EBX", e.ebx), ("ECX", e.ecx), ("EDX", e.edx)];
+    for s in saved {
+        let Some(h) = host.iter().find(|h| key(h) == key(s)) else {
+            return Some(format!("leaf {:#x} subleaf {} is not offered here", s.function, s.index));
+        };
+        for ((name, a), (_, b)) in regs(s).into_iter().zip(regs(h)) {
+            if a != b {
+                return Some(format!(
+                    "leaf {:#x} subleaf {} {name} was {a:#010x}, this host gives {b:#010x}",
+                    s.function, s.index
+                ));
+            }
+        }
+    }
+    host.iter()
+        .find(|h| !saved.iter().any(|s| key(s) == key(h)))
+        .map(|h| format!("leaf {:#x} subleaf {} is new on this host", h.function, h.index))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use kvm_bindings::kvm_cpuid_entry2;
+
+    #[test]
+    fn cpuid_differences_are_named() {
+        let e = |function, ecx| kvm_cpuid_entry2 { function, ecx, ..Default::default() };
+        assert_eq!(cpuid_difference(&[e(1, 5)], &[e(1, 5)]), None);
+        let d = cpuid_difference(&[e(1, 5)], &[e(1, 7)]).unwrap();
+        assert!(d.contains("leaf 0x1") && d.contains("ECX"), "{d}");
+        assert!(cpuid_difference(&[e(7, 0)], &[]).unwrap().contains("not offered"));
+        assert!(cpuid_difference(&[], &[e(7, 0)]).unwrap().contains("new"));
+    }
+}
