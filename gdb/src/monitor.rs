@@ -74,6 +74,7 @@ const HELP: &str = "vmscope monitor commands:
   dis [ADDR] [N]      disassembly with symbols (at most 1024 instructions)
   devices             virtio devices: MMIO window, IRQ, status, queues, counters
   vq DEVICE QUEUE     a virtqueue decoded: rings and the chains in flight
+  snapshot FILE       the whole guest to FILE (vmscope run --restore FILE resumes it)
 ";
 
 impl MonitorCmd for VmTarget<'_> {
@@ -106,6 +107,14 @@ impl VmTarget<'_> {
     fn run(&mut self, line: &str, out: &mut ConsoleOutput<'_>) -> Result<(), String> {
         // gdb spells the program counter $pc; the command language knows $rip too.
         let line = line.replace("$pc", "$rip");
+        // snapshot FILE: the whole guest, while gdb holds it stopped.
+        if let Some(r) = vmm::snapshot::command::execute_line(self.machine, &line) {
+            let _ = match r {
+                Ok(o) => out.write_str(&bounded(&o.text)),
+                Err(e) => writeln!(out, "error: {e}"),
+            };
+            return Ok(());
+        }
         match inspect::command::parse(&line) {
             // Running and breakpoints are gdb's business: a stop or a breakpoint it did not
             // ask for would confuse it.
