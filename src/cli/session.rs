@@ -102,16 +102,14 @@ pub fn run(
         if !json && script.is_some() {
             println!("(vmscope) {line}");
         }
-        if let Some(r) = vmm::snapshot::command::execute_line(machine, line) {
+        // ps, dmesg, uname, pt/mappings --pid: inspect::linux reads the Linux guest.
+        let mem = vmm::vstate::memory::PhysView(machine.memory());
+        let ctx = || machine.paging_context(0).unwrap_or(inspect::paging::PagingContext::long_mode(0, false));
+        if let Some(r) =
+            inspect::linux::commands::execute_line(line, &mem, ctx, inspect::linux::commands::vmlinux())
+        {
             match r {
-                Ok(out) => emit(line, &out),
-                Err(e) => fail(line, &e),
-            }
-            continue;
-        }
-        if let Some(r) = super::qmp::session_dump(machine, symbols, line) {
-            match r {
-                Ok(out) => emit(line, &out),
+                Ok(o) => emit(line, &Output { text: o.text, json: o.json, ended: None }),
                 Err(e) => fail(line, &e),
             }
             continue;
