@@ -89,7 +89,7 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
         }
     }
     let console = if args.json { Console::writer(std::io::stderr()) } else { Console::stdout() };
-    let mut machine =
+    let machine =
         Machine::boot_linux(&cfg, console.clone()).with_context(|| format!("cannot boot {kernel_name}"))?;
     if args.verbose {
         if let vmm::machine::GuestLayout::Linux(l) = machine.layout() {
@@ -117,25 +117,32 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
             .and_then(|p| inspect::symbols::SymbolTable::from_elf_file(p).ok())
             .unwrap_or_default()
     };
-    vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
-    let outcome = match &args.gdb {
-        Some(addr) => {
-            let symbols = symbols();
-            match super::gdb::serve(&machine, addr, &symbols, debug_image.as_deref(), args.gdb_wait)? {
-                Some(outcome) => outcome,
-                None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
+    let qmp_symbols = debug_image.clone().map_or(qmp::SymbolSource::None, qmp::SymbolSource::File);
+    let outcome = super::qmp::around(&machine, args.qmp.as_ref(), args.qmp_any_address, qmp_symbols, || {
+        vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
+        Ok(Ok(match &args.gdb {
+            Some(addr) => {
+                let symbols = symbols();
+                match super::gdb::serve(&machine, addr, &symbols, debug_image.as_deref(), args.gdb_wait)? {
+                    Some(outcome) => outcome,
+                    None => return Ok(Err(ExitCode::from(super::gdb::EXIT_KILLED))),
+                }
             }
-        }
-        None if session => {
-            let symbols = symbols();
-            // Booting to a breakpoint in emulated kernel code takes minutes on PVM.
-            let wait = Duration::from_secs(if pvm { 900 } else { 120 });
-            match super::session::run_for(&machine, &symbols, args, wait)? {
-                Ok(outcome) => outcome,
-                Err(status) => return Ok(status),
+            None if session => {
+                let symbols = symbols();
+                // Booting to a breakpoint in emulated kernel code takes minutes on PVM.
+                let wait = Duration::from_secs(if pvm { 900 } else { 120 });
+                match super::session::run_for(&machine, &symbols, args, wait)? {
+                    Ok(outcome) => outcome,
+                    Err(status) => return Ok(Err(status)),
+                }
             }
-        }
-        None => machine.wait(args.timeout.map(Duration::from_secs_f64)),
+            None => super::qmp::wait(&machine, args.timeout),
+        }))
+    })?;
+    let outcome = match outcome {
+        Ok(outcome) => outcome,
+        Err(status) => return Ok(status),
     };
     let tail = String::from_utf8_lossy(&console.tail()).into_owned();
     let panic_text = panic_excerpt(&tail);

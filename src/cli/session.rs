@@ -102,6 +102,20 @@ pub fn run(
         if !json && script.is_some() {
             println!("(vmscope) {line}");
         }
+        if let Some(r) = vmm::snapshot::command::execute_line(machine, line) {
+            match r {
+                Ok(out) => emit(line, &out),
+                Err(e) => fail(line, &e),
+            }
+            continue;
+        }
+        if let Some(r) = super::qmp::session_dump(machine, symbols, line) {
+            match r {
+                Ok(out) => emit(line, &out),
+                Err(e) => fail(line, &e),
+            }
+            continue;
+        }
         // ps, dmesg, uname, pt/mappings --pid: inspect::linux reads the Linux guest.
         let mem = vmm::vstate::memory::PhysView(machine.memory());
         let ctx = || machine.paging_context(0).unwrap_or(inspect::paging::PagingContext::long_mode(0, false));
