@@ -26,7 +26,7 @@ enum Command {
     Host(cli::host::HostArgs),
     /// Check what each guest and feature needs from this host, and how to add what is missing.
     Doctor(cli::doctor::DoctorArgs),
-    /// Run measurement suites (boot, exits) and write JSON + SVG.
+    /// Run measurement suites (boot, exits, compute, io-batching, memory, surface, anchors, …: `measure --help` lists them all) and write JSON + SVG.
     Measure(cli::measure::MeasureArgs),
     /// Build and list the provided guests.
     Guests(cli::guests::GuestsArgs),

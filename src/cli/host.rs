@@ -23,7 +23,11 @@ pub fn run(args: HostArgs) -> anyhow::Result<ExitCode> {
             "description": kind.describe(),
             "cpu_model": vmm::host::cpu_model(),
             "default_ring": kind.native_ring(),
-            "kvm": kvm.as_ref().map(|k| k.path().display().to_string()).map_err(|e| e.to_string()),
+            // The device's path, or why it is unusable: plain JSON, not Rust's Result.
+            "kvm": match &kvm {
+                Ok(k) => serde_json::json!(k.path().display().to_string()),
+                Err(e) => serde_json::json!({ "error": e.to_string() }),
+            },
             "capabilities": caps.iter().map(|(n, p)| (n.to_string(), *p)).collect::<std::collections::BTreeMap<_, _>>(),
             "seccomp": vmm::seccomp::report(),
             "snapshot_state": kvm.as_ref().ok().map(vmm::snapshot::probe::probe),

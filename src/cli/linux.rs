@@ -102,12 +102,10 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
             );
         }
     }
+    // On a terminal, the guest's tty is the only line discipline (restored at the end).
+    let raw_tty = if args.shell { tui::rawtty::RawTty::enable() } else { None };
     if args.shell {
         forward_stdin(&machine);
-    }
-    // ps, dmesg, uname in sessions and gdb's monitor read the guest with this vmlinux's DWARF.
-    if let Some(p) = &debug_image {
-        inspect::linux::commands::set_vmlinux(p);
     }
     // The kernel's symbols, for gdb's monitor commands and for sessions (read only then:
     // the DWARF vmlinux is over 50 MiB).
@@ -144,6 +142,7 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
         Ok(outcome) => outcome,
         Err(status) => return Ok(status),
     };
+    drop(raw_tty);
     let tail = String::from_utf8_lossy(&console.tail()).into_owned();
     let panic_text = panic_excerpt(&tail);
     let hint = pvm.then_some("on PVM the guest kernel runs in KVM's instruction emulator; an instruction it cannot run ends the guest (see guests/linux/README.md)");

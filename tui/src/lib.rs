@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod keys;
+pub mod rawtty;
 pub mod runtime;
 pub mod term;
 pub mod ui;

@@ -558,12 +558,13 @@ impl Session<'_> {
                 .read_virt(event.vcpu, Gva(rip), 15)
                 .map(|code| disasm::decode_one(&code, rip, snapshot.sregs.cpu_mode()).text)
                 .unwrap_or_default();
-            let text = format!(
-                "vCPU {} stopped: {} at {rip:#x}{}: {insn}\n",
-                event.vcpu,
-                crate::report::describe(&reason),
-                self.name_of(rip)
-            );
+            // A breakpoint's address is RIP: say it once.
+            let what = match reason {
+                StopReason::Breakpoint { addr } if addr == rip => "breakpoint".into(),
+                _ => crate::report::describe(&reason),
+            };
+            let text =
+                format!("vCPU {} stopped: {what} at {rip:#x}{}: {insn}\n", event.vcpu, self.name_of(rip));
             let json = json!({ "vcpu": event.vcpu, "stop": reason, "rip": rip, "symbol": self.symbols.locate(rip).map(|l| l.to_string()), "instruction": insn });
             let ended = Outcome::from_stop(&reason, &snapshot);
             return Ok(Output { text, json, ended });

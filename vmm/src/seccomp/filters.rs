@@ -203,6 +203,8 @@ fn entries(thread: Thread) -> Vec<Entry> {
                 vec![
                     ("FIONBIO", FIONBIO),
                     ("TCGETS", TCGETS),
+                    // `run linux --shell` restores the terminal it put in raw mode.
+                    ("TCSETS", TCSETS),
                     ("TIOCGWINSZ", TIOCGWINSZ),
                     // `snapshot FILE`: the VM's kvmclock.
                     ("KVM_GET_CLOCK", ioctls::KVM_GET_CLOCK()),
