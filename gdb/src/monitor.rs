@@ -75,6 +75,9 @@ const HELP: &str = "vmscope monitor commands:
   devices             virtio devices: MMIO window, IRQ, status, queues, counters
   vq DEVICE QUEUE     a virtqueue decoded: rings and the chains in flight
   snapshot FILE       the whole guest to FILE (vmscope run --restore FILE resumes it)
+  ps | dmesg [N] | uname | pt --pid N [ADDR] | mappings --pid N
+                      a Linux guest's processes, log, release and a process's
+                      page tables, read from its memory with the vmlinux's DWARF
 ";
 
 impl MonitorCmd for VmTarget<'_> {
@@ -107,6 +110,19 @@ impl VmTarget<'_> {
     fn run(&mut self, line: &str, out: &mut ConsoleOutput<'_>) -> Result<(), String> {
         // gdb spells the program counter $pc; the command language knows $rip too.
         let line = line.replace("$pc", "$rip");
+        // ps, dmesg, uname, pt/mappings --pid: inspect::linux reads the Linux guest.
+        let mem = vmm::vstate::memory::PhysView(self.machine.memory());
+        let ctx =
+            || self.machine.paging_context(0).unwrap_or(inspect::paging::PagingContext::long_mode(0, false));
+        if let Some(r) =
+            inspect::linux::commands::execute_line(&line, &mem, ctx, inspect::linux::commands::vmlinux())
+        {
+            let _ = match r {
+                Ok(o) => out.write_str(&bounded(&o.text)),
+                Err(e) => writeln!(out, "error: {e}"),
+            };
+            return Ok(());
+        }
         // snapshot FILE: the whole guest, while gdb holds it stopped.
         if let Some(r) = vmm::snapshot::command::execute_line(self.machine, &line) {
             let _ = match r {

@@ -107,6 +107,10 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
     if args.shell {
         forward_stdin(&machine);
     }
+    // ps, dmesg, uname in sessions and gdb's monitor read the guest with this vmlinux's DWARF.
+    if let Some(p) = &debug_image {
+        inspect::linux::commands::set_vmlinux(p);
+    }
     // The kernel's symbols, for gdb's monitor commands and for sessions (read only then:
     // the DWARF vmlinux is over 50 MiB).
     let symbols = || {

@@ -116,6 +116,18 @@ pub fn run(
             }
             continue;
         }
+        // ps, dmesg, uname, pt/mappings --pid: inspect::linux reads the Linux guest.
+        let mem = vmm::vstate::memory::PhysView(machine.memory());
+        let ctx = || machine.paging_context(0).unwrap_or(inspect::paging::PagingContext::long_mode(0, false));
+        if let Some(r) =
+            inspect::linux::commands::execute_line(line, &mem, ctx, inspect::linux::commands::vmlinux())
+        {
+            match r {
+                Ok(o) => emit(line, &Output { text: o.text, json: o.json, ended: None }),
+                Err(e) => fail(line, &e),
+            }
+            continue;
+        }
         let cmd = match inspect::command::parse(line) {
             Ok(c) => c,
             Err(e) => {
