@@ -55,7 +55,7 @@ fn this_kernel_traps_and_the_report_lists_every_thread() {
     assert_eq!(kernel_support(), Ok(()));
     let r = report();
     let kinds: Vec<&str> = r.threads.iter().map(|t| t.thread.name()).collect();
-    assert_eq!(kinds, ["vcpu", "doorbell", "main"]);
+    assert_eq!(kinds, ["vcpu", "doorbell", "main", "qmp"]);
     assert!(r.threads.iter().all(|t| t.allowed == t.thread.allow_list().len() && t.allowed > 10));
     assert_eq!(r.exit_status_when_denied, 159);
 }
