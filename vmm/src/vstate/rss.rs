@@ -44,9 +44,12 @@ pub fn guest_resident_bytes(mem: &GuestMemory) -> Option<u64> {
     let mut in_guest = false;
     for line in smaps.lines() {
         if let Some((range, _)) = line.split_once(' ') {
-            if let Some((lo, _)) = range.split_once('-') {
-                if let Ok(lo) = u64::from_str_radix(lo, 16) {
-                    in_guest = starts.contains(&lo);
+            if let Some((lo, hi)) = range.split_once('-') {
+                if let (Ok(lo), Ok(hi)) = (u64::from_str_radix(lo, 16), u64::from_str_radix(hi, 16)) {
+                    // The kernel may merge a guest region with an adjacent anonymous mapping
+                    // of the same flags, so the area is the one that holds the region's start
+                    // (then an upper bound: it counts the neighbour's resident pages too).
+                    in_guest = starts.iter().any(|&s| lo <= s && s < hi);
                     continue;
                 }
             }
