@@ -4,11 +4,11 @@
 //! `monitor devices`, `monitor vq 0 0`).
 
 use crate::target::VmTarget;
+use debugger::{render, Debugger};
 use gdbstub::target::ext::monitor_cmd::{ConsoleOutput, MonitorCmd};
 use inspect::command::Command;
 use std::fmt::Write;
 use std::time::Duration;
-use vmm::machine::commands::Session;
 
 /// The most bytes one `monitor xp`/`monitor x` reads (64 KiB: a 4096-line dump). The
 /// session commands behind `monitor` allocate what they are asked for, so the stub refuses
@@ -154,10 +154,10 @@ impl VmTarget<'_> {
                 let _ = writeln!(out, "error: {}", over_limit(&cmd).unwrap_or_default());
             }
             Ok(cmd) => {
-                let session = Session::new(self.machine, self.symbols, Duration::from_secs(10));
+                let session = Debugger::new(self.machine, self.symbols, Duration::from_secs(10));
                 match session.execute(&cmd) {
-                    Ok(o) => {
-                        let _ = out.write_str(&bounded(&o.text));
+                    Ok(reply) => {
+                        let _ = out.write_str(&bounded(&render::text(&reply)));
                     }
                     Err(e) => {
                         let _ = writeln!(out, "error: {e}");

@@ -46,7 +46,7 @@ pub fn session_dump(
     machine: &Machine,
     symbols: &inspect::symbols::SymbolTable,
     line: &str,
-) -> Option<Result<vmm::machine::commands::Output, String>> {
+) -> Option<Result<debugger::Output, String>> {
     let rest = line.trim().strip_prefix("dump")?;
     if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
         return None;
@@ -62,7 +62,7 @@ fn write_dump(
     machine: &Machine,
     symbols: &inspect::symbols::SymbolTable,
     path: &str,
-) -> Result<vmm::machine::commands::Output, String> {
+) -> Result<debugger::Output, String> {
     use std::os::unix::fs::OpenOptionsExt;
     let guest = qmp::Guest::with_symbols(machine, symbols);
     let was_running = guest.running();
@@ -90,7 +90,7 @@ fn write_dump(
         machine.vcpu_count()
     );
     let json = json!({"dump": path, "bytes": report.bytes, "memory": report.memory, "vmcoreinfo": report.vmcoreinfo.map(|s| s.name())});
-    Ok(vmm::machine::commands::Output { text, json, ended: None })
+    Ok(debugger::Output { text, json, ended: None })
 }
 
 /// Arguments of `vmscope dump`.

@@ -4,11 +4,11 @@
 //! With `--json` each command's result is one JSON line and the guest console goes to
 //! stderr so standard output stays machine-readable.
 
+use debugger::{render, Debugger, Output};
 use std::io::BufRead;
 use std::path::Path;
 use std::process::ExitCode;
 use std::time::Duration;
-use vmm::machine::commands::{Output, Session};
 use vmm::machine::{Machine, Outcome};
 
 /// How long `step`/`cont` wait for a stop unless `--timeout` says otherwise (CPL0 code on
@@ -43,7 +43,7 @@ pub fn run(
         Some(p) => Box::new(read_script(p)?.into_iter().map(Ok)),
         None => Box::new(StdinLines { stdin: std::io::stdin().lock(), number: 0 }),
     };
-    let mut session = Session::new(machine, symbols, stop_timeout);
+    let mut session = Debugger::new(machine, symbols, stop_timeout);
     session.decoder = decoder;
     let emit = |line: &str, out: &Output| {
         if json {
@@ -59,8 +59,10 @@ pub fn run(
             println!("error: {e}");
         }
     };
-    let exec = |session: &mut Session, line: &str| {
-        inspect::command::parse(line).map_err(anyhow::Error::from).and_then(|c| Ok(session.execute(&c)?))
+    let exec = |session: &mut Debugger, line: &str| {
+        inspect::command::parse(line)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok(render::output(session.execute(&c)?)))
     };
     for b in breaks {
         let line = format!("break {b}");
@@ -87,7 +89,7 @@ pub fn run(
     // With breakpoints, run to the first stop before taking commands; without, commands
     // start with the guest paused before its first instruction.
     if !breaks.is_empty() {
-        let first = session.execute(&inspect::command::Command::Cont)?;
+        let first = render::output(session.execute(&inspect::command::Command::Cont)?);
         emit("cont", &first);
         if let Some(end) = first.ended {
             return Ok(Some(end));
@@ -104,7 +106,7 @@ pub fn run(
         }
         if let Some(r) = vmm::snapshot::command::execute_line(machine, line) {
             match r {
-                Ok(out) => emit(line, &out),
+                Ok(o) => emit(line, &Output { text: o.text, json: o.json, ended: None }),
                 Err(e) => fail(line, &e),
             }
             continue;
@@ -138,7 +140,7 @@ pub fn run(
         if cmd == inspect::command::Command::Quit {
             break;
         }
-        match session.execute(&cmd) {
+        match session.execute(&cmd).map(render::output) {
             Ok(out) => {
                 emit(line, &out);
                 if let Some(end) = out.ended {

@@ -7,6 +7,7 @@ use crate::app::{Action, App, GuestState, GuestView};
 use crossterm::event::{self, Event, KeyEventKind};
 use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute};
+use debugger::{render, Debugger, StepOver};
 use inspect::command::{parse, Command};
 use inspect::disasm::{self, Options};
 use inspect::exits::ExitStats;
@@ -17,7 +18,6 @@ use ratatui::Terminal;
 use std::io::{Read, Stdout};
 use std::time::{Duration, Instant};
 use vmm::devices::console::Console;
-use vmm::machine::commands::Session;
 use vmm::machine::{Machine, Outcome};
 use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
 
@@ -310,10 +310,10 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
                 Ok(String::new())
             }
             Ok(cmd) => {
-                let session = Session::new(m, &g.symbols, Duration::from_secs(5));
+                let session = Debugger::new(m, &g.symbols, Duration::from_secs(5));
                 match session.execute(&cmd) {
-                    Ok(out) => {
-                        app.overlay = Some((line.clone(), out.text));
+                    Ok(reply) => {
+                        app.overlay = Some((line.clone(), render::text(&reply)));
                         Ok(line)
                     }
                     Err(e) => Err(e.to_string()),
@@ -324,10 +324,10 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
         Action::PageTable(_, addr) => {
             let target = addr
                 .map_or(inspect::command::Addr::Register("rip".into(), 0), inspect::command::Addr::Number);
-            let session = Session::new(m, &g.symbols, Duration::from_secs(5));
+            let session = Debugger::new(m, &g.symbols, Duration::from_secs(5));
             match session.execute(&Command::Pt { addr: target, host: false }) {
-                Ok(out) => {
-                    app.overlay = Some(("page-table walk (esc closes)".into(), out.text));
+                Ok(reply) => {
+                    app.overlay = Some(("page-table walk (esc closes)".into(), render::text(&reply)));
                     Ok("page tables".into())
                 }
                 Err(e) => Err(e.to_string()),
@@ -353,18 +353,16 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
 
 /// Step over: a call gets a temporary breakpoint after it; anything else a single step.
 fn step_over(g: &mut LiveGuest) -> Result<String, String> {
-    let m = &g.machine;
-    let s = m.snapshot(0).map_err(|e| e.to_string())?;
-    let code = m.read_virt(0, Gva(s.regs.rip), 15).map_err(|e| e.to_string())?;
-    match disasm::step_over_target(&code, s.regs.rip, s.sregs.cpu_mode()) {
-        Some(after) if !m.breakpoints().contains(after) => {
-            m.insert_sw_breakpoint(Gva(after)).map_err(|e| e.to_string())?;
-            g.temp_breakpoint = Some(after);
-            m.resume_all().map_err(|e| e.to_string())?;
+    // The stop arrives through `refresh`, which removes the temporary breakpoint.
+    let dbg = Debugger::new(&g.machine, &g.symbols, Duration::ZERO);
+    match dbg.start_step_over().map_err(|e| e.to_string())? {
+        StepOver::OverCall { temporary } => {
+            if temporary.is_some() {
+                g.temp_breakpoint = temporary;
+            }
             Ok("stepping over the call".into())
         }
-        Some(_) => m.resume_all().map(|()| "stepping over the call".into()).map_err(|e| e.to_string()),
-        None => m.step(0, 1).map(|()| "step".into()).map_err(|e| e.to_string()),
+        StepOver::Stepped => Ok("step".into()),
     }
 }
 

@@ -2,7 +2,6 @@
 //! waits for what they report. The CLI, the gdb stub and the TUI drive a guest through a
 //! [`Machine`] (and its vCPU handles); none of them touches KVM.
 
-pub mod commands;
 mod debug;
 
 pub use debug::{DebugError, HwBreakpoint, HwKind, HwSlots};
@@ -475,6 +474,12 @@ impl Machine {
     /// The port I/O bus (console, serial).
     pub fn bus(&self) -> &PortIoBus {
         &self.bus
+    }
+
+    /// The virtio-mmio devices and their queues, as the debugger's `devices` and `vq` show
+    /// them.
+    pub fn virtio_device_info(&self) -> Vec<crate::devices::MmioDeviceInfo> {
+        self.bus.mmio().devices()
     }
 
     /// The software-breakpoint table.

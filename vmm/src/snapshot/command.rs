@@ -3,12 +3,20 @@
 //! command is theirs.
 
 use super::{save, SnapshotError};
-use crate::machine::commands::Output;
 use crate::machine::Machine;
 use std::path::Path;
 
 /// The commands this module answers, for `help`.
 pub const HELP: &str = "snapshot FILE       write the whole guest (vCPUs, devices, memory, breakpoints) to FILE; `vmscope run --restore FILE` resumes it\n";
+
+/// What `snapshot FILE` reports: text for people, JSON for scripts.
+#[derive(Debug)]
+pub struct Output {
+    /// For people.
+    pub text: String,
+    /// For scripts (the saved file's summary).
+    pub json: serde_json::Value,
+}
 
 /// Runs `line` if it is a snapshot command; `None` if it is not one.
 pub fn execute_line(machine: &Machine, line: &str) -> Option<Result<Output, SnapshotError>> {
@@ -39,6 +47,6 @@ pub fn execute_line(machine: &Machine, line: &str) -> Option<Result<Output, Snap
             }
         );
         let json = serde_json::to_value(&s).unwrap_or_default();
-        Output { text, json, ended: None }
+        Output { text, json }
     }))
 }
