@@ -195,13 +195,13 @@ impl Debugger<'_> {
     }
 
     pub(crate) fn devices(&self) -> Reply {
-        Reply::Devices(DevicesReply { devices: self.machine.virtio_device_info() })
+        Reply::Devices(DevicesReply { devices: self.machine.virtio_devices() })
     }
 
     pub(crate) fn virtqueue(&self, device: u64, queue: u64) -> Result<Reply, DebuggerError> {
         let d = usize::try_from(device)
             .ok()
-            .and_then(|i| self.machine.virtio_device_info().into_iter().nth(i))
+            .and_then(|i| self.machine.virtio_devices().into_iter().nth(i))
             .ok_or(DebuggerError::NoDevice(device))?;
         let layout = usize::try_from(queue)
             .ok()

@@ -44,9 +44,7 @@ impl<'a> Guest<'a> {
     pub fn new(machine: &'a Machine, symbols: SymbolSource) -> Self {
         let vcpus = (0..machine.vcpu_count()).filter_map(|i| machine.vcpu(i).ok()).collect();
         let mmio = machine
-            .bus()
-            .mmio()
-            .devices()
+            .virtio_devices()
             .iter()
             .map(|d| {
                 (

@@ -39,9 +39,9 @@ pub use hmp::{MAX_DUMP_BYTES, MAX_LINES};
 pub use server::{Handle, MAX_CLIENTS, MAX_OUTPUT};
 
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::time::Duration;
 use vmm::machine::{Machine, Outcome};
-use vmm::vstate::vcpu::{RunState, StopReason, VcpuEventKind, VcpuSnapshot};
+use vmm::vstate::vcpu::StopReason;
 
 /// Errors of starting the QMP server.
 #[derive(Debug, thiserror::Error)]
@@ -99,38 +99,5 @@ pub fn shutdown_reason(outcome: &Outcome) -> &'static str {
 /// Waits until the guest ends or `limit` passes, as `Machine::wait` does, except that the
 /// stops a QMP client causes (`stop`, dumps: `Paused`) do not end the run.
 pub fn wait_for_guest(machine: &Machine, limit: Option<Duration>) -> Outcome {
-    let deadline = limit.and_then(|l| Instant::now().checked_add(l));
-    loop {
-        let wait = match deadline {
-            Some(d) => d.saturating_duration_since(Instant::now()),
-            None => Duration::from_secs(3600),
-        };
-        if deadline.is_some_and(|d| Instant::now() >= d) {
-            machine.pause_all();
-            let snapshot = machine.snapshot(0).ok().map(Box::new);
-            return Outcome::TimedOut { limit: limit.unwrap_or_default(), snapshot };
-        }
-        let event = match machine.events().recv_timeout(wait) {
-            Ok(e) => e,
-            Err(std::sync::mpsc::RecvTimeoutError::Timeout) => continue,
-            Err(std::sync::mpsc::RecvTimeoutError::Disconnected) => {
-                return Outcome::Fault {
-                    reason: StopReason::RunFailed { error: "every vCPU thread ended".into() },
-                    snapshot: Box::new(VcpuSnapshot {
-                        index: 0,
-                        state: RunState::Paused,
-                        regs: Default::default(),
-                        sregs: Default::default(),
-                        exits: Default::default(),
-                        host: machine.host(),
-                    }),
-                }
-            }
-        };
-        if let VcpuEventKind::Stopped { reason, snapshot } = event.kind {
-            if reason != StopReason::Paused {
-                return Outcome::from_stop(&reason, &snapshot).unwrap_or(Outcome::Fault { reason, snapshot });
-            }
-        }
-    }
+    machine.wait_past_pauses(limit)
 }

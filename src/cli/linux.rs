@@ -168,7 +168,7 @@ fn panic_excerpt(tail: &str) -> Option<String> {
 
 /// Feeds this process's standard input to the guest's serial port.
 fn forward_stdin(machine: &Machine) {
-    let serial = machine.bus().serial().clone();
+    let serial = machine.serial_input();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin();
         let mut buf = [0u8; 64];
@@ -176,14 +176,8 @@ fn forward_stdin(machine: &Machine) {
             if n == 0 {
                 break;
             }
-            let mut pending = &buf[..n];
-            while !pending.is_empty() {
-                let taken = serial.lock().map(|mut s| s.enqueue_input(pending)).unwrap_or(0);
-                pending = &pending[taken..];
-                if taken == 0 {
-                    std::thread::sleep(Duration::from_millis(5));
-                }
-            }
+            // What the user typed is never dropped: wait as long as the guest takes.
+            serial.send_all(&buf[..n], Duration::MAX);
         }
     });
 }

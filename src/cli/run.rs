@@ -381,9 +381,9 @@ fn write_stats(
         "kvm_stats": machine.kvm_stats().into_iter().collect::<std::collections::BTreeMap<_, _>>(),
         "doorbell_rings": machine.doorbell_rings(),
         // Hypercalls refused: argument structs outside RAM, console buffers refused.
-        "hypercalls": machine.bus().hypercall_refusals(),
+        "hypercalls": machine.hypercall_refusals(),
         // Each virtio device's registers and counters (refused accesses, errors, …).
-        "virtio": machine.bus().mmio().devices(),
+        "virtio": machine.virtio_devices(),
         "shared_ring": machine.ring_stats().map(|(bytes, sleeps, errors)| serde_json::json!({
             "consumer": machine.ring_consumer().map(|m| m.name()),
             "bytes": bytes,

@@ -305,7 +305,6 @@ pub fn run_restored(args: &super::run::RunArgs, file: &Path) -> anyhow::Result<E
     }
     vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
     let symbols = symbols_of(&restored.meta.guest_name);
-    let mut machine = machine;
     let outcome = if let Some(addr) = &args.gdb {
         match super::gdb::serve(&machine, addr, &symbols, None, args.gdb_wait)? {
             Some(outcome) => outcome,

@@ -334,7 +334,7 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
             }
         }
         Action::SerialInput(_, bytes) => {
-            let taken = m.bus().serial().lock().map(|mut s| s.enqueue_input(&bytes)).unwrap_or(0);
+            let taken = m.serial_input().send(&bytes);
             if taken == bytes.len() {
                 Ok(String::new())
             } else {
@@ -370,7 +370,7 @@ fn step_over(g: &mut LiveGuest) -> Result<String, String> {
 pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &mut String) {
     let answer = view.push_console(&g.console.take_buffer());
     if !answer.is_empty() {
-        let _ = g.machine.bus().serial().lock().map(|mut s| s.enqueue_input(&answer));
+        let _ = g.machine.serial_input().send(&answer);
     }
     while let Some(ev) = g.machine.next_event(Duration::ZERO) {
         let VcpuEventKind::Stopped { reason, snapshot } = ev.kind else { continue };
@@ -437,7 +437,7 @@ pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &m
         g.last_exits = stats;
         view.insn_emulation =
             g.machine.kvm_stats().into_iter().find(|(n, _)| n == "insn_emulation").map(|(_, v)| v);
-        view.virtio = g.machine.bus().mmio().devices().iter().map(virtio_line).collect();
+        view.virtio = g.machine.virtio_devices().iter().map(virtio_line).collect();
     }
 }
 

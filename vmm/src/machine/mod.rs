@@ -258,7 +258,7 @@ impl Machine {
         let vm = Vm::new(&kvm, &mem, false)?;
         let layout = elf_guest::setup(&mem, &cfg.name, &cfg.elf, &cfg.cmdline, cfg.ring, cfg.vcpus as u32)?;
         let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), None)));
-        let mmio = Self::virtio_devices(None, &mem, disks)?;
+        let mmio = Self::build_virtio_devices(None, &mem, disks)?;
         // Best effort: without it, doorbell writes are ordinary (ignored) port exits. Its
         // ioeventfd is registered on the first ring (see devices/doorbell.rs).
         let doorbell = if cfg.doorbell {
@@ -307,7 +307,7 @@ impl Machine {
         let kvm = KvmSystem::open()?;
         let mem = create_guest_memory(cfg.mem_mib.saturating_mul(1 << 20))?;
         let vm = Vm::new(&kvm, &mem, true)?;
-        let mmio = Self::virtio_devices(Some(&vm), &mem, &cfg.disks)?;
+        let mmio = Self::build_virtio_devices(Some(&vm), &mem, &cfg.disks)?;
         let cmdline = with_device_args(&cfg.cmdline, &mmio.kernel_cmdline());
         let initrd = cfg.initrd.as_ref().map(|(n, b)| (n.as_str(), &b[..]));
         let layout = linux::setup(&mem, &cfg.kernel_name, &cfg.kernel, initrd, &cmdline, cfg.boot)?;
@@ -353,7 +353,7 @@ impl Machine {
 
     /// One virtio-blk device per disk, each on its own window and interrupt line (an
     /// irqfd on `vm`'s in-kernel irqchip; no interrupt without one).
-    fn virtio_devices(
+    fn build_virtio_devices(
         vm: Option<&Vm>,
         mem: &GuestMemory,
         disks: &[DiskConfig],
@@ -466,20 +466,30 @@ impl Machine {
         self.started
     }
 
-    /// The VM.
-    pub fn vm(&self) -> &Vm {
+    /// The VM (for the VMM's own state savers; frontends ask the machine).
+    pub(crate) fn vm(&self) -> &Vm {
         &self.vm
     }
 
-    /// The port I/O bus (console, serial).
-    pub fn bus(&self) -> &PortIoBus {
+    /// The port I/O bus (for the VMM's own state savers; frontends ask the machine).
+    pub(crate) fn bus(&self) -> &PortIoBus {
         &self.bus
     }
 
     /// The virtio-mmio devices and their queues, as the debugger's `devices` and `vq` show
     /// them.
-    pub fn virtio_device_info(&self) -> Vec<crate::devices::MmioDeviceInfo> {
+    pub fn virtio_devices(&self) -> Vec<crate::devices::MmioDeviceInfo> {
         self.bus.mmio().devices()
+    }
+
+    /// A handle that types into the guest's serial port (COM1) from any thread.
+    pub fn serial_input(&self) -> crate::devices::legacy::serial::SerialInput {
+        crate::devices::legacy::serial::SerialInput::new(self.bus.serial().clone())
+    }
+
+    /// What the hypercall device refused so far, by reason.
+    pub fn hypercall_refusals(&self) -> crate::devices::hypercall::HypercallRefusals {
+        self.bus.hypercall_refusals()
     }
 
     /// The software-breakpoint table.
@@ -495,11 +505,6 @@ impl Machine {
     /// The handle of vCPU `index`.
     pub fn vcpu(&self, index: usize) -> Result<&VcpuHandle, MachineError> {
         self.vcpus.get(index).ok_or(MachineError::NoSuchVcpu(index))
-    }
-
-    /// The event channel all vCPUs report on.
-    pub fn events(&self) -> &Receiver<VcpuEvent> {
-        &self.events
     }
 
     /// A snapshot of vCPU `index`.
@@ -561,10 +566,20 @@ impl Machine {
     }
 
     /// Runs until the guest exits, faults, or `limit` passes (then pauses every vCPU).
-    /// Debugger stops (breakpoints, steps, pauses) are returned to the caller as faults
-    /// only if nobody else handles them; use [`Machine::events`] directly when debugging.
-    pub fn wait(&mut self, limit: Option<Duration>) -> Outcome {
-        let deadline = limit.map(|l| Instant::now() + l);
+    /// Debugger stops (breakpoints, steps, pauses) end the run as faults: nobody handles
+    /// them here; a debugger takes the events with [`Machine::next_event`] instead.
+    pub fn wait(&self, limit: Option<Duration>) -> Outcome {
+        self.wait_until(limit, false)
+    }
+
+    /// As [`Machine::wait`], except that pauses do not end the run: a control-socket client
+    /// that stops and continues the guest (QMP `stop`, a dump) is no reason to end it.
+    pub fn wait_past_pauses(&self, limit: Option<Duration>) -> Outcome {
+        self.wait_until(limit, true)
+    }
+
+    fn wait_until(&self, limit: Option<Duration>, past_pauses: bool) -> Outcome {
+        let deadline = limit.and_then(|l| Instant::now().checked_add(l));
         loop {
             let event = match deadline {
                 Some(d) => match self.events.recv_timeout(d.saturating_duration_since(Instant::now())) {
@@ -578,13 +593,15 @@ impl Machine {
                 },
             };
             if let VcpuEventKind::Stopped { reason, snapshot } = event.kind {
-                // Nobody handles debugger stops here: they end the run as faults.
+                if past_pauses && reason == StopReason::Paused {
+                    continue;
+                }
                 return Outcome::from_stop(&reason, &snapshot).unwrap_or(Outcome::Fault { reason, snapshot });
             }
         }
     }
 
-    fn time_out(&mut self, limit: Duration) -> Outcome {
+    fn time_out(&self, limit: Duration) -> Outcome {
         self.pause_all();
         let snapshot = self.snapshot(0).ok().map(Box::new);
         Outcome::TimedOut { limit, snapshot }

@@ -3,6 +3,8 @@
 //! bound to IRQ 4.
 
 use crate::devices::console::Console;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 use vm_superio::{Serial, Trigger};
 use vmm_sys_util::eventfd::EventFd;
 
@@ -95,5 +97,44 @@ impl SerialPort {
     /// Bytes written to the transmit register so far (including divisor-latch writes).
     pub fn bytes_out(&self) -> u64 {
         self.bytes_out
+    }
+}
+
+/// Types into COM1's receive FIFO from any thread: what a frontend holds instead of the
+/// port itself (the TUI's console pane, `run linux --shell`'s standard input).
+#[derive(Clone)]
+pub struct SerialInput(Arc<Mutex<SerialPort>>);
+
+impl SerialInput {
+    /// The input side of `port`.
+    pub fn new(port: Arc<Mutex<SerialPort>>) -> Self {
+        Self(port)
+    }
+
+    /// Queues as many of `bytes` as the 64-byte FIFO takes now; returns how many.
+    pub fn send(&self, bytes: &[u8]) -> usize {
+        self.0.lock().map(|mut s| s.enqueue_input(bytes)).unwrap_or(0)
+    }
+
+    /// Queues all of `bytes`, waiting while the guest has not read the FIFO empty enough.
+    /// Gives up (returning how many went in) once `patience` passes without progress, so a
+    /// guest that stopped reading cannot hold the caller forever.
+    pub fn send_all(&self, bytes: &[u8], patience: Duration) -> usize {
+        const POLL: Duration = Duration::from_millis(5);
+        let mut sent = 0;
+        let mut waited = Duration::ZERO;
+        while sent < bytes.len() {
+            let taken = self.send(&bytes[sent..]);
+            sent += taken;
+            if taken > 0 {
+                waited = Duration::ZERO;
+            } else if waited >= patience {
+                break;
+            } else {
+                std::thread::sleep(POLL);
+                waited += POLL;
+            }
+        }
+        sent
     }
 }
