@@ -4,11 +4,16 @@
 //! directly.
 
 use crate::reply::{Reply, Stop, WatchHit};
+use crate::watch::{self, Watch};
 use crate::{Debugger, DebuggerError};
 use inspect::disasm;
+use inspect::paging::PagingContext;
 use inspect::Gva;
 use vmm::machine::Outcome;
 use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
+
+/// The longest x86 instruction, in bytes.
+const MAX_INSTRUCTION: usize = 15;
 
 /// A step-over that [`Debugger::start_step_over`] started.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -35,7 +40,7 @@ impl Debugger<'_> {
     /// [`Debugger::finish_step_over`].
     pub fn start_step_over(&self) -> Result<StepOver, DebuggerError> {
         let snap = self.snapshot()?;
-        let code = self.machine.read_virt(self.vcpu, Gva(snap.regs.rip), 15)?;
+        let code = self.machine.read_virt(self.vcpu, Gva(snap.regs.rip), MAX_INSTRUCTION)?;
         let Some(after) = disasm::step_over_target(&code, snap.regs.rip, snap.sregs.cpu_mode()) else {
             self.machine.step(self.vcpu, 1)?;
             return Ok(StepOver::Stepped);
@@ -76,37 +81,45 @@ impl Debugger<'_> {
         Ok(Reply::Stop(Box::new(self.await_stop()?)))
     }
 
-    fn watched_bytes(&self) -> Result<Vec<Vec<u8>>, DebuggerError> {
-        let watches = self.watches.borrow().clone();
-        watches
-            .ranges()
-            .iter()
-            .map(|&(a, l)| Ok(self.machine.read_virt(self.vcpu, Gva(a), l as usize)?))
-            .collect()
-    }
-
-    /// `cont` with software watchpoints: step until a watched value changes, a breakpoint
-    /// is reached, or the guest stops for another reason.
+    /// `cont` with software watchpoints: step one instruction at a time; before each, work
+    /// out what it will write, and stop after it if that overlaps a watched range (a trap
+    /// after the instruction, as a debug register gives), at a breakpoint address, or
+    /// when the guest stops for another reason.
     fn cont_watching(&self) -> Result<Reply, DebuggerError> {
-        let mut before = self.watched_bytes()?;
         loop {
+            let hit = self.next_watch_hit()?;
+            let old = hit.map(|w| self.read_watched(&w));
             self.machine.step(self.vcpu, 1)?;
             let stop = self.await_stop()?;
             if stop.ended.is_some() || stop.reason != StopReason::Step {
                 return Ok(Reply::Stop(Box::new(stop)));
             }
-            let now = self.watched_bytes()?;
-            let change = self.watches.borrow().first_change(&before, &now);
-            if let Some(c) = change {
-                let symbol = self.symbol_of(c.addr);
-                let hit = WatchHit { watchpoint: c.addr, old: c.old, new: c.new, stop, symbol };
+            if let (Some(w), Some(old)) = (hit, old) {
+                let new = self.read_watched(&w);
+                let symbol = self.symbol_of(w.addr);
+                let hit = WatchHit { watchpoint: w.addr, old, new, stop, symbol };
                 return Ok(Reply::WatchHit(Box::new(hit)));
             }
             if self.machine.breakpoints().contains(stop.rip) {
                 return Ok(Reply::Stop(Box::new(stop)));
             }
-            before = now;
         }
+    }
+
+    /// The watchpoint the instruction at RIP will fire, if any.
+    fn next_watch_hit(&self) -> Result<Option<Watch>, DebuggerError> {
+        let snap = self.snapshot()?;
+        let ctx = PagingContext::from_sregs(&snap.sregs);
+        let code = self.machine.read_virt_in(&ctx, Gva(snap.regs.rip), MAX_INSTRUCTION);
+        let bitness = snap.sregs.cpu_mode().bitness();
+        let accesses = watch::accesses(&code, snap.regs.rip, bitness, &snap.regs, &snap.sregs);
+        Ok(watch::first_hit(self.watches.borrow().watches(), &accesses).copied())
+    }
+
+    /// A watched range's value now (bytes that cannot be read count as zero).
+    fn read_watched(&self, w: &Watch) -> u128 {
+        let len = usize::try_from(w.len).unwrap_or(usize::MAX);
+        self.machine.read_virt(self.vcpu, Gva(w.addr), len).map(|b| watch::little_endian(&b)).unwrap_or(0)
     }
 
     /// Waits for the next stop of any vCPU (pauses are not stops), pauses the others, and
@@ -125,7 +138,7 @@ impl Debugger<'_> {
             let rip = snapshot.regs.rip;
             let instruction = self
                 .machine
-                .read_virt(event.vcpu, Gva(rip), 15)
+                .read_virt(event.vcpu, Gva(rip), MAX_INSTRUCTION)
                 .map(|code| disasm::decode_one(&code, rip, snapshot.sregs.cpu_mode()).text)
                 .unwrap_or_default();
             let ended = Outcome::from_stop(&reason, &snapshot);

@@ -29,12 +29,12 @@ mod listen;
 mod monitor;
 mod step;
 mod target;
-mod watch;
 
 pub use arch::{VmRegs, VmscopeX86_64, TARGET_XML};
 pub use listen::{serve_connection, Conn, ListenAddr, Listener, SessionEnd};
 pub use target::VmTarget;
 
+pub use debugger::watch::{DR_SLOTS, MAX_WATCH_LEN};
 use event_loop::VmEventLoop;
 use gdbstub::stub::{DisconnectReason, GdbStub};
 pub use listen::{PACKET_TIMEOUT, WRITE_TIMEOUT};
@@ -42,7 +42,6 @@ pub use monitor::{MAX_MONITOR_DIS, MAX_MONITOR_OUTPUT, MAX_MONITOR_READ};
 use std::time::{Duration, Instant};
 use vmm::machine::{Machine, Outcome};
 use vmm::vstate::vcpu::VcpuEventKind;
-pub use watch::{DR_SLOTS, MAX_WATCH_LEN};
 
 /// How long a new client has to send its first byte before it is turned away.
 const GREETING_TIMEOUT: Duration = Duration::from_secs(10);

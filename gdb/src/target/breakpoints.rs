@@ -8,7 +8,7 @@
 //! printed on vmscope's standard error.
 
 use super::VmTarget;
-use crate::watch::{dr_pieces, Watch};
+use debugger::watch::{self, dr_pieces, Watch};
 use gdbstub::target::ext::breakpoints::{
     Breakpoints, HwBreakpoint, HwBreakpointOps, HwWatchpoint, HwWatchpointOps, SwBreakpoint, SwBreakpointOps,
     WatchKind,
@@ -73,6 +73,24 @@ fn slot_kind(kind: WatchKind) -> HwKind {
     }
 }
 
+/// gdb's watchpoint kind as the debugger core's.
+fn core_kind(kind: WatchKind) -> watch::WatchKind {
+    match kind {
+        WatchKind::Write => watch::WatchKind::Write,
+        WatchKind::Read => watch::WatchKind::Read,
+        WatchKind::ReadWrite => watch::WatchKind::ReadWrite,
+    }
+}
+
+/// The debugger core's watchpoint kind as gdb's (for stop replies).
+pub(crate) fn gdb_kind(kind: watch::WatchKind) -> WatchKind {
+    match kind {
+        watch::WatchKind::Write => WatchKind::Write,
+        watch::WatchKind::Read => WatchKind::Read,
+        watch::WatchKind::ReadWrite => WatchKind::ReadWrite,
+    }
+}
+
 impl HwWatchpoint for VmTarget<'_> {
     fn add_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
         // A range is checked (length, wrap, pieces) before any slot is taken; a refusal is
@@ -92,12 +110,12 @@ impl HwWatchpoint for VmTarget<'_> {
                 return Ok(refused(&what, e));
             }
         }
-        self.watches.push(Watch { addr, len, kind });
+        self.watches.push(Watch { addr, len, kind: core_kind(kind) });
         Ok(true)
     }
 
     fn remove_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
-        let Some(i) = self.watches.iter().position(|w| *w == Watch { addr, len, kind }) else {
+        let Some(i) = self.watches.iter().position(|w| *w == Watch { addr, len, kind: core_kind(kind) }) else {
             return Ok(false);
         };
         self.watches.remove(i);

@@ -14,7 +14,7 @@ mod stop;
 use crate::arch::{VmRegs, VmscopeX86_64};
 use crate::cache::{StopCache, MSR_KERNEL_GS_BASE};
 use crate::step::Stepping;
-use crate::watch::{Access, Watch};
+use debugger::watch::{Access, Watch};
 use gdbstub::common::Tid;
 use gdbstub::target::ext::base::multithread::{MultiThreadBase, MultiThreadResumeOps};
 use gdbstub::target::ext::base::BaseOps;

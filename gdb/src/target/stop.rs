@@ -2,6 +2,7 @@
 //! the others are paused. Stops gdb did not ask about (the pauses of all-stop itself, the
 //! steps of a range or of an emulated watchpoint) are handled here and never reach gdb.
 
+use super::breakpoints::gdb_kind;
 use super::{tid_of, VmTarget};
 use crate::step::{AfterStep, BreakpointAt};
 use gdbstub::common::Signal;
@@ -100,8 +101,8 @@ impl VmTarget<'_> {
     fn after_step(&mut self, vcpu: usize, snapshot: &VcpuSnapshot) -> Option<Reply> {
         let tid = tid_of(vcpu);
         let in_flight = self.in_flight.remove(&vcpu).unwrap_or_default();
-        if let Some(w) = crate::watch::first_hit(&self.watches, &in_flight) {
-            return Some(MultiThreadStopReason::Watch { tid, kind: w.kind, addr: w.addr });
+        if let Some(w) = debugger::watch::first_hit(&self.watches, &in_flight) {
+            return Some(MultiThreadStopReason::Watch { tid, kind: gdb_kind(w.kind), addr: w.addr });
         }
         if std::mem::take(&mut self.interrupted) {
             return Some(MultiThreadStopReason::SignalWithThread { tid, signal: Signal::SIGINT });
@@ -154,7 +155,7 @@ impl VmTarget<'_> {
             Some(bp) => {
                 let watch = self.watches.iter().find(|w| w.addr <= bp.addr && bp.addr < w.addr + w.len);
                 let kind = match (watch, bp.kind) {
-                    (Some(w), _) => w.kind,
+                    (Some(w), _) => gdb_kind(w.kind),
                     (None, HwKind::Write) => WatchKind::Write,
                     (None, _) => WatchKind::ReadWrite,
                 };
