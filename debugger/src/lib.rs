@@ -28,6 +28,7 @@
 
 mod breakpoints;
 mod command;
+pub mod control;
 mod error;
 mod query;
 pub mod render;
@@ -35,11 +36,11 @@ pub mod reply;
 mod run;
 pub mod watch;
 
+pub use control::{Go, Run, StopEvent};
 pub use error::DebuggerError;
 pub use query::MAX_LISTED_MAPPINGS;
 pub use render::Output;
 pub use reply::{Reply, Stop};
-pub use run::StepOver;
 pub use watch::MAX_SOFT_WATCHES;
 
 use inspect::symbols::SymbolTable;

@@ -3,82 +3,33 @@
 //! A stop is typed ([`Stop`]); the software-watchpoint loop reads its reason and RIP
 //! directly.
 
+use crate::control::{Go, Run, MAX_INSTRUCTION};
 use crate::reply::{Reply, Stop, WatchHit};
 use crate::watch::{self, Watch};
 use crate::{Debugger, DebuggerError};
 use inspect::disasm;
 use inspect::paging::PagingContext;
 use inspect::Gva;
-use vmm::machine::Outcome;
-use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
-
-/// The longest x86 instruction, in bytes.
-const MAX_INSTRUCTION: usize = 15;
-
-/// A step-over that [`Debugger::start_step_over`] started.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum StepOver {
-    /// The instruction calls (or repeats): every vCPU runs to the instruction after it.
-    OverCall {
-        /// The breakpoint planted there, unless one was already set.
-        temporary: Option<u64>,
-    },
-    /// Any other instruction: one single step.
-    Stepped,
-}
+use vmm::vstate::vcpu::StopReason;
 
 impl Debugger<'_> {
     pub(crate) fn step(&self, count: u64) -> Result<Reply, DebuggerError> {
         self.machine.step(self.vcpu, count)?;
-        Ok(Reply::Stop(Box::new(self.await_stop()?)))
-    }
-
-    /// Starts a step-over without waiting: over a `call` (or `rep`-prefixed string
-    /// instruction) by a temporary breakpoint after it and resuming every vCPU; any other
-    /// instruction is single-stepped. The caller waits for the stop (`next` blocks in
-    /// [`Debugger::await_stop`], the TUI polls) and then calls
-    /// [`Debugger::finish_step_over`].
-    pub fn start_step_over(&self) -> Result<StepOver, DebuggerError> {
-        let snap = self.snapshot()?;
-        let code = self.machine.read_virt(self.vcpu, Gva(snap.regs.rip), MAX_INSTRUCTION)?;
-        let Some(after) = disasm::step_over_target(&code, snap.regs.rip, snap.sregs.cpu_mode()) else {
-            self.machine.step(self.vcpu, 1)?;
-            return Ok(StepOver::Stepped);
-        };
-        let temporary = (!self.machine.breakpoints().contains(after)).then_some(after);
-        if let Some(t) = temporary {
-            self.machine.insert_sw_breakpoint(Gva(t))?;
-        }
-        let over = StepOver::OverCall { temporary };
-        if let Err(e) = self.machine.resume_all() {
-            self.finish_step_over(&over);
-            return Err(e.into());
-        }
-        Ok(over)
-    }
-
-    /// Ends a step-over once its stop came (whatever stop it was): removes the temporary
-    /// breakpoint it planted.
-    pub fn finish_step_over(&self, over: &StepOver) {
-        if let StepOver::OverCall { temporary: Some(t) } = over {
-            let _ = self.machine.remove_sw_breakpoint(Gva(*t));
-        }
+        Ok(Reply::Stop(Box::new(self.await_stop(None)?)))
     }
 
     /// `next`: a step-over that waits for its stop.
     pub(crate) fn step_over(&self) -> Result<Reply, DebuggerError> {
-        let over = self.start_step_over()?;
-        let stop = self.await_stop();
-        self.finish_step_over(&over);
-        Ok(Reply::Stop(Box::new(stop?)))
+        let run = self.start(Go::Next)?;
+        Ok(Reply::Stop(Box::new(self.await_stop(Some(run))?)))
     }
 
     pub(crate) fn cont(&self) -> Result<Reply, DebuggerError> {
         if !self.watches.borrow().is_empty() {
             return self.cont_watching();
         }
-        self.machine.resume_all()?;
-        Ok(Reply::Stop(Box::new(self.await_stop()?)))
+        let run = self.start(Go::Cont)?;
+        Ok(Reply::Stop(Box::new(self.await_stop(Some(run))?)))
     }
 
     /// `cont` with software watchpoints: step one instruction at a time; before each, work
@@ -89,8 +40,8 @@ impl Debugger<'_> {
         loop {
             let hit = self.next_watch_hit()?;
             let old = hit.map(|w| self.read_watched(&w));
-            self.machine.step(self.vcpu, 1)?;
-            let stop = self.await_stop()?;
+            let run = self.start(Go::Step)?;
+            let stop = self.await_stop(Some(run))?;
             if stop.ended.is_some() || stop.reason != StopReason::Step {
                 return Ok(Reply::Stop(Box::new(stop)));
             }
@@ -122,28 +73,29 @@ impl Debugger<'_> {
         self.machine.read_virt(self.vcpu, Gva(w.addr), len).map(|b| watch::little_endian(&b)).unwrap_or(0)
     }
 
-    /// Waits for the next stop of any vCPU (pauses are not stops), pauses the others, and
-    /// describes it; a vCPU that does not stop within the time limit is paused and named.
-    pub fn await_stop(&self) -> Result<Stop, DebuggerError> {
+    /// Waits for the next stop of any vCPU (pauses are not stops), which finishes `run`,
+    /// pauses the others (all-stop), and describes it. A guest that does not stop within
+    /// the time limit is paused, the run cancelled, and the vCPU named.
+    pub fn await_stop(&self, run: Option<Run>) -> Result<Stop, DebuggerError> {
+        let mut run = run;
         loop {
-            let Some(event) = self.machine.next_event(self.stop_timeout) else {
-                self.machine.pause_all();
+            let Some(event) = self.poll(&mut run, self.stop_timeout) else {
+                self.cancel(run);
                 return Err(DebuggerError::NoStop { vcpu: self.vcpu, limit: self.stop_timeout });
             };
-            let VcpuEventKind::Stopped { reason, snapshot } = event.kind else { continue };
-            if matches!(reason, StopReason::Paused) {
+            if event.reason == StopReason::Paused {
                 continue;
             }
             self.machine.pause_all();
-            let rip = snapshot.regs.rip;
+            let rip = event.snapshot.regs.rip;
             let instruction = self
                 .machine
                 .read_virt(event.vcpu, Gva(rip), MAX_INSTRUCTION)
-                .map(|code| disasm::decode_one(&code, rip, snapshot.sregs.cpu_mode()).text)
+                .map(|code| disasm::decode_one(&code, rip, event.snapshot.sregs.cpu_mode()).text)
                 .unwrap_or_default();
-            let ended = Outcome::from_stop(&reason, &snapshot);
             let symbol = self.symbol_of(rip);
-            return Ok(Stop { vcpu: event.vcpu, reason, rip, symbol, instruction, ended });
+            let (vcpu, reason, ended) = (event.vcpu, event.reason, event.ended);
+            return Ok(Stop { vcpu, reason, rip, symbol, instruction, ended });
         }
     }
 }

@@ -115,7 +115,8 @@ impl HwWatchpoint for VmTarget<'_> {
     }
 
     fn remove_hw_watchpoint(&mut self, addr: u64, len: u64, kind: WatchKind) -> TargetResult<bool, Self> {
-        let Some(i) = self.watches.iter().position(|w| *w == Watch { addr, len, kind: core_kind(kind) }) else {
+        let Some(i) = self.watches.iter().position(|w| *w == Watch { addr, len, kind: core_kind(kind) })
+        else {
             return Ok(false);
         };
         self.watches.remove(i);

@@ -68,7 +68,8 @@ impl VmTarget<'_> {
             }
             let ctx = inspect::paging::PagingContext::from_sregs(&sregs);
             let code = self.machine.read_virt_in(&ctx, Gva(regs.rip), MAX_INSN);
-            let accesses = debugger::watch::accesses(&code, regs.rip, sregs.cpu_mode().bitness(), &regs, &sregs);
+            let accesses =
+                debugger::watch::accesses(&code, regs.rip, sregs.cpu_mode().bitness(), &regs, &sregs);
             self.in_flight.insert(index, accesses);
         }
         self.cache.forget(index);
