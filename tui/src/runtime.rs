@@ -7,7 +7,7 @@ use crate::app::{Action, App, GuestState, GuestView};
 use crossterm::event::{self, Event, KeyEventKind};
 use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
 use crossterm::{cursor, execute};
-use debugger::{render, Debugger, StepOver};
+use debugger::{render, Debugger, Go};
 use inspect::command::{parse, Command};
 use inspect::disasm::{self, Options};
 use inspect::exits::ExitStats;
@@ -19,7 +19,7 @@ use std::io::{Read, Stdout};
 use std::time::{Duration, Instant};
 use vmm::devices::console::Console;
 use vmm::machine::{Machine, Outcome};
-use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
+use vmm::vstate::vcpu::StopReason;
 
 /// Errors of the TUI.
 #[derive(Debug, thiserror::Error)]
@@ -41,7 +41,8 @@ pub struct LiveGuest {
     pub name: String,
     last_exits: ExitStats,
     goto: Option<u64>,
-    temp_breakpoint: Option<u64>,
+    /// The run a `g`, `s`, `n` or run-to started, until its stop (or a pause) comes.
+    run: Option<debugger::Run>,
     dirty: bool,
 }
 
@@ -55,7 +56,7 @@ impl LiveGuest {
             name: name.into(),
             last_exits: ExitStats::default(),
             goto: None,
-            temp_breakpoint: None,
+            run: None,
             dirty: true,
         }
     }
@@ -261,12 +262,14 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
     let m = &g.machine;
     let result: Result<String, String> = match action {
         Action::Pause(_) => {
-            m.pause_all();
+            Debugger::new(m, &g.symbols, Duration::ZERO).cancel(g.run.take());
             Ok("pausing".into())
         }
-        Action::Resume(_) => m.resume_all().map(|()| "running".into()).map_err(|e| e.to_string()),
-        Action::Step(_) => m.step(0, 1).map(|()| "step".into()).map_err(|e| e.to_string()),
-        Action::Next(_) => step_over(g),
+        Action::Resume(_) => start(g, Go::Cont).map(|_| "running".into()),
+        Action::Step(_) => start(g, Go::Step).map(|_| "step".into()),
+        Action::Next(_) => {
+            start(g, Go::Next).map(|resumed| if resumed { "stepping over the call" } else { "step" }.into())
+        }
         Action::ToggleBreakpoint(_, addr) => {
             let r = if m.breakpoints().contains(addr) {
                 m.remove_sw_breakpoint(Gva(addr)).map(|()| format!("breakpoint at {addr:#x} removed"))
@@ -275,17 +278,7 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
             };
             r.map_err(|e| e.to_string())
         }
-        Action::RunTo(_, addr) => {
-            let temporary = !m.breakpoints().contains(addr);
-            let r =
-                if temporary { m.insert_sw_breakpoint(Gva(addr)).map_err(|e| e.to_string()) } else { Ok(()) };
-            r.and_then(|()| {
-                if temporary {
-                    g.temp_breakpoint = Some(addr);
-                }
-                m.resume_all().map(|()| format!("running to {addr:#x}")).map_err(|e| e.to_string())
-            })
-        }
+        Action::RunTo(_, addr) => start(g, Go::RunTo(addr)).map(|_| format!("running to {addr:#x}")),
         Action::Goto(_, None) => {
             g.goto = None;
             Ok("following RIP".into())
@@ -303,8 +296,9 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
         }
         Action::Command(_, line) => match parse(&line) {
             Ok(Command::Step(n)) => m.step(0, n).map(|()| "stepping".into()).map_err(|e| e.to_string()),
-            Ok(Command::Cont) => m.resume_all().map(|()| "running".into()).map_err(|e| e.to_string()),
-            Ok(Command::Next) => step_over(g),
+            Ok(Command::Cont) => start(g, Go::Cont).map(|_| "running".into()),
+            Ok(Command::Next) => start(g, Go::Next)
+                .map(|resumed| if resumed { "stepping over the call" } else { "step" }.into()),
             Ok(Command::Quit) => {
                 app.quit = true;
                 Ok(String::new())
@@ -351,19 +345,13 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
     }
 }
 
-/// Step over: a call gets a temporary breakpoint after it; anything else a single step.
-fn step_over(g: &mut LiveGuest) -> Result<String, String> {
-    // The stop arrives through `refresh`, which removes the temporary breakpoint.
-    let dbg = Debugger::new(&g.machine, &g.symbols, Duration::ZERO);
-    match dbg.start_step_over().map_err(|e| e.to_string())? {
-        StepOver::OverCall { temporary } => {
-            if temporary.is_some() {
-                g.temp_breakpoint = temporary;
-            }
-            Ok("stepping over the call".into())
-        }
-        StepOver::Stepped => Ok("step".into()),
-    }
+/// Starts a run through the debugger core, which does not block: its stop comes through
+/// `refresh`. Whether every vCPU runs (not just one step).
+fn start(g: &mut LiveGuest, go: Go) -> Result<bool, String> {
+    let run = Debugger::new(&g.machine, &g.symbols, Duration::ZERO).start(go).map_err(|e| e.to_string())?;
+    let resumed = run.resumed;
+    g.run = Some(run);
+    Ok(resumed)
 }
 
 /// Updates a view from its machine.
@@ -372,11 +360,9 @@ pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &m
     if !answer.is_empty() {
         let _ = g.machine.serial_input().send(&answer);
     }
-    while let Some(ev) = g.machine.next_event(Duration::ZERO) {
-        let VcpuEventKind::Stopped { reason, snapshot } = ev.kind else { continue };
-        if let Some(t) = g.temp_breakpoint.take() {
-            let _ = g.machine.remove_sw_breakpoint(Gva(t));
-        }
+    let dbg = Debugger::new(&g.machine, &g.symbols, Duration::ZERO);
+    while let Some(ev) = dbg.poll(&mut g.run, Duration::ZERO) {
+        let (reason, snapshot) = (ev.reason, ev.snapshot);
         g.dirty = true;
         // A stop shows where the guest is: the disassembly follows RIP again, cursor on it.
         g.goto = None;
