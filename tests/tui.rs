@@ -1,6 +1,6 @@
 //! End to end: the real `vmscope tui` in a real terminal (tmux): pause, step three times and
 //! see RIP change, set a breakpoint, continue and see it hit, open the page-table view,
-//! quit, and check the terminal was restored.
+//! quit, and check the terminal was restored; and the default workload's ticks.
 
 mod common;
 use std::process::Command;
@@ -37,7 +37,13 @@ impl Tmux {
 
     /// Waits until the screen satisfies `ok` (the TUI refreshes every 50 ms).
     fn wait_for(&self, what: &str, ok: impl Fn(&str) -> bool) -> String {
-        let deadline = Instant::now() + Duration::from_secs(30);
+        self.wait_within(what, Duration::from_secs(30), ok)
+    }
+
+    /// [`Self::wait_for`] with a bound of its own (a Linux boot on a busy PVM host takes
+    /// minutes); the bound only turns a hang into a failure, it is not what is tested.
+    fn wait_within(&self, what: &str, bound: Duration, ok: impl Fn(&str) -> bool) -> String {
+        let deadline = Instant::now() + bound;
         loop {
             let s = self.screen();
             if ok(&s) {
@@ -67,7 +73,11 @@ fn rip(screen: &str) -> Option<String> {
 #[test]
 fn pause_step_break_continue_pagetables_quit() {
     let bin = env!("CARGO_BIN_EXE_vmscope");
-    let t = Tmux::start(&format!("{bin} tui unikernel; echo VMSCOPE-EXITED $?; sleep 30"));
+    // A long sieve (the default workload sleeps most of the time): its loop is where the
+    // steps and the breakpoint below land.
+    let t = Tmux::start(&format!(
+        "{bin} tui unikernel --workload 'compute 20000000'; echo VMSCOPE-EXITED $?; sleep 30"
+    ));
     t.wait_for("the TUI", |s| s.contains("registers (vCPU 0)") && s.contains("[running]"));
 
     t.keys(&["Space"]);
@@ -160,4 +170,31 @@ fn a_guest_that_cannot_start_gets_a_tab_with_the_fix() {
     t.keys(&["q"]);
     let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
     assert!(s.contains("VMSCOPE-EXITED 0"), "{s}");
+}
+
+/// The lines of the console pane (the left column, between its borders), trimmed.
+fn console_lines(screen: &str) -> Vec<String> {
+    screen
+        .lines()
+        .filter_map(|l| l.strip_prefix('│'))
+        .map(|l| l.split('│').next().unwrap_or("").trim().to_string())
+        .collect()
+}
+
+/// The default TUI idles: the unikernel and the container print ticks (the container at
+/// once, not after minutes of a busy workload), and a pause lands the unikernel in its sleep.
+#[test]
+fn the_default_workload_ticks_in_the_unikernel_and_the_container() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let t = Tmux::start(&format!("{bin} tui unikernel container; echo VMSCOPE-EXITED $?; sleep 30"));
+    t.wait_for("the unikernel's ticks", |s| console_lines(s).iter().any(|l| l == "tick 2"));
+    t.keys(&["Right"]);
+    t.wait_for("the container's ticks", |s| {
+        s.contains("container [running]") && console_lines(s).iter().any(|l| l == "tick 2")
+    });
+    t.keys(&["Left", "Space"]);
+    let s = t.wait_for("the pause", |s| s.contains("[paused"));
+    assert!(s.contains("rdx 0000000000000504") || s.contains("sleep_us"), "paused in its sleep:\n{s}");
+    t.keys(&["q"]);
+    t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED 0"));
 }

@@ -24,9 +24,12 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
     let run = guests::container::run(&bundle, &args.runtime)?;
     if args.verbose {
         eprintln!("vmscope: the container ran for {:.3} ms", run.elapsed.as_secs_f64() * 1e3);
-        if !run.stderr.trim().is_empty() {
-            eprintln!("{}", run.stderr.trim());
-        }
+    }
+    let failed = run.interrupted.is_none() && run.code != Some(0);
+    // What the workload said on stderr is its reason: shown whenever it failed, not only
+    // with -v.
+    if (args.verbose || failed) && !run.stderr.trim().is_empty() {
+        eprintln!("{}", tail(run.stderr.trim(), STDERR_LINES));
     }
     if let Some(signal) = run.interrupted {
         eprintln!(
@@ -42,10 +45,39 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             );
             ExitCode::from(137)
         }
-        Some(c) => ExitCode::from((c & 0xff) as u8),
+        Some(0) => ExitCode::SUCCESS,
+        Some(c) => {
+            let why = if run.stderr.trim().is_empty() { " (it wrote nothing to stderr)" } else { "" };
+            eprintln!("vmscope: the workload in the container exited with status {c}{why}");
+            ExitCode::from((c & 0xff) as u8)
+        }
         None => {
             eprintln!("vmscope: the container was killed by a signal (a memory limit of {} MiB?)", args.mem);
             ExitCode::from(125)
         }
     })
+}
+
+/// Lines of the workload's stderr shown when it fails (its last ones).
+const STDERR_LINES: usize = 20;
+
+/// The last `n` lines of `text`, with a note of how many were left out.
+fn tail(text: &str, n: usize) -> String {
+    let lines: Vec<&str> = text.lines().collect();
+    let skip = lines.len().saturating_sub(n);
+    let shown = lines[skip..].join("\n");
+    if skip == 0 {
+        shown
+    } else {
+        format!("[{skip} earlier lines of the workload's stderr left out]\n{shown}")
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn tail_keeps_the_last_lines_and_says_how_many_were_cut() {
+        assert_eq!(super::tail("a\nb", 5), "a\nb");
+        assert_eq!(super::tail("a\nb\nc", 2), "[1 earlier lines of the workload's stderr left out]\nb\nc");
+    }
 }

@@ -19,6 +19,10 @@ enum TuiGuest {
     Container,
 }
 
+/// What the guests run unless told: a tick a second, asleep in between (the unikernel
+/// through the VMM's sleep hypercall, the container with nanosleep), for about 11 days.
+pub const DEFAULT_WORKLOAD: &str = "ticks 1000000 --every 1000";
+
 /// Arguments of `vmscope tui`.
 #[derive(Args, Debug)]
 pub struct TuiArgs {
@@ -29,8 +33,10 @@ pub struct TuiArgs {
     /// `runc` or any runtime on PATH with runc's command line.
     #[arg(long, default_value = guests::container::embedded::NAME)]
     runtime: String,
-    /// The unikernel's workload.
-    #[arg(long, num_args = 1.., default_value = "compute 20000000")]
+    /// The workload of the unikernel and the container (the same contract in both). The
+    /// default prints a numbered tick every second and sleeps in between, so the TUI idles
+    /// while you look; a learner's long run is e.g. `--workload 'compute 20000000'`.
+    #[arg(long, num_args = 1.., default_value = DEFAULT_WORKLOAD)]
     workload: Vec<String>,
     /// Linux: attach this disk image as virtio-blk (`PATH,ro` read-only); the exits pane
     /// shows its queue activity and `:vq 0 0` decodes its request queue.
@@ -54,7 +60,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
         let console = Console::buffer();
         let name = g.to_possible_value().map(|v| v.get_name().to_string()).unwrap_or_default();
         let started = match g {
-            TuiGuest::Container => start_container(&args.runtime).map(|c| containers.push(c)),
+            TuiGuest::Container => start_container(&args).map(|c| containers.push(c)),
             TuiGuest::Unikernel => start_unikernel(&args, console.clone())
                 .map(|(m, symbols)| live.push(tui::LiveGuest::new("unikernel", m, console, symbols))),
             // Unless asked for, Linux is shown only once its kernel is built: the build takes
@@ -100,14 +106,15 @@ fn fix_for(g: TuiGuest, e: &anyhow::Error) -> String {
     }
 }
 
-fn start_container(runtime: &str) -> anyhow::Result<tui::LiveContainer> {
+fn start_container(args: &TuiArgs) -> anyhow::Result<tui::LiveContainer> {
+    let runtime = args.runtime.as_str();
     if runtime == guests::container::embedded::NAME && !guests::prereq::is_root() {
         anyhow::bail!(
             "the embedded runtime needs root: vmscope does not make rootless containers (as root, containers get a user namespace)"
         );
     }
-    let args: Vec<String> = ["syscalls", "1000000000"].iter().map(|s| s.to_string()).collect();
-    tui::LiveContainer::start("container", runtime, &args).context("cannot start the container")
+    let words: Vec<String> = args.workload.join(" ").split_whitespace().map(String::from).collect();
+    tui::LiveContainer::start("container", runtime, &words).context("cannot start the container")
 }
 
 fn start_unikernel(

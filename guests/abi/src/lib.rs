@@ -41,6 +41,14 @@ pub const PORT_EXIT: u16 = 0x502;
 /// host kernel and the guest resumes at once, with no exit to the VMM; a VMM thread counts
 /// the rings. Without the ioeventfd (another VMM) it is an ordinary, ignored port write.
 pub const PORT_DOORBELL: u16 = 0x503;
+/// Sleep: the 32-bit value written is a duration in microseconds (at most
+/// [`SLEEP_MAX_US`]; more is cut to it). The VMM keeps the vCPU out of the guest that long,
+/// so an idle guest costs no CPU, while a debugger's requests are still served: a pause
+/// keeps what is left of the sleep for when the guest runs again, a step ends it. Another
+/// VMM ignores the write (the guest then simply does not sleep).
+pub const PORT_SLEEP: u16 = 0x504;
+/// The longest sleep one [`PORT_SLEEP`] write asks for: one second.
+pub const SLEEP_MAX_US: u32 = 1_000_000;
 
 /// A guest-physical address in the hole below 4 GiB that no memory backs: the VMM maps its
 /// 2 MiB page in the boot page tables (uncached), so a load or store there is an MMIO exit

@@ -88,6 +88,24 @@ pub fn wall_time() -> u64 {
     unsafe { core::ptr::read_volatile(&arg.nsecs) }
 }
 
+/// Sleeps about `us` microseconds (at most a second per call, as the ABI bounds it): the
+/// VMM keeps the vCPU out of the guest meanwhile, so a sleeping guest costs no CPU. In
+/// serial mode there is no such hypercall: the guest waits on the TSC instead (busy), or
+/// not at all when the TSC's frequency is unknown.
+#[no_mangle]
+#[inline(never)]
+pub fn sleep_us(us: u32) {
+    let us = us.min(vmscope_abi::SLEEP_MAX_US);
+    if serial_mode() {
+        let start = tsc_ns();
+        while start != 0 && tsc_ns().saturating_sub(start) < u64::from(us) * 1000 {
+            core::hint::spin_loop();
+        }
+        return;
+    }
+    outl(vmscope_abi::PORT_SLEEP, us);
+}
+
 /// The TSC in nanoseconds, or 0 when its frequency is unknown.
 fn tsc_ns() -> u64 {
     // SAFETY: cpuid and rdtsc have no side effects.

@@ -53,16 +53,28 @@ pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
         b"sse" => workload_sse(boot),
         b"bad-hypercall" => workload_bad_hypercall(boot),
         b"hostile" => workload_hostile(boot, arg.unwrap_or(b"")),
+        b"dirty" => crate::dirty::workload_dirty(boot, arg.into_iter().chain(words)),
         b"disk-write" => with_number(arg, |n| crate::disk_write::run(boot, n)),
         b"ticks" => {
-            let spin = match words.next() {
-                Some(w) => parse_u64(w),
-                None => Some(0),
-            };
-            match spin {
-                Some(spin) => with_number(arg, |n| crate::ticks::workload_ticks(n, spin)),
-                None => {
-                    console::write(b"unikernel: ticks needs N and an optional SPIN count\n");
+            // ticks N [SPIN] [--every MS]
+            let (mut spin, mut every, mut bad) = (Some(0), Some(0), false);
+            let mut first = true;
+            while let Some(w) = words.next() {
+                match w {
+                    b"--every" => every = words.next().and_then(parse_u64),
+                    w if first => spin = parse_u64(w),
+                    _ => bad = true,
+                }
+                first = false;
+            }
+            match (spin, every) {
+                (Some(spin), Some(every)) if !bad => {
+                    with_number(arg, |n| crate::ticks::workload_ticks(n, spin, every))
+                }
+                _ => {
+                    console::write(
+                        b"unikernel: ticks needs N, an optional SPIN count and an optional --every MS\n",
+                    );
                     2
                 }
             }
@@ -71,7 +83,7 @@ pub fn run(boot: &BootInfo, cmdline: &[u8]) -> u32 {
             Line::new()
                 .str(b"unikernel: unknown workload '")
                 .str(name)
-                .str(b"' (try hello, compute N, hypercalls N, uart N, io BYTES, cpuid N, mmio N, doorbell N, exit N, disk-write N, ticks N [SPIN], hostile CASE)\n")
+                .str(b"' (try hello, compute N, hypercalls N, uart N, io BYTES, cpuid N, mmio N, doorbell N, exit N, disk-write N, ticks N [SPIN] [--every MS], dirty MIB_PER_S [SECONDS], hostile CASE)\n")
                 .send();
             2
         }

@@ -3,6 +3,7 @@
 //!
 //! ```text
 //! workload hello | compute N | syscalls N | io BYTES [--batch B] | exit-port CODE
+//! workload ticks N [SPIN] [--every MS]   (a numbered line per tick; nanosleep between)
 //! workload cat PATH    (Linux only: print a file, e.g. from the disk mounted at /mnt)
 //! workload syscall-denied  (Linux only: a call the container's seccomp profile refuses)
 //! ```
@@ -57,6 +58,27 @@ fn run() -> ExitCode {
                 ExitCode::from(2)
             }
         },
+        "ticks" => {
+            // ticks N [SPIN] [--every MS], as the unikernel parses it.
+            let (mut spin, mut every, mut bad) = (Some(0), Some(0), false);
+            let mut rest = args.iter().skip(2);
+            let mut first = true;
+            while let Some(w) = rest.next() {
+                match w.as_str() {
+                    "--every" => every = rest.next().and_then(|s| s.parse().ok()),
+                    w if first => spin = w.parse().ok(),
+                    _ => bad = true,
+                }
+                first = false;
+            }
+            match (num(1), spin, every) {
+                (Some(n), Some(spin), Some(every)) if !bad => ticks(n, spin, every),
+                _ => {
+                    eprintln!("workload: ticks needs N, an optional SPIN count and an optional --every MS");
+                    ExitCode::from(2)
+                }
+            }
+        }
         "syscall-denied" => syscall_denied(),
         "exit-port" => match num(1) {
             Some(code) => exit_port(code as u32),
@@ -64,7 +86,7 @@ fn run() -> ExitCode {
         },
         other => {
             eprintln!(
-                "workload: unknown workload '{other}' (try hello, compute N, syscalls N, io BYTES --batch B)"
+                "workload: unknown workload '{other}' (try hello, compute N, syscalls N, io BYTES --batch B, ticks N [SPIN] [--every MS])"
             );
             ExitCode::from(2)
         }
@@ -138,6 +160,21 @@ fn syscall_denied() -> ExitCode {
         ),
     }
     ExitCode::SUCCESS
+}
+
+/// `tick 1` … `tick N`, SPIN loop iterations and then a sleep of MS milliseconds after each
+/// (nanosleep: the process costs nothing meanwhile), then `ticks: done N`; exits with
+/// N mod 256, as the unikernel's `ticks`.
+fn ticks(n: u64, spin: u64, every_ms: u64) -> ExitCode {
+    for seq in 1..=n {
+        for i in 0..spin {
+            std::hint::black_box(i);
+        }
+        println!("tick {seq}");
+        std::thread::sleep(std::time::Duration::from_millis(every_ms));
+    }
+    println!("ticks: done {n}");
+    ExitCode::from((n % 256) as u8)
 }
 
 /// N cheap system calls (getppid).

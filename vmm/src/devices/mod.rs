@@ -17,7 +17,7 @@ use doorbell::DoorbellPort;
 use hypercall::{HypercallOutcome, Hypercalls};
 use legacy::serial::{SerialPort, COM1_BASE, COM1_LEN};
 use std::sync::{Arc, Mutex, PoisonError};
-use vmscope_abi::{PORT_CONSOLE_WRITE, PORT_EXIT, PORT_WALL_TIME};
+use vmscope_abi::{PORT_CONSOLE_WRITE, PORT_EXIT, PORT_SLEEP, PORT_WALL_TIME, SLEEP_MAX_US};
 
 /// Routes port I/O to devices, and carries the VM's [`MmioBus`]. Shared by all vCPUs.
 #[derive(Clone)]
@@ -101,6 +101,7 @@ impl PortIoBus {
         let value = le_value(data);
         match port {
             PORT_EXIT => PioOutcome::Exit(value),
+            PORT_SLEEP => PioOutcome::Sleep(std::time::Duration::from_micros(value.min(SLEEP_MAX_US).into())),
             PORT_CONSOLE_WRITE | PORT_WALL_TIME => match self.hypercalls.handle(port, value) {
                 HypercallOutcome::Done => PioOutcome::Handled,
             },
@@ -147,6 +148,7 @@ fn le_value(data: &[u8]) -> u32 {
 mod tests {
     use super::*;
     use crate::vstate::memory::create_guest_memory;
+    use std::time::Duration;
 
     fn bus() -> (PortIoBus, Console) {
         let console = Console::buffer();
@@ -167,6 +169,15 @@ mod tests {
         assert_eq!(d, [0xff, 0xff]);
         assert_eq!(bus.write(0x80, &[1]), PioOutcome::Unhandled);
         assert_eq!(bus.write(0x64, &[0xfe]), PioOutcome::Reset);
+        assert_eq!(
+            bus.write(PORT_SLEEP, &250u32.to_le_bytes()),
+            PioOutcome::Sleep(Duration::from_micros(250))
+        );
+        assert_eq!(
+            bus.write(PORT_SLEEP, &u32::MAX.to_le_bytes()),
+            PioOutcome::Sleep(Duration::from_secs(1)),
+            "a sleep is cut to a second"
+        );
         assert_eq!(bus.write(0x64, &[0xd1]), PioOutcome::Handled);
         // LSR: transmitter empty.
         let mut lsr = [0u8];

@@ -13,6 +13,8 @@ pub enum PioOutcome {
     Exit(u32),
     /// The guest pulsed the reset line (i8042 command 0xfe): the VM ends.
     Reset,
+    /// The guest asked to sleep this long before it runs again (`vmscope_abi::PORT_SLEEP`).
+    Sleep(std::time::Duration),
 }
 
 /// The VM's buses as a vCPU sees them. Shared by all vCPUs, so `&self` and thread-safe.

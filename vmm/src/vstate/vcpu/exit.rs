@@ -157,6 +157,11 @@ impl Vcpu {
                     PioOutcome::Exit(code) => Next::Stop(StopReason::GuestExit { code }),
                     PioOutcome::Reset => Next::Stop(StopReason::Reset),
                     _ if stepping => Next::CompleteIo,
+                    PioOutcome::Sleep(d) => {
+                        // The run loop waits it out (serving requests) before the next run.
+                        self.sleep_until = Some(Instant::now() + d);
+                        Next::Continue
+                    }
                     _ => Next::Continue,
                 };
                 (ExitKey::io_out(port), next)

@@ -24,7 +24,7 @@ use serde::Serialize;
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError, Sender, TryRecvError};
 use std::sync::Arc;
 use std::thread::JoinHandle;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vmm_sys_util::signal::Killable;
 
 /// Errors from talking to a vCPU.
@@ -134,6 +134,9 @@ pub struct Vcpu {
     /// Held by [`VcpuRequest::Hold`] (for a snapshot of a running guest): out of `KVM_RUN`
     /// and answering requests, without a stop event, until [`VcpuRequest::Release`].
     held: bool,
+    /// Until when the guest asked to sleep (`vmscope_abi::PORT_SLEEP`): the thread waits for
+    /// requests instead of entering the guest. A pause keeps it; a step ends it.
+    sleep_until: Option<Instant>,
 }
 
 /// Whether a vCPU that runs on from where it is first steps over one of our software or
@@ -199,6 +202,7 @@ impl Vcpu {
             exits: ExitStats::default(),
             events,
             held: false,
+            sleep_until: None,
         }
     }
 
@@ -225,6 +229,12 @@ impl Vcpu {
                         Ok(r) => r,
                         Err(_) => break 'outer,
                     }
+                } else if let Some(left) = self.sleep_left() {
+                    match requests.recv_timeout(left) {
+                        Ok(r) => r,
+                        Err(RecvTimeoutError::Timeout) => continue,
+                        Err(RecvTimeoutError::Disconnected) => break 'outer,
+                    }
                 } else {
                     match requests.try_recv() {
                         Ok(r) => r,
@@ -242,6 +252,19 @@ impl Vcpu {
         }
         kick::register_current_thread(std::ptr::null_mut());
         let _ = events.send(VcpuEvent { vcpu: self.index, kind: VcpuEventKind::Ended });
+    }
+
+    /// What is left of a sleep the guest asked for (None: run it now). Steps do not wait.
+    fn sleep_left(&mut self) -> Option<Duration> {
+        let left = self
+            .sleep_until
+            .filter(|_| self.steps_left == 0)
+            .and_then(|t| t.checked_duration_since(Instant::now()))
+            .filter(|d| !d.is_zero());
+        if left.is_none() {
+            self.sleep_until = None;
+        }
+        left
     }
 
     /// Pauses and reports why.
