@@ -95,3 +95,46 @@ fn vmscope_dump_asks_a_running_guest_over_qmp() {
     use std::os::unix::fs::PermissionsExt;
     assert_eq!(std::fs::metadata(&core).unwrap().permissions().mode() & 0o777, 0o600);
 }
+
+#[test]
+fn gdb_monitor_dump_writes_the_stopped_guest() {
+    let dir = tempfile::tempdir().unwrap();
+    let core = dir.path().join("core");
+    let (mut child, lines) = spawn_with_stderr_lines(&[
+        "run",
+        "unikernel",
+        "--ring",
+        "0",
+        "--gdb",
+        "127.0.0.1:0",
+        "--gdb-wait",
+        "--timeout",
+        "300",
+        "--workload",
+        "hello",
+    ]);
+    let line = lines.recv_timeout(Duration::from_secs(60)).expect("vmscope announces its gdb address");
+    let addr = line.split("target remote ").nth(1).expect(&line).trim_end_matches('\'').to_string();
+    let o = std::process::Command::new("gdb")
+        .args(["-nx", "-batch", "-ex", &format!("target remote {addr}"), "-ex", "stepi"])
+        .args(["-ex", "info registers rip", "-ex", &format!("monitor dump {}", core.display())])
+        .args(["-ex", "monitor dump", "-ex", "kill"])
+        .output()
+        .expect("gdb is installed (apt-get install gdb)");
+    let _ = child.kill();
+    let _ = child.wait();
+    let out = format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr));
+    assert!(out.contains(&format!("wrote {}: ", core.display())), "{out}");
+    assert!(out.contains("error: dump: give a file"), "{out}");
+    // The core holds RAM and the registers gdb sees.
+    let rip = out
+        .lines()
+        .find_map(|l| l.strip_prefix("rip").and_then(|r| r.split_whitespace().next()))
+        .and_then(|h| u64::from_str_radix(h.trim_start_matches("0x"), 16).ok())
+        .unwrap_or_else(|| panic!("{out}"));
+    let f = std::fs::read(&core).unwrap();
+    assert_eq!(phdrs(&f).iter().filter(|p| p.0 == 1).map(|p| p.3).sum::<u64>(), 64 << 20);
+    let n = notes(&f);
+    let prstatus = n.iter().find(|(name, kind, _)| name == "CORE" && *kind == 1).unwrap();
+    assert_eq!(u64_at(&prstatus.2, 112 + 16 * 8), rip, "{out}");
+}

@@ -372,3 +372,46 @@ fn a_unix_socket_path_that_is_a_file_is_refused() {
     assert!(common::stderr(&o).contains("exists and is not a socket"), "{}", common::stderr(&o));
     assert_eq!(std::fs::read_to_string(p).unwrap(), "keep me");
 }
+
+#[test]
+fn quit_still_writes_stats_json_and_hmp_dumps_and_refuses_linux_commands_on_the_unikernel() {
+    let dir = tempfile::tempdir().unwrap();
+    let socket = dir.path().join("vm.qmp");
+    let stats = dir.path().join("stats.json");
+    let qmp = format!("unix:{}", socket.display());
+    let args = [
+        "run",
+        "unikernel",
+        "--workload",
+        "spin",
+        "--timeout",
+        "600",
+        "--stats-json",
+        stats.to_str().unwrap(),
+        "--qmp",
+        &qmp,
+    ];
+    let (child, lines) = spawn_with_stderr_lines(&args);
+    let mut vm = Vm { child, socket: socket.clone(), _dir: dir };
+    assert_eq!(lines.recv_timeout(REPLY_BOUND).unwrap(), format!("vmscope: QMP listening on {qmp}"));
+    let mut c = Client::negotiated(&vm);
+
+    // HMP's dump-guest-memory is QMP's with file: (a core covering RAM); its usage on misuse.
+    let core = vm._dir.path().join("core");
+    assert_eq!(c.hmp(&format!("dump-guest-memory {}", core.display())), "");
+    let f = std::fs::read(&core).unwrap();
+    assert_eq!(program_headers(&f).iter().filter(|p| p.0 == 1).map(|p| p.4).sum::<u64>(), 64 << 20);
+    assert_eq!(c.hmp("dump-guest-memory"), "Error: usage: dump-guest-memory [-p] FILE [BEGIN LENGTH]\n");
+    // The Linux commands need a Linux guest's vmlinux: an HMP error naming the command.
+    let ps = c.hmp("ps");
+    assert!(ps.starts_with("Error: `ps` reads a Linux guest's structures"), "{ps}");
+
+    assert_eq!(c.cmd(json!({"execute": "quit"})), json!({"return": {}}));
+    assert_eq!(vm.child.wait().unwrap().code(), Some(0));
+    let v: Value =
+        serde_json::from_slice(&std::fs::read(&stats).expect("--stats-json written on quit")).unwrap();
+    assert_eq!(v["outcome"], "qmp-quit", "{v}");
+    // The run's figures, as after the guest's own end.
+    assert!(v["exits"]["per_key"].is_array() && v["host_kind"].is_string(), "{v}");
+    assert!(!socket.exists());
+}

@@ -75,6 +75,7 @@ const HELP: &str = "vmscope monitor commands:
   devices             virtio devices: MMIO window, IRQ, status, queues, counters
   vq DEVICE QUEUE     a virtqueue decoded: rings and the chains in flight
   snapshot FILE       the whole guest to FILE (vmscope run --restore FILE resumes it)
+  dump FILE           an ELF core of the guest (drgn -c FILE, crash vmlinux FILE)
   ps | dmesg [N] | uname | pt --pid N [ADDR] | mappings --pid N
                       a Linux guest's processes, log, release and a process's
                       page tables, read from its memory with the vmlinux's DWARF
@@ -119,6 +120,14 @@ impl VmTarget<'_> {
         {
             let _ = match r {
                 Ok(o) => out.write_str(&bounded(&o.text)),
+                Err(e) => writeln!(out, "error: {e}"),
+            };
+            return Ok(());
+        }
+        // dump FILE: an ELF core (drgn -c, crash) of the guest gdb holds stopped.
+        if let Some(r) = qmp::dump::execute_line(self.machine, self.symbols, &line) {
+            let _ = match r {
+                Ok(o) => out.write_str(&o.text),
                 Err(e) => writeln!(out, "error: {e}"),
             };
             return Ok(());

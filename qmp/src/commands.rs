@@ -172,9 +172,13 @@ impl<'g, 'a> Monitor<'g, 'a> {
                 };
                 match hmp::run(self.guest, line, cpu) {
                     Ok(Hmp::Text(t)) => json!(t),
-                    Ok(Hmp::Qmp(cmd)) => {
-                        let sub = Request { execute: cmd.into(), arguments: Map::new(), id: None };
-                        let (_, after) = self.execute(client, &sub, events)?;
+                    Ok(Hmp::Qmp(cmd, arguments)) => {
+                        let sub = Request { execute: cmd.into(), arguments, id: None };
+                        let (_, after) = match self.execute(client, &sub, events) {
+                            Ok(r) => r,
+                            // HMP reports a failed command in its text, as QEMU does.
+                            Err(e) => return Ok((json!(format!("Error: {}\n", e.desc)), After::Nothing)),
+                        };
                         if after == After::Quit {
                             return Ok((json!(""), After::Quit));
                         }

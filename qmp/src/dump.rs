@@ -1,6 +1,7 @@
 //! `dump-guest-memory`: the guest's memory and registers as an ELF core file
 //! (`inspect::vmcore`), taken with the vCPUs paused (and resumed afterwards if they ran), as
-//! QEMU does. `paging: false` writes every RAM range at its physical address (`p_vaddr` 0);
+//! QEMU does. `paging: false` writes every RAM range at its physical address (`p_vaddr` 0,
+//! or for a Linux guest the range's direct-map address, as the kernel's /proc/vmcore has it);
 //! `paging: true` writes what vCPU 0's page tables map, each range at its linear address.
 //! `begin`/`length` keep only that guest-physical window.
 
@@ -66,6 +67,15 @@ pub fn layout(guest: &Guest<'_>, req: DumpRequest) -> Result<CoreLayout, DumpErr
         return Err(DumpError::Empty { begin, length });
     }
     let info = vmcoreinfo::for_linux(&guest.phys(), guest.symbols());
+    let mut loads = loads;
+    if let (false, Some(info)) = (req.paging, &info) {
+        // A Linux guest's RAM at its direct-map address, as the kernel's /proc/vmcore has
+        // it: with QEMU's p_vaddr 0, drgn reads a user address below the RAM size from
+        // physical memory (a stack trace runs on into user space with wrong frames).
+        for l in &mut loads {
+            l.vaddr = info.page_offset.wrapping_add(l.paddr);
+        }
+    }
     Ok(CoreLayout { cpus, loads, vmcoreinfo: info.map(|i| i.text) })
 }
 
@@ -98,4 +108,71 @@ pub fn write(guest: &Guest<'_>, req: DumpRequest, out: &mut dyn Write) -> Result
     let mut w = std::io::BufWriter::with_capacity(1 << 20, out);
     let bytes = vmcore::write_core(&mut w, &layout, &guest.phys())?;
     Ok(DumpReport { bytes, memory: layout.loads.iter().map(|l| l.len).sum(), vmcoreinfo: source })
+}
+
+/// What `dump FILE` wrote, for a frontend to show.
+#[derive(Clone, Debug)]
+pub struct LineReply {
+    /// For people.
+    pub text: String,
+    /// For programs (`--json`).
+    pub json: serde_json::Value,
+}
+
+/// `dump FILE` (a line of a debug session, the TUI's prompt or gdb's `monitor`): an ELF core
+/// of the whole guest to FILE (created 0600, or truncated), with the VMCOREINFO of a Linux
+/// guest. vCPUs that run are paused for it and resumed; a guest a debugger holds stopped
+/// stays stopped (no pause is sent, so the debugger sees no stop of its own). `None` when
+/// `line` is not a dump command.
+pub fn execute_line(
+    machine: &vmm::machine::Machine,
+    symbols: &inspect::symbols::SymbolTable,
+    line: &str,
+) -> Option<Result<LineReply, String>> {
+    let rest = line.trim().strip_prefix("dump")?;
+    if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
+        return None;
+    }
+    let path = rest.trim();
+    if path.is_empty() {
+        return Some(Err("dump: give a file, e.g. `dump /tmp/vmcore`".into()));
+    }
+    Some(dump_to_path(machine, symbols, path))
+}
+
+fn dump_to_path(
+    machine: &vmm::machine::Machine,
+    symbols: &inspect::symbols::SymbolTable,
+    path: &str,
+) -> Result<LineReply, String> {
+    use std::os::unix::fs::OpenOptionsExt;
+    let guest = Guest::with_symbols(machine, symbols);
+    let was_running = guest.running();
+    let mut file = std::fs::OpenOptions::new()
+        .write(true)
+        .create(true)
+        .truncate(true)
+        .mode(0o600)
+        .open(path)
+        .map_err(|e| format!("dump: cannot create {path}: {e}"))?;
+    if was_running {
+        guest.stop()?;
+    }
+    let r = write(&guest, DumpRequest::default(), &mut file);
+    if was_running {
+        guest.cont()?;
+    }
+    let report = r.map_err(|e| format!("dump: {path}: {e}"))?;
+    let info = match report.vmcoreinfo {
+        Some(s) => format!(", VMCOREINFO {}", s.name()),
+        None => String::new(),
+    };
+    let text = format!(
+        "wrote {path}: {} bytes ({} of guest memory, {} vCPU(s){info})\n",
+        report.bytes,
+        report.memory,
+        guest.vcpu_count()
+    );
+    let json = serde_json::json!({"dump": path, "bytes": report.bytes, "memory": report.memory, "vmcoreinfo": report.vmcoreinfo.map(|s| s.name())});
+    Ok(LineReply { text, json })
 }

@@ -1,12 +1,15 @@
 //! `human-monitor-command`: the HMP commands QMP clients send, with QEMU's output format
 //! where clients parse it (`xp`/`x` lines `ADDR: 0x.. 0x..`, `gpa2hva`'s "Host virtual
-//! address for …", `info mtree -f`'s flat view — drgn reads all three), and a few of
-//! vmscope's own session commands (`regs`, `sregs`, `pt`, `mappings`, `host`).
+//! address for …", `info mtree -f`'s flat view — drgn reads all three), QEMU's
+//! `dump-guest-memory [-p] FILE [BEGIN LENGTH]`, and vmscope's own session commands (`regs`,
+//! `sregs`, `pt`, `mappings`, `host`, and a Linux guest's `ps`, `dmesg [N]`, `uname`,
+//! `pt --pid N [ADDR]`, `mappings --pid N` from `inspect::linux`, as in a session).
 
 use crate::guest::Guest;
 use crate::protocol::QmpError;
 use inspect::paging;
 use inspect::Gva;
+use serde_json::{json, Map, Value};
 use std::fmt::Write;
 
 /// The most bytes one `x`/`xp` may show: 256 KiB.
@@ -27,8 +30,13 @@ pub const HELP: &[(&str, &str)] = &[
     ("info status", "show the current VM status (running|paused)"),
     ("info cpus", "show infos for each CPU"),
     ("info version", "show the version of QEMU this monitor follows"),
+    ("dump-guest-memory [-p] file [begin length]", "dump guest memory into file (-p: paging)"),
     ("stop / cont / quit / system_reset", "as the QMP commands"),
     ("regs / sregs / pt ADDR / mappings / host", "vmscope's session commands (vCPU 0 or cpu-index)"),
+    (
+        "ps / dmesg [N] / uname / pt --pid N [ADDR] / mappings --pid N",
+        "a Linux guest's tasks, log, release and a process's page tables (its vmlinux's DWARF)",
+    ),
 ];
 
 /// What an HMP line asks for beyond its text output.
@@ -36,8 +44,9 @@ pub const HELP: &[(&str, &str)] = &[
 pub enum Hmp {
     /// Text to return.
     Text(String),
-    /// Run this QMP command instead (`stop`, `cont`, `quit`, `system_reset`).
-    Qmp(&'static str),
+    /// Run this QMP command with these arguments instead (`stop`, `cont`, `quit`,
+    /// `system_reset`, `dump-guest-memory`).
+    Qmp(&'static str, Map<String, Value>),
 }
 
 fn number(s: &str) -> Option<u64> {
@@ -55,6 +64,12 @@ fn bad(desc: impl Into<String>) -> QmpError {
 /// Runs one HMP line on vCPU `cpu`.
 pub fn run(guest: &Guest<'_>, line: &str, cpu: usize) -> Result<Hmp, QmpError> {
     let line = line.trim();
+    // ps, dmesg, uname, pt/mappings --pid: the same engine as a session's and gdb's monitor.
+    let ctx = || guest.paging(cpu).unwrap_or(paging::PagingContext::long_mode(0, false));
+    let vmlinux = inspect::linux::commands::vmlinux();
+    if let Some(r) = inspect::linux::commands::execute_line(line, &guest.phys(), ctx, vmlinux) {
+        return r.map(|reply| Hmp::Text(reply.text)).map_err(|e| bad(e.to_string()));
+    }
     let (cmd, rest) = line.split_once(char::is_whitespace).map(|(c, r)| (c, r.trim())).unwrap_or((line, ""));
     let text = match cmd {
         "" => String::new(),
@@ -69,10 +84,11 @@ pub fn run(guest: &Guest<'_>, line: &str, cpu: usize) -> Result<Hmp, QmpError> {
             }
         }
         "info" => info(guest, rest, cpu)?,
-        "stop" => return Ok(Hmp::Qmp("stop")),
-        "c" | "cont" => return Ok(Hmp::Qmp("cont")),
-        "q" | "quit" => return Ok(Hmp::Qmp("quit")),
-        "system_reset" => return Ok(Hmp::Qmp("system_reset")),
+        "stop" => return Ok(Hmp::Qmp("stop", Map::new())),
+        "c" | "cont" => return Ok(Hmp::Qmp("cont", Map::new())),
+        "q" | "quit" => return Ok(Hmp::Qmp("quit", Map::new())),
+        "system_reset" => return Ok(Hmp::Qmp("system_reset", Map::new())),
+        "dump-guest-memory" => return dump_args(rest).map(|a| Hmp::Qmp("dump-guest-memory", a)),
         "help" | "?" => HELP.iter().map(|(c, d)| format!("{c} -- {d}\n")).collect(),
         "regs" | "sregs" => {
             let (r, s) = guest.regs(cpu).map_err(bad)?;
@@ -106,6 +122,34 @@ pub fn run(guest: &Guest<'_>, line: &str, cpu: usize) -> Result<Hmp, QmpError> {
         other => return Err(bad(format!("unknown command: '{other}'"))),
     };
     Ok(Hmp::Text(text))
+}
+
+/// QEMU's HMP `dump-guest-memory [-p] FILE [BEGIN LENGTH]` as the QMP command's arguments.
+fn dump_args(rest: &str) -> Result<Map<String, Value>, QmpError> {
+    let mut words: Vec<&str> = rest.split_whitespace().collect();
+    let paging = words.first() == Some(&"-p");
+    if paging {
+        words.remove(0);
+    }
+    let usage = "usage: dump-guest-memory [-p] FILE [BEGIN LENGTH]";
+    let mut args = Map::new();
+    args.insert("paging".into(), json!(paging));
+    match words.as_slice() {
+        [file] => {
+            args.insert("protocol".into(), json!(format!("file:{file}")));
+        }
+        [file, begin, length] => {
+            let begin = number(begin)
+                .ok_or_else(|| bad(format!("dump-guest-memory: bad begin {begin:?}; {usage}")))?;
+            let length = number(length)
+                .ok_or_else(|| bad(format!("dump-guest-memory: bad length {length:?}; {usage}")))?;
+            args.insert("protocol".into(), json!(format!("file:{file}")));
+            args.insert("begin".into(), json!(begin));
+            args.insert("length".into(), json!(length));
+        }
+        _ => return Err(bad(usage)),
+    }
+    Ok(args)
 }
 
 /// `/fmt`: count, format letter, size letter, in any order after the count (QEMU's rules).
@@ -352,5 +396,21 @@ mod tests {
         assert_eq!(number("0x10"), Some(16));
         assert_eq!(number("10"), Some(10));
         assert_eq!(number("zz"), None);
+    }
+
+    #[test]
+    fn hmp_dump_guest_memory_becomes_the_qmp_command() {
+        let a = dump_args("-p /tmp/c 0x1000 4096").unwrap();
+        assert_eq!(
+            Value::Object(a),
+            json!({"paging": true, "protocol": "file:/tmp/c", "begin": 4096, "length": 4096})
+        );
+        assert_eq!(
+            Value::Object(dump_args("/tmp/c").unwrap()),
+            json!({"paging": false, "protocol": "file:/tmp/c"})
+        );
+        for bad in ["", "-p", "/tmp/c 1", "/tmp/c x 1"] {
+            assert!(dump_args(bad).is_err(), "{bad}");
+        }
     }
 }

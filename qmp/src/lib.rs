@@ -39,9 +39,12 @@ pub use hmp::{MAX_DUMP_BYTES, MAX_LINES};
 pub use server::{Handle, MAX_CLIENTS, MAX_OUTPUT};
 
 use std::sync::Arc;
-use std::time::Duration;
+use std::time::{Duration, Instant};
 use vmm::machine::{Machine, Outcome};
-use vmm::vstate::vcpu::StopReason;
+use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
+
+/// How often [`wait_for_guest_or_quit`] looks for a client's `quit`.
+pub const QUIT_POLL: Duration = Duration::from_millis(50);
 
 /// Errors of starting the QMP server.
 #[derive(Debug, thiserror::Error)]
@@ -100,4 +103,43 @@ pub fn shutdown_reason(outcome: &Outcome) -> &'static str {
 /// stops a QMP client causes (`stop`, dumps: `Paused`) do not end the run.
 pub fn wait_for_guest(machine: &Machine, limit: Option<Duration>) -> Outcome {
     machine.wait_past_pauses(limit)
+}
+
+/// As [`wait_for_guest`], and also ends when a client of `server` sent `quit`: then `None`
+/// (the vCPUs are paused and the socket is gone; the frontend ends vmscope with status 0
+/// after its usual report, as QEMU ends on `quit`).
+pub fn wait_for_guest_or_quit(
+    machine: &Machine,
+    limit: Option<Duration>,
+    server: &Handle,
+) -> Option<Outcome> {
+    let deadline = limit.and_then(|l| Instant::now().checked_add(l));
+    loop {
+        if server.take_quit() {
+            return None;
+        }
+        let now = Instant::now();
+        if deadline.is_some_and(|d| now >= d) {
+            machine.pause_all();
+            let snapshot = machine.snapshot(0).ok().map(Box::new);
+            return Some(Outcome::TimedOut { limit: limit.unwrap_or_default(), snapshot });
+        }
+        let slice = deadline.map_or(QUIT_POLL, |d| d.saturating_duration_since(now).min(QUIT_POLL));
+        match machine.next_event(slice) {
+            Some(event) => {
+                if let VcpuEventKind::Stopped { reason, snapshot } = event.kind {
+                    if reason != StopReason::Paused {
+                        return Some(
+                            Outcome::from_stop(&reason, &snapshot)
+                                .unwrap_or(Outcome::Fault { reason, snapshot }),
+                        );
+                    }
+                }
+            }
+            // A wait that ends before its time is not a time-out: every vCPU thread is gone,
+            // which the machine's own wait reports.
+            None if now.elapsed() < slice / 2 => return Some(machine.wait_past_pauses(None)),
+            None => {}
+        }
+    }
 }

@@ -9,9 +9,9 @@ use crate::guest::Guest;
 use crate::listen::{Listener, Stream};
 use crate::protocol::{self, Piece, QmpError, Splitter};
 use serde_json::Value;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, SystemTime};
+use std::time::{Duration, Instant, SystemTime};
 
 /// The most clients connected at once: 8. Another is told so and closed.
 pub const MAX_CLIENTS: usize = 8;
@@ -21,6 +21,17 @@ pub const MAX_OUTPUT: usize = 4 << 20;
 const MAX_RECEIVED: usize = 4;
 /// How long the loop sleeps when nothing happened.
 const IDLE: Duration = Duration::from_millis(5);
+/// How long a `quit` waits for the frontend to take over the end of the run (it looks
+/// every [`crate::QUIT_POLL`] while it waits for the guest); one that does not (a gdb stub or
+/// a script session drives the guest) is ended from the QMP thread, as before.
+const QUIT_HANDOFF: Duration = Duration::from_secs(2);
+
+/// [`Shared::quit`] (0, its default: no client quit): a client quit; the frontend has not taken it yet.
+const QUIT_ASKED: u8 = 1;
+/// The frontend ends the run (statistics, exit status 0).
+const QUIT_TAKEN: u8 = 2;
+/// Nobody took it: the QMP thread ends the process.
+const QUIT_ABANDONED: u8 = 3;
 
 /// What the frontend's thread shares with the QMP thread.
 #[derive(Default)]
@@ -29,6 +40,8 @@ pub struct Shared {
     pub(crate) stop: AtomicBool,
     /// Events to send (name, data), from outside the loop (the guest's end).
     pub(crate) events: Mutex<Vec<(&'static str, Option<Value>)>>,
+    /// Where a client's `quit` stands (`QUIT_*`).
+    pub(crate) quit: AtomicU8,
 }
 
 struct Client {
@@ -164,12 +177,25 @@ pub fn serve(listener: Listener, guest: &Guest<'_>, shared: &Shared) {
         }
         clients.retain_mut(|c| c.flush() && !(c.closing && c.out.is_empty()));
         if quit {
-            // The reply and SHUTDOWN are out (as far as the sockets take them); end vmscope
-            // as QEMU ends on `quit`. The socket file goes first: exit runs no destructors.
+            // The reply and SHUTDOWN are out (as far as the sockets take them). The guest
+            // stops and the socket goes, as QEMU's do on `quit`; the frontend waiting for the
+            // guest ends vmscope with status 0 after its usual report (--stats-json).
             let _ = guest.stop();
             drop(clients);
             drop(listener);
-            std::process::exit(0);
+            shared.quit.store(QUIT_ASKED, Ordering::Release);
+            let until = Instant::now() + QUIT_HANDOFF;
+            while Instant::now() < until && shared.quit.load(Ordering::Acquire) == QUIT_ASKED {
+                std::thread::sleep(IDLE);
+            }
+            if shared
+                .quit
+                .compare_exchange(QUIT_ASKED, QUIT_ABANDONED, Ordering::AcqRel, Ordering::Acquire)
+                .is_ok()
+            {
+                std::process::exit(0);
+            }
+            return;
         }
         if shared.stop.load(Ordering::Acquire) {
             // Events queued just before the stop (the guest's SHUTDOWN) still go out.
@@ -209,6 +235,17 @@ impl Handle {
     pub fn guest_ended(&self, reason: &'static str) {
         let data = serde_json::json!({"guest": true, "reason": reason});
         self.shared.events.lock().unwrap_or_else(|e| e.into_inner()).push(("SHUTDOWN", Some(data)));
+    }
+
+    /// Whether a client sent `quit`; the first caller that sees it takes over ending vmscope
+    /// (true once: the guest is paused, the socket is gone).
+    pub fn take_quit(&self) -> bool {
+        self.shared.quit.compare_exchange(QUIT_ASKED, QUIT_TAKEN, Ordering::AcqRel, Ordering::Acquire).is_ok()
+    }
+
+    /// Whether this run ends because a client sent `quit`.
+    pub fn quit_taken(&self) -> bool {
+        self.shared.quit.load(Ordering::Acquire) == QUIT_TAKEN
     }
 
     /// Ends the QMP thread (after it sent what is queued).

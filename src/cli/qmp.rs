@@ -11,6 +11,19 @@ use std::process::ExitCode;
 use std::time::Duration;
 use vmm::machine::{Machine, Outcome};
 
+thread_local! {
+    /// The QMP server of the run this thread waits for (set by [`around`] while its body runs).
+    static SERVER: std::cell::RefCell<Option<qmp::Handle>> = const { std::cell::RefCell::new(None) };
+}
+
+/// Set when a QMP client's `quit` ended the run (for --stats-json's "outcome").
+static QUIT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+
+/// Whether a QMP client's `quit` ended this run.
+pub fn quit_requested() -> bool {
+    QUIT.load(std::sync::atomic::Ordering::Acquire)
+}
+
 /// Serves QMP on `addr` (if given) while `body` runs the guest; the guest's end is sent to
 /// the clients as a SHUTDOWN event. The socket is bound before `body` runs (so before the
 /// main thread's seccomp filter, which `body` installs).
@@ -26,8 +39,10 @@ pub fn around(
         let guest = qmp::Guest::new(machine, symbols);
         let server = qmp::start(s, guest, addr, any_address)?;
         eprintln!("vmscope: QMP listening on {}", server.addr);
+        SERVER.with(|c| *c.borrow_mut() = Some(server.clone()));
         let result = body();
-        if let Ok(Ok(outcome)) = &result {
+        SERVER.with(|c| c.borrow_mut().take());
+        if let (Ok(Ok(outcome)), false) = (&result, server.quit_taken()) {
             server.guest_ended(qmp::shutdown_reason(outcome));
         }
         server.stop();
@@ -35,62 +50,29 @@ pub fn around(
     })
 }
 
-/// Waits for the guest's end; stops a QMP client causes do not end it.
+/// Waits for the guest's end; stops a QMP client causes do not end it. A client's `quit`
+/// does: the run ends as if the guest exited with 0 (its report and --stats-json, whose
+/// outcome says "qmp-quit"), and vmscope's status is 0, as QEMU's.
 pub fn wait(machine: &Machine, timeout: Option<f64>) -> Outcome {
-    qmp::wait_for_guest(machine, timeout.map(Duration::from_secs_f64))
+    let limit = timeout.map(Duration::from_secs_f64);
+    let Some(server) = SERVER.with(|c| c.borrow().clone()) else {
+        return qmp::wait_for_guest(machine, limit);
+    };
+    qmp::wait_for_guest_or_quit(machine, limit, &server).unwrap_or_else(|| {
+        QUIT.store(true, std::sync::atomic::Ordering::Release);
+        Outcome::Exited { code: 0 }
+    })
 }
 
-/// `dump FILE` in a session or gdb's `monitor`: an ELF core of the paused guest. `None`
+/// `dump FILE` in a session: an ELF core of the guest (`qmp::dump::execute_line`). `None`
 /// when `line` is not a dump command.
 pub fn session_dump(
     machine: &Machine,
     symbols: &inspect::symbols::SymbolTable,
     line: &str,
 ) -> Option<Result<debugger::Output, String>> {
-    let rest = line.trim().strip_prefix("dump")?;
-    if !rest.is_empty() && !rest.starts_with(char::is_whitespace) {
-        return None;
-    }
-    let path = rest.trim();
-    if path.is_empty() {
-        return Some(Err("dump: give a file, e.g. `dump /tmp/vmcore`".into()));
-    }
-    Some(write_dump(machine, symbols, path))
-}
-
-fn write_dump(
-    machine: &Machine,
-    symbols: &inspect::symbols::SymbolTable,
-    path: &str,
-) -> Result<debugger::Output, String> {
-    use std::os::unix::fs::OpenOptionsExt;
-    let guest = qmp::Guest::with_symbols(machine, symbols);
-    let was_running = guest.running();
-    guest.stop()?;
-    let mut file = std::fs::OpenOptions::new()
-        .write(true)
-        .create(true)
-        .truncate(true)
-        .mode(0o600)
-        .open(path)
-        .map_err(|e| format!("dump: cannot create {path}: {e}"))?;
-    let r = qmp::dump::write(&guest, qmp::dump::DumpRequest::default(), &mut file);
-    if was_running {
-        guest.cont()?;
-    }
-    let report = r.map_err(|e| format!("dump: {path}: {e}"))?;
-    let info = match report.vmcoreinfo {
-        Some(s) => format!(", VMCOREINFO {}", s.name()),
-        None => String::new(),
-    };
-    let text = format!(
-        "wrote {path}: {} bytes ({} of guest memory, {} vCPU(s){info})\n",
-        report.bytes,
-        report.memory,
-        machine.vcpu_count()
-    );
-    let json = json!({"dump": path, "bytes": report.bytes, "memory": report.memory, "vmcoreinfo": report.vmcoreinfo.map(|s| s.name())});
-    Ok(debugger::Output { text, json, ended: None })
+    let r = qmp::dump::execute_line(machine, symbols, line)?;
+    Some(r.map(|o| debugger::Output { text: o.text, json: o.json, ended: None }))
 }
 
 /// Arguments of `vmscope dump`.

@@ -361,6 +361,7 @@ fn write_stats(
     let peak = rss::peak_rss_bytes();
     let guest = rss::guest_resident_bytes(machine.memory());
     let outcome = match outcome {
+        _ if super::qmp::quit_requested() => serde_json::json!("qmp-quit"),
         Outcome::Exited { code } => serde_json::json!({ "exited": code }),
         Outcome::Fault { reason, .. } => serde_json::json!({ "fault": vmm::report::describe(reason) }),
         Outcome::TimedOut { .. } => serde_json::json!("timed-out"),

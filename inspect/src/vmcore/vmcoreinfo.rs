@@ -42,6 +42,10 @@ pub struct Vmcoreinfo {
     pub text: Vec<u8>,
     /// Its origin.
     pub source: Source,
+    /// The base of the kernel's direct map of physical memory (`page_offset_base`), where
+    /// a dump without paging puts each RAM range's `p_vaddr`, as the kernel's own
+    /// /proc/vmcore does (readers then never take a user address for a physical one).
+    pub page_offset: u64,
 }
 
 /// How kernel-image and direct-map addresses become physical ones.
@@ -86,7 +90,7 @@ pub fn for_linux(mem: &dyn GuestPhysMemory, symbols: &SymbolTable) -> Option<Vmc
     k.phys_base = phys_base;
     if let Some(mut text) = from_guest(&k) {
         text.extend_from_slice(format!("VMSCOPE_VMCOREINFO={}\n", Source::Guest.name()).as_bytes());
-        return Some(Vmcoreinfo { text, source: Source::Guest });
+        return Some(Vmcoreinfo { text, source: Source::Guest, page_offset: k.page_offset() });
     }
     let banner = k.string("linux_banner", 256).unwrap_or_default();
     let release = banner.split_whitespace().nth(2).unwrap_or("unknown");
@@ -102,7 +106,7 @@ pub fn for_linux(mem: &dyn GuestPhysMemory, symbols: &SymbolTable) -> Option<Vmc
     let l5 = k.read_u64("__pgtable_l5_enabled").map(|v| v & 0xffff_ffff).unwrap_or(0);
     text.push_str(&format!("NUMBER(pgtable_l5_enabled)={l5}\n"));
     text.push_str(&format!("VMSCOPE_VMCOREINFO={}\n", Source::Derived.name()));
-    Some(Vmcoreinfo { text: text.into_bytes(), source: Source::Derived })
+    Some(Vmcoreinfo { text: text.into_bytes(), source: Source::Derived, page_offset: k.page_offset() })
 }
 
 /// The kernel's own VMCOREINFO text, if it keeps one and it reads back whole.
@@ -151,6 +155,7 @@ mod tests {
         let v = for_linux(&mem, &syms).unwrap();
         assert_eq!(v.source, Source::Guest);
         assert_eq!(v.text, b"PAGESIZE=42\nVMSCOPE_VMCOREINFO=guest\n");
+        assert_eq!(v.page_offset, PAGE_OFFSET_L4);
     }
 
     #[test]
