@@ -7,6 +7,7 @@
 #![no_main]
 
 mod console;
+mod dirty;
 mod disk_write;
 mod hostile;
 mod hostile_virtio;
