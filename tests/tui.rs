@@ -1,6 +1,8 @@
 //! End to end: the real `vmscope tui` in a real terminal (tmux): pause, step three times and
 //! see RIP change, set a breakpoint, continue and see it hit, open the page-table view,
-//! quit, and check the terminal was restored; and the default workload's ticks.
+//! quit, and check the terminal was restored; the default workload's ticks; and
+//! SIGTERM/SIGHUP/SIGINT ending the TUI and `run linux --shell` with the terminal restored
+//! (`stty -a` of the pane).
 
 mod common;
 use std::process::Command;
@@ -50,6 +52,27 @@ impl Tmux {
                 return s;
             }
             assert!(Instant::now() < deadline, "timed out waiting for {what}; screen:\n{s}");
+            std::thread::sleep(Duration::from_millis(100));
+        }
+    }
+
+    /// The pane's terminal as `stty -a` describes it now.
+    fn stty(&self) -> String {
+        let tty = self.option("#{pane_tty}");
+        let o = Command::new("stty").args(["-a", "-F", &tty]).output().unwrap();
+        String::from_utf8_lossy(&o.stdout).into_owned()
+    }
+
+    /// The pid of the pane's `vmscope` (the child of the pane's shell).
+    fn vmscope_pid(&self) -> u32 {
+        let shell = self.option("#{pane_pid}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            let o = Command::new("pgrep").args(["-P", &shell, "-x", "vmscope"]).output().unwrap();
+            if let Some(pid) = String::from_utf8_lossy(&o.stdout).split_whitespace().next() {
+                return pid.parse().unwrap();
+            }
+            assert!(Instant::now() < deadline, "no vmscope under the pane's shell {shell}");
             std::thread::sleep(Duration::from_millis(100));
         }
     }
@@ -197,4 +220,54 @@ fn the_default_workload_ticks_in_the_unikernel_and_the_container() {
     assert!(s.contains("rdx 0000000000000504") || s.contains("sleep_us"), "paused in its sleep:\n{s}");
     t.keys(&["q"]);
     t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED 0"));
+}
+
+/// SIGTERM, SIGHUP and SIGINT end the TUI with the terminal restored (cooked, main screen,
+/// cursor shown) and a status that names the signal.
+#[test]
+fn a_signal_ends_the_tui_with_the_terminal_restored() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    for (signal, number) in [("TERM", 15), ("HUP", 1), ("INT", 2)] {
+        let t = Tmux::start(&format!("{bin} tui unikernel container; echo VMSCOPE-EXITED $?; sleep 30"));
+        t.wait_for("the TUI", |s| s.contains("registers (vCPU 0)"));
+        assert!(t.stty().contains("-icanon"), "raw while the TUI runs");
+        let pid = t.vmscope_pid();
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
+        assert!(s.contains(&format!("VMSCOPE-EXITED {}", 128 + number)), "SIG{signal}: {s}");
+        let stty = t.stty();
+        assert!(stty.contains(" icanon") && stty.contains(" echo "), "SIG{signal}: cooked again:\n{stty}");
+        assert_eq!(t.option("#{alternate_on}"), "0", "SIG{signal}: the main screen is back");
+        assert_eq!(t.option("#{cursor_flag}"), "1", "SIG{signal}: the cursor is visible");
+    }
+}
+
+/// The same for `run linux --shell`, which holds the terminal in raw mode from the start
+/// (no need to wait for the boot).
+#[test]
+fn a_signal_ends_run_linux_shell_with_the_terminal_restored() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    for (signal, number) in [("TERM", 15), ("HUP", 1), ("INT", 2)] {
+        let t = Tmux::start(&format!("{bin} run linux --shell; echo VMSCOPE-EXITED $?; sleep 30"));
+        let pid = t.vmscope_pid();
+        // Raw mode once the kernel is loaded (the cached build is found first).
+        let deadline = Instant::now() + Duration::from_secs(600);
+        while !t.stty().contains("-icanon") {
+            assert!(Instant::now() < deadline, "raw mode never came:\n{}", t.screen());
+            std::thread::sleep(Duration::from_millis(100));
+        }
+        assert!(Command::new("kill")
+            .args([&format!("-{signal}"), &pid.to_string()])
+            .status()
+            .unwrap()
+            .success());
+        let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
+        assert!(s.contains(&format!("VMSCOPE-EXITED {}", 128 + number)), "SIG{signal}: {s}");
+        let stty = t.stty();
+        assert!(stty.contains(" icanon") && stty.contains(" echo "), "SIG{signal}: cooked again:\n{stty}");
+    }
 }

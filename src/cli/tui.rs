@@ -75,7 +75,11 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
             unavailable.push(tui::Unavailable { fix: fix_for(g, &e), reason: super::chain(&e), name });
         }
     }
-    tui::run(live, containers, unavailable)?;
+    match tui::run(live, containers, unavailable) {
+        // Guests are stopped and the terminal is back: end as the signal would have.
+        Err(tui::TuiError::Interrupted(signal)) => tui::signals::die_by(signal),
+        r => r?,
+    }
     Ok(ExitCode::SUCCESS)
 }
 

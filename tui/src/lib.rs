@@ -20,6 +20,7 @@ pub mod app;
 pub mod keys;
 pub mod rawtty;
 pub mod runtime;
+pub mod signals;
 pub mod term;
 pub mod ui;
 

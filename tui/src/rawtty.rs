@@ -1,7 +1,8 @@
 //! `run linux --shell` on a terminal: the host terminal goes into raw mode, so the guest's
 //! line discipline is the only one (no line echoed twice, no `^[[7;5R` where the guest's
 //! cursor-position query met the host's echo) and Ctrl-C reaches the guest's shell as 0x03.
-//! The mode is restored when the guard drops (normal end and errors) and from the panic hook.
+//! The mode is restored when the guard drops (normal end and errors), from the panic hook,
+//! and on SIGTERM, SIGHUP and SIGINT ([`crate::signals`]).
 
 use std::io::IsTerminal;
 
@@ -15,9 +16,10 @@ impl RawTty {
             return None;
         }
         crossterm::terminal::enable_raw_mode().ok()?;
+        crate::signals::hold(crate::signals::Hold::Raw);
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
-            let _ = crossterm::terminal::disable_raw_mode();
+            crate::signals::restore();
             previous(info);
         }));
         Some(Self(()))
@@ -26,6 +28,6 @@ impl RawTty {
 
 impl Drop for RawTty {
     fn drop(&mut self) {
-        let _ = crossterm::terminal::disable_raw_mode();
+        crate::signals::restore();
     }
 }

@@ -5,7 +5,7 @@
 
 use crate::app::{Action, App, GuestState, GuestView};
 use crossterm::event::{self, Event, KeyEventKind};
-use crossterm::terminal::{disable_raw_mode, enable_raw_mode, EnterAlternateScreen, LeaveAlternateScreen};
+use crossterm::terminal::{enable_raw_mode, EnterAlternateScreen};
 use crossterm::{cursor, execute};
 use debugger::{render, Debugger, Go};
 use inspect::command::{parse, Command};
@@ -27,6 +27,9 @@ pub enum TuiError {
     /// The terminal.
     #[error("terminal error")]
     Terminal(#[from] std::io::Error),
+    /// A signal ended the session (guests stopped, terminal restored).
+    #[error("interrupted by signal {0}")]
+    Interrupted(i32),
 }
 
 /// A guest the TUI drives.
@@ -148,14 +151,14 @@ pub struct Unavailable {
 struct TerminalGuard(Terminal<CrosstermBackend<Stdout>>);
 
 fn restore_terminal() {
-    let _ = disable_raw_mode();
-    let _ = execute!(std::io::stdout(), LeaveAlternateScreen, cursor::Show);
+    crate::signals::restore();
 }
 
 impl TerminalGuard {
     fn new() -> Result<Self, TuiError> {
         enable_raw_mode()?;
         execute!(std::io::stdout(), EnterAlternateScreen, cursor::Hide)?;
+        crate::signals::hold(crate::signals::Hold::Screen);
         let previous = std::panic::take_hook();
         std::panic::set_hook(Box::new(move |info| {
             restore_terminal();
@@ -194,6 +197,7 @@ pub fn run(
         .collect();
     let mut app = App::new(views);
     let mut term = TerminalGuard::new()?;
+    let graceful = crate::signals::Graceful::begin();
     let mut last_sample = Instant::now() - SAMPLE;
     loop {
         term.0.draw(|f| {
@@ -221,6 +225,10 @@ pub fn run(
                 Event::Resize(..) => term.0.autoresize()?,
                 _ => {}
             }
+        }
+        if let Some(signal) = graceful.signal() {
+            drop((term, containers, guests)); // the screen back, containers stopped
+            return Err(TuiError::Interrupted(signal));
         }
         if app.quit {
             break;
