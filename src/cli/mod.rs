@@ -8,6 +8,7 @@ pub mod host;
 pub mod lab;
 pub mod linux;
 pub mod measure;
+pub mod migrate;
 pub mod oci_runtime;
 pub mod qmp;
 pub mod run;

@@ -75,7 +75,7 @@ pub enum GuestKind {
 #[derive(Args, Debug)]
 pub struct RunArgs {
     /// The guest to boot (or use --elf).
-    #[arg(value_enum, required_unless_present_any = ["elf", "restore"])]
+    #[arg(value_enum, required_unless_present_any = ["elf", "restore", "incoming"])]
     pub(super) guest: Option<GuestKind>,
     /// Boot this ELF instead (it must follow the unikernel's entry contract).
     #[arg(long, conflicts_with = "guest")]
@@ -84,6 +84,14 @@ pub struct RunArgs {
     /// `monitor`) instead of booting one; its console output continues here.
     #[arg(long, value_name = "FILE", conflicts_with_all = ["guest", "elf", "workload", "mem", "vcpus", "ring", "disks"])]
     pub(super) restore: Option<PathBuf>,
+    /// Wait for a guest that another vmscope migrates here (`migrate URI` in its session or
+    /// gdb monitor) at unix:PATH or tcp:HOST:PORT (loopback unless
+    /// --incoming-any-address), and run it.
+    #[arg(long, value_name = "URI", conflicts_with_all = ["guest", "elf", "workload", "mem", "vcpus", "ring", "disks", "restore"])]
+    pub(super) incoming: Option<String>,
+    /// With --incoming: confirm a non-loopback TCP address (whoever reaches it can send a guest).
+    #[arg(long, requires = "incoming")]
+    pub(super) incoming_any_address: bool,
     /// The workload and its arguments, e.g. `--workload compute 1000000`.
     #[arg(long, num_args = 1.., value_delimiter = None, default_value = "hello")]
     pub(super) workload: Vec<String>,
@@ -190,6 +198,9 @@ fn parse_ring(s: &str) -> Result<Ring, String> {
 pub fn run(args: RunArgs) -> anyhow::Result<ExitCode> {
     if let Some(file) = &args.restore {
         return super::snapshot::run_restored(&args, file);
+    }
+    if let Some(uri) = &args.incoming {
+        return super::migrate::run_incoming(&args, uri);
     }
     let process_start = Instant::now();
     let host = vmm::host_kind();

@@ -104,6 +104,16 @@ pub fn run(
         if !json && script.is_some() {
             println!("(vmscope) {line}");
         }
+        if let Some(r) = super::migrate::session_line(machine, line) {
+            match r {
+                Ok(out) => {
+                    emit(line, &out);
+                    super::migrate::end_source()
+                }
+                Err(e) => fail(line, &super::chain(&e)),
+            }
+            continue;
+        }
         if let Some(r) = vmm::snapshot::command::execute_line(machine, line) {
             match r {
                 Ok(o) => emit(line, &Output { text: o.text, json: o.json, ended: None }),

@@ -36,6 +36,7 @@ pub mod devices;
 pub mod host;
 pub mod loader;
 pub mod machine;
+pub mod migration;
 pub mod report;
 pub mod seccomp;
 pub mod snapshot;

@@ -8,6 +8,7 @@ mod density;
 mod exits;
 mod io_batching;
 mod memory;
+mod migration;
 mod plot;
 mod run;
 mod surface;
@@ -69,7 +70,7 @@ pub enum MeasureError {
 
 /// The suites there are.
 pub const SUITES: &[&str] =
-    &["boot", "exits", "compute", "io-batching", "memory", "surface", "anchors", "density"];
+    &["boot", "exits", "compute", "io-batching", "memory", "surface", "anchors", "density", "migration"];
 
 /// min/median/max of one metric.
 #[derive(Clone, Debug, PartialEq, Serialize, Deserialize)]
@@ -248,6 +249,7 @@ pub fn run_suite(name: &str, opts: &Options) -> Result<Report, MeasureError> {
         "surface" => surface::run(opts),
         "anchors" => anchors::run(opts),
         "density" => density::run(opts),
+        "migration" => migration::run(opts),
         other => Err(MeasureError::UnknownSuite(other.into())),
     }
 }

@@ -41,6 +41,13 @@ pub(super) mod ioctls {
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_bindings::kvm_xcrs);
     // The VM's clock, read by the main thread for a snapshot.
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_bindings::kvm_clock_data);
+    vmm_sys_util::ioctl_iow_nr!(
+        KVM_SET_USER_MEMORY_REGION,
+        KVMIO,
+        0x46,
+        kvm_bindings::kvm_userspace_memory_region
+    );
+    vmm_sys_util::ioctl_iow_nr!(KVM_GET_DIRTY_LOG, KVMIO, 0x42, kvm_bindings::kvm_dirty_log);
     vmm_sys_util::ioctl_iow_nr!(KVM_IOEVENTFD, KVMIO, 0x79, kvm_bindings::kvm_ioeventfd);
 }
 
@@ -168,6 +175,8 @@ fn entries(thread: Thread) -> Vec<Entry> {
                     SYS_recvfrom,
                     SYS_sendto,
                     SYS_shutdown,
+                    // `migrate URI` connects to the target.
+                    SYS_connect,
                     SYS_umask,
                     SYS_chmod,
                     SYS_unlink,
@@ -208,6 +217,9 @@ fn entries(thread: Thread) -> Vec<Entry> {
                     ("TIOCGWINSZ", TIOCGWINSZ),
                     // `snapshot FILE`: the VM's kvmclock.
                     ("KVM_GET_CLOCK", ioctls::KVM_GET_CLOCK()),
+                    // `migrate URI`: the dirty-page log on the memory slot.
+                    ("KVM_SET_USER_MEMORY_REGION", ioctls::KVM_SET_USER_MEMORY_REGION()),
+                    ("KVM_GET_DIRTY_LOG", ioctls::KVM_GET_DIRTY_LOG()),
                 ],
             ));
         }

@@ -137,11 +137,13 @@ impl From<&SectionEntry> for SectionInfo {
 }
 
 /// Holds every vCPU out of the guest for as long as it lives (a snapshot of a running
-/// guest); releases them when dropped, whatever happened in between.
-struct Hold<'a>(&'a Machine);
+/// guest, the stop-and-copy phase of a migration); releases them when dropped, whatever
+/// happened in between.
+pub struct Hold<'a>(&'a Machine);
 
 impl<'a> Hold<'a> {
-    fn new(machine: &'a Machine) -> Result<Self, VcpuError> {
+    /// Holds every vCPU of `machine` (each answers once it is out of `KVM_RUN`).
+    pub fn new(machine: &'a Machine) -> Result<Self, VcpuError> {
         let hold = Self(machine);
         for i in 0..machine.vcpu_count() {
             if let Ok(v) = machine.vcpu(i) {
@@ -164,17 +166,34 @@ impl Drop for Hold<'_> {
 
 const VM_CLOCK: u32 = 1;
 
-/// Writes a snapshot of `machine` to `path` (atomically). Running vCPUs are held out of the
-/// guest while it is taken and go on afterwards; stopped ones stay stopped.
-pub fn save(machine: &Machine, path: &Path) -> Result<SaveSummary, SnapshotError> {
-    let started = Instant::now();
-    let GuestLayout::Elf(layout) = machine.layout() else {
+/// The state of a held guest except its RAM: the `meta` record and the encoded `devices`,
+/// `debug`, `vm` and `vcpuN` sections (what a snapshot file and a migration stream carry).
+pub struct Captured {
+    /// `meta`, with `nonzero_bytes` still 0 (the writer of RAM fills it in).
+    pub meta: Meta,
+    /// `devices`, `debug`, `vm`, `vcpu0`… in that order.
+    pub sections: Vec<(String, Vec<u8>)>,
+    /// State the host refused to give, one line each.
+    pub refused: Vec<String>,
+}
+
+/// Checks that this slice of snapshots covers `machine` (before anything is touched).
+pub fn check_supported(machine: &Machine) -> Result<(), SnapshotError> {
+    let GuestLayout::Elf(_) = machine.layout() else {
         return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
     };
     if !machine.bus().mmio().devices().is_empty() {
         return Err(SnapshotError::NotSupported("virtio devices (--disk)"));
     }
-    let _hold = Hold::new(machine)?;
+    Ok(())
+}
+
+/// Reads everything but RAM from `machine`, whose vCPUs the caller holds ([`Hold`]).
+pub fn capture(machine: &Machine) -> Result<Captured, SnapshotError> {
+    check_supported(machine)?;
+    let GuestLayout::Elf(layout) = machine.layout() else {
+        return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
+    };
     let req = SaveRequest { msrs: machine.msr_indices().clone(), lapic: machine.vm().has_irqchip() };
     let mut vcpus = Vec::with_capacity(machine.vcpu_count());
     for i in 0..machine.vcpu_count() {
@@ -202,11 +221,6 @@ pub fn save(machine: &Machine, path: &Path) -> Result<SaveSummary, SnapshotError
         stateless: vec!["i8042 (reset only)".into(), "exit port".into(), "hypercall ports".into()],
     };
     let debug = DebugMeta { sw_breakpoints: machine.breakpoints().list().into_iter().map(|g| g.0).collect() };
-
-    let mut w = Writer::create(path, 6 + vcpus.len() as u32)?;
-    let runs = memory::write(&mut w, machine.memory(), machine.breakpoints())?;
-    let nonzero_bytes = memory::run_bytes(&runs);
-    w.section("pagemap", &memory::encode_runs(&runs))?;
     let meta = Meta {
         vmscope_version: env!("CARGO_PKG_VERSION").into(),
         created_unix: std::time::SystemTime::now()
@@ -219,15 +233,35 @@ pub fn save(machine: &Machine, path: &Path) -> Result<SaveSummary, SnapshotError
         vcpus: machine.vcpu_count(),
         runnable_vcpus: machine.runnable_vcpus(),
         irqchip: machine.vm().has_irqchip(),
-        nonzero_bytes,
+        nonzero_bytes: 0,
         refused: refused.clone(),
     };
-    w.section("meta", &to_json(&meta))?;
-    w.section("devices", &to_json(&devices))?;
-    w.section("debug", &to_json(&debug))?;
-    w.section("vm", &vm_section)?;
+    let mut sections = vec![
+        ("devices".to_string(), to_json(&devices)),
+        ("debug".to_string(), to_json(&debug)),
+        ("vm".to_string(), vm_section),
+    ];
     for (i, s) in vcpus.iter().enumerate() {
-        w.section(&format!("vcpu{i}"), &vcpu::encode(s))?;
+        sections.push((format!("vcpu{i}"), vcpu::encode(s)));
+    }
+    Ok(Captured { meta, sections, refused })
+}
+
+/// Writes a snapshot of `machine` to `path` (atomically). Running vCPUs are held out of the
+/// guest while it is taken and go on afterwards; stopped ones stay stopped.
+pub fn save(machine: &Machine, path: &Path) -> Result<SaveSummary, SnapshotError> {
+    let started = Instant::now();
+    check_supported(machine)?;
+    let _hold = Hold::new(machine)?;
+    let Captured { mut meta, sections, refused } = capture(machine)?;
+    let mut w = Writer::create(path, 3 + sections.len() as u32)?;
+    let runs = memory::write(&mut w, machine.memory(), machine.breakpoints())?;
+    let nonzero_bytes = memory::run_bytes(&runs);
+    w.section("pagemap", &memory::encode_runs(&runs))?;
+    meta.nonzero_bytes = nonzero_bytes;
+    w.section("meta", &to_json(&meta))?;
+    for (name, bytes) in &sections {
+        w.section(name, bytes)?;
     }
     let entries = w.commit()?;
     Ok(SaveSummary {
@@ -309,13 +343,27 @@ fn json<T: serde::de::DeserializeOwned>(bytes: &[u8], section: &str) -> Result<T
         .map_err(|e| SnapshotError::BadSection { section: section.into(), detail: e.to_string() })
 }
 
-impl Snapshot {
-    /// Opens `path` and checks and decodes everything except the memory image.
-    pub fn open(path: &Path) -> Result<Self, SnapshotError> {
-        let mut reader = Reader::open(path)?;
-        let meta: Meta = json(&reader.read("meta")?, "meta")?;
-        let devices: DevicesMeta = json(&reader.read("devices")?, "devices")?;
-        let debug: DebugMeta = json(&reader.read("debug")?, "debug")?;
+/// Everything of a guest but its RAM, decoded and checked: what a snapshot file's sections
+/// or a migration stream give [`restore_state`].
+pub struct State {
+    /// The `meta` section.
+    pub meta: Meta,
+    /// The `devices` section.
+    pub devices: DevicesMeta,
+    /// The `debug` section.
+    pub debug: DebugMeta,
+    /// Each vCPU's state.
+    pub vcpus: Vec<VcpuState>,
+    /// The VM's clock, if the host gave it.
+    pub clock: Option<kvm_bindings::kvm_clock_data>,
+}
+
+impl State {
+    /// Decodes and checks the sections that `read` returns by name.
+    pub fn decode(mut read: impl FnMut(&str) -> Result<Vec<u8>, SnapshotError>) -> Result<Self, SnapshotError> {
+        let meta: Meta = json(&read("meta")?, "meta")?;
+        let devices: DevicesMeta = json(&read("devices")?, "devices")?;
+        let debug: DebugMeta = json(&read("debug")?, "debug")?;
         if !(1..=32).contains(&meta.vcpus) || meta.runnable_vcpus > meta.vcpus {
             return Err(SnapshotError::BadSection {
                 section: "meta".into(),
@@ -325,10 +373,18 @@ impl Snapshot {
         let mut vcpus = Vec::with_capacity(meta.vcpus);
         for i in 0..meta.vcpus {
             let name = format!("vcpu{i}");
-            vcpus.push(vcpu::decode(&reader.read(&name)?, &name)?);
+            vcpus.push(vcpu::decode(&read(&name)?, &name)?);
         }
-        let vm = reader.read("vm")?;
-        let clock = decode_vm(&vm)?;
+        let clock = decode_vm(&read("vm")?)?;
+        Ok(Self { meta, devices, debug, vcpus, clock })
+    }
+}
+
+impl Snapshot {
+    /// Opens `path` and checks and decodes everything except the memory image.
+    pub fn open(path: &Path) -> Result<Self, SnapshotError> {
+        let mut reader = Reader::open(path)?;
+        let State { meta, devices, debug, vcpus, clock } = State::decode(|name| Ok(reader.read(name)?))?;
         let runs = memory::decode_runs(&reader.read("pagemap")?, meta.mem_bytes)?;
         let mem = reader.entry("memory")?;
         if mem.length != meta.mem_bytes || mem.flags & format::PAGE_ALIGNED == 0 {
@@ -434,9 +490,27 @@ pub fn restore(path: &Path, opts: RestoreOptions, console: Console) -> Result<Re
     if snap.meta.irqchip {
         return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
     }
+    let mem = snap.map_memory()?;
+    let Snapshot { meta, devices, debug, vcpus, clock, .. } = snap;
+    restore_state(State { meta, devices, debug, vcpus, clock }, mem, path, opts, console, started)
+}
+
+/// Makes a machine from `state` over `mem` (RAM already filled: mapped from a snapshot, or
+/// received by a migration); `origin` names where it came from in errors. `started` is when
+/// the restore began (for [`Restored::elapsed`]).
+pub fn restore_state(
+    snap: State,
+    mem: crate::vstate::memory::GuestMemory,
+    origin: &Path,
+    opts: RestoreOptions,
+    console: Console,
+    started: Instant,
+) -> Result<Restored, SnapshotError> {
+    if snap.meta.irqchip {
+        return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
+    }
     let layout = elf_layout(&snap.meta.guest)?;
     let kvm = KvmSystem::open().map_err(MachineError::from)?;
-    let mem = snap.map_memory()?;
     let vm = Vm::new(&kvm, &mem, false).map_err(MachineError::from)?;
     let mut notes = Vec::new();
     if let Some(mut clock) = snap.clock {
@@ -510,7 +584,7 @@ pub fn restore(path: &Path, opts: RestoreOptions, console: Console) -> Result<Re
         Ok(m) => m,
         Err(_) if mismatch.borrow().is_some() => {
             return Err(SnapshotError::CpuidMismatch {
-                path: path.to_path_buf(),
+                path: origin.to_path_buf(),
                 detail: mismatch.take().unwrap_or_default(),
             })
         }
