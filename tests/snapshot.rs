@@ -208,13 +208,13 @@ fn damaged_and_foreign_snapshots_are_refused_before_anything_runs() {
     std::fs::write(&bad, &good[..good.len() - 4096]).unwrap();
     refused(&bad, "truncated");
 
-    // Another format version (with a correct header CRC).
+    // A newer format version (with a correct header CRC).
     let mut b = good.clone();
-    b[8..12].copy_from_slice(&2u32.to_le_bytes());
+    b[8..12].copy_from_slice(&3u32.to_le_bytes());
     let h = crc(&b[..20]);
     b[20..24].copy_from_slice(&h.to_le_bytes());
     std::fs::write(&bad, &b).unwrap();
-    refused(&bad, "format version 2; this vmscope reads version 1 only");
+    refused(&bad, "format version 3; this vmscope reads versions 1 to 2 (it was written by a newer vmscope)");
 
     // Not a snapshot at all.
     std::fs::write(&bad, b"#!/bin/sh\n").unwrap();
@@ -250,20 +250,262 @@ fn damaged_and_foreign_snapshots_are_refused_before_anything_runs() {
     assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
 }
 
+/// A guest with a disk: the disk's identity is saved, the restored guest gets it back, and
+/// an image that changed or went away since is refused before anything runs.
 #[test]
-fn a_guest_with_a_disk_is_refused_with_a_reason() {
+fn a_guest_with_a_disk_is_restored_only_onto_the_same_image() {
     let dir = tempfile::tempdir().unwrap();
     let disk = dir.path().join("disk.img");
     std::fs::write(&disk, vec![0u8; 1 << 20]).unwrap();
     let snap = dir.path().join("d.vmsnap");
     let sc = script(dir.path(), "take", &format!("snapshot {}\nquit\n", s(&snap)));
-    let o = vmscope(&["run", "unikernel", "--ring", "3", "--disk", s(&disk), "--script", s(&sc)]);
+    let o = vmscope(&[
+        "run",
+        "unikernel",
+        "--ring",
+        "3",
+        "--workload",
+        "ticks",
+        "3",
+        "--disk",
+        s(&disk),
+        "--script",
+        s(&sc),
+    ]);
+    assert!(stdout(&o).contains("snapshot written to"), "{}\n{}", stdout(&o), stderr(&o));
+    let o = vmscope(&["snapshot", "info", "--json", s(&snap)]);
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let d = &v["devices"]["virtio"][0];
+    assert_eq!(d["name"], "blk", "{v}");
+    assert_eq!(d["disk"]["size"], 1 << 20);
+    assert_eq!(d["disk"]["path"], disk.canonicalize().unwrap().to_str().unwrap());
+
+    // Restored onto the same image, from another directory: it runs to its end.
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_vmscope"))
+        .args(["run", "--restore", s(&snap), "--timeout", "60"])
+        .current_dir("/")
+        .output()
+        .unwrap();
+    assert_eq!(o.status.code(), Some(3), "{}", stderr(&o));
+    assert_eq!(ticks(&stdout(&o)), vec![1, 2, 3]);
+
+    // One byte of the image changed: refused, naming the image and why.
+    let mut bytes = std::fs::read(&disk).unwrap();
+    bytes[512] = 1;
+    std::fs::write(&disk, &bytes).unwrap();
+    refused(&snap, "is not the one in the snapshot: it was modified after the snapshot");
+    // Another size.
+    std::fs::write(&disk, vec![0u8; 2 << 20]).unwrap();
+    refused(&snap, "its size is 2097152 bytes, it was 1048576 bytes");
+    // Gone.
+    std::fs::remove_file(&disk).unwrap();
+    refused(&snap, "it cannot be found");
+}
+
+/// A `vmscope` process whose standard input the test types into and whose standard output
+/// lines arrive on a channel as the guest prints them.
+struct Typing {
+    child: std::process::Child,
+    stdin: std::process::ChildStdin,
+    lines: std::sync::mpsc::Receiver<String>,
+    seen: String,
+}
+
+impl Typing {
+    fn spawn(args: &[&str]) -> Self {
+        use std::io::BufRead;
+        use std::process::{Command, Stdio};
+        common::require_kvm();
+        let mut child = Command::new(env!("CARGO_BIN_EXE_vmscope"))
+            .args(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("cannot start the vmscope binary");
+        let stdin = child.stdin.take().unwrap();
+        let stdout = child.stdout.take().unwrap();
+        let (tx, lines) = std::sync::mpsc::channel();
+        std::thread::spawn(move || {
+            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+                let _ = tx.send(line);
+            }
+        });
+        Self { child, stdin, lines, seen: String::new() }
+    }
+
+    /// Reads lines until one contains `what` (the guest boots in minutes on PVM: the bound
+    /// is generous and only keeps a broken run from hanging the suite).
+    fn wait_for(&mut self, what: &str) {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1200);
+        loop {
+            let left = deadline.saturating_duration_since(std::time::Instant::now());
+            match self.lines.recv_timeout(left) {
+                Ok(line) => {
+                    self.seen += &line;
+                    self.seen.push('\n');
+                    if line.contains(what) {
+                        return;
+                    }
+                }
+                Err(_) => {
+                    let _ = self.child.kill();
+                    let _ = self.child.wait();
+                    let mut err = String::new();
+                    if let Some(mut e) = self.child.stderr.take() {
+                        use std::io::Read;
+                        let _ = e.read_to_string(&mut err);
+                    }
+                    panic!("{what:?} never came; the output was:\n{}\n{err}", self.seen);
+                }
+            }
+        }
+    }
+
+    fn type_line(&mut self, text: &str) {
+        use std::io::Write;
+        self.stdin.write_all(format!("{text}\n").as_bytes()).unwrap();
+        self.stdin.flush().unwrap();
+    }
+
+    /// Waits for the process to end; returns its status, all its output and its stderr.
+    fn finish(mut self) -> (Option<i32>, String, String) {
+        use std::io::Read;
+        drop(self.stdin);
+        let status = self.child.wait().unwrap();
+        while let Ok(line) = self.lines.recv() {
+            self.seen += &line;
+            self.seen.push('\n');
+        }
+        let mut err = String::new();
+        if let Some(mut e) = self.child.stderr.take() {
+            e.read_to_string(&mut err).unwrap();
+        }
+        (status.code(), self.seen, err)
+    }
+}
+
+/// The first numbers of every line that is `/proc/uptime`'s output ("12.34 5.67").
+fn uptimes(out: &str) -> Vec<f64> {
+    out.lines()
+        .filter_map(|l| {
+            let mut w = l.split_whitespace();
+            let (a, b) = (w.next()?, w.next()?);
+            if w.next().is_some() || !a.contains('.') || !b.contains('.') {
+                return None;
+            }
+            b.parse::<f64>().ok()?;
+            a.parse::<f64>().ok()
+        })
+        .collect()
+}
+
+/// An ext2 image holding `hello.txt`, made with mke2fs (e2fsprogs) as a user would.
+fn ext2_image(dir: &Path, text: &str) -> PathBuf {
+    let root = dir.join("root");
+    std::fs::create_dir_all(&root).unwrap();
+    std::fs::write(root.join("hello.txt"), text).unwrap();
+    let img = dir.join("disk.img");
+    let o = std::process::Command::new("mke2fs")
+        .args(["-q", "-t", "ext2", "-d"])
+        .arg(&root)
+        .arg(&img)
+        .arg("4M")
+        .output()
+        .expect("mke2fs (e2fsprogs) is installed");
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    img
+}
+
+/// One boot for the whole Linux story: the shell with a disk mounted is snapshotted at its
+/// prompt, `snapshot info` describes it, a new process goes on with the same shell (a typed
+/// command is answered), the same clock (uptime did not go back) and the same disk (a file
+/// not read before the snapshot is read through the restored virtio queue); a changed or
+/// missing disk is refused before anything runs.
+#[test]
+fn linux_shell_with_a_disk_goes_on_in_a_new_process() {
+    let dir = tempfile::tempdir().unwrap();
+    let img = ext2_image(dir.path(), "read after the restore\n");
+    let snap = dir.path().join("shell.vmsnap");
+    // Stopped at start_kernel (a hardware breakpoint: the kernel is not mapped at entry),
+    // then with a software one where the shell first reads its terminal (a hardware one
+    // there never fired on PVM): `cat /proc/uptime` is typed, and the snapshot is taken
+    // where the shell reads its next line.
+    let sc = script(
+        dir.path(),
+        "take",
+        &format!(
+            "delete start_kernel\nbreak n_tty_read\ncont\ndelete n_tty_read\nbreak proc_uptime_show\ncont\ndelete proc_uptime_show\nbreak n_tty_read\ncont\nsnapshot {}\nquit\n",
+            s(&snap)
+        ),
+    );
+    let disk = format!("{},ro", s(&img));
+    let mut first = Typing::spawn(&[
+        "run",
+        "linux",
+        "--shell",
+        "--disk",
+        &disk,
+        "--break",
+        "start_kernel",
+        "--script",
+        s(&sc),
+        "--timeout",
+        "900",
+    ]);
+    first.wait_for("(vmscope) delete n_tty_read");
+    first.type_line("cat /proc/uptime");
+    let (code, out1, err1) = first.finish();
+    assert_eq!(code, Some(0), "{out1}\n{err1}");
+    assert!(out1.contains("snapshot written to"), "{out1}\n{err1}");
+    assert!(out1.contains("<proc_uptime_show>"), "{out1}");
+
+    let o = vmscope(&["snapshot", "info", s(&snap)]);
+    let info = stdout(&o);
+    assert_eq!(o.status.code(), Some(0), "{info}{}", stderr(&o));
+    for want in [
+        "Linux kernel booted through pvh",
+        "vmscope.shell=1",
+        "virtio-mmio 0: virtio-blk (id 2) at 0xd0000000 irq 5",
+        "queue 0: size",
+        &format!("disk {} (read-only)", img.canonicalize().unwrap().display()),
+        "in-kernel PIC master and slave, IOAPIC, PIT",
+        "format version 2",
+    ] {
+        assert!(info.contains(want), "{want:?} missing from:\n{info}");
+    }
+
+    let mut second = Typing::spawn(&["run", "--restore", s(&snap), "--timeout", "600"]);
+    second.type_line("cat /proc/uptime");
+    second.type_line("cat /mnt/hello.txt");
+    second.wait_for("read after the restore");
+    second.type_line("reboot");
+    let (code, out2, err2) = second.finish();
+    assert_eq!(code, Some(0), "{out2}\n{err2}");
+    assert!(err2.contains("reset the machine (a reboot)"), "{err2}");
+    let all = uptimes(&format!("{out1}{out2}"));
+    assert!(all.len() >= 2, "two uptimes, before and after: {out1}\n{out2}");
+    let (before, after) = (all[0], all[all.len() - 1]);
+    assert!(after >= before, "the guest's clock went back from {before} to {after}");
+    assert!(!out2.contains("Linux version"), "the restored guest did not boot again: {out2}");
+
+    // The image changed after the snapshot: refused, naming the disk and why.
+    let saved = std::fs::read(&img).unwrap();
+    let mut changed = saved.clone();
+    changed[2048] ^= 1;
+    std::fs::write(&img, &changed).unwrap();
+    let o = vmscope(&["run", "--restore", s(&snap), "--timeout", "30"]);
+    assert_eq!(o.status.code(), Some(1), "{}\n{}", stdout(&o), stderr(&o));
     assert!(
-        stdout(&o).contains("virtio devices (--disk) are not in snapshots yet"),
-        "{}\n{}",
-        stdout(&o),
+        stderr(&o).contains("is not the one in the snapshot: it was modified after the snapshot"),
+        "{}",
         stderr(&o)
     );
-    assert!(!snap.exists(), "no file is left behind");
-    assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 2, "no temporary file either");
+    assert!(stderr(&o).contains(&img.canonicalize().unwrap().display().to_string()), "{}", stderr(&o));
+    assert!(stdout(&o).is_empty(), "nothing ran: {}", stdout(&o));
+    // Gone: refused too.
+    std::fs::remove_file(&img).unwrap();
+    let o = vmscope(&["run", "--restore", s(&snap), "--timeout", "30"]);
+    assert_eq!(o.status.code(), Some(1), "{}", stderr(&o));
+    assert!(stderr(&o).contains("it cannot be found"), "{}", stderr(&o));
 }

@@ -167,7 +167,7 @@ fn panic_excerpt(tail: &str) -> Option<String> {
 }
 
 /// Feeds this process's standard input to the guest's serial port.
-fn forward_stdin(machine: &Machine) {
+pub(super) fn forward_stdin(machine: &Machine) {
     let serial = machine.serial_input();
     std::thread::spawn(move || {
         let mut stdin = std::io::stdin();

@@ -57,7 +57,64 @@ fn open_checked(file: &Path) -> anyhow::Result<(Snapshot, vmm::vstate::memory::G
 fn guest_kind(g: &GuestMeta) -> String {
     match g {
         GuestMeta::Elf { ring, entry, .. } => format!("ELF guest at CPL{ring}, entry {entry:#x}"),
+        GuestMeta::Linux { protocol, entry, .. } => {
+            format!("Linux kernel booted through {protocol} at {entry:#x}")
+        }
     }
+}
+
+/// The devices line of `info`, and one line per virtio device (with its disk).
+fn device_lines(d: &vmm::snapshot::meta::DevicesMeta) -> Vec<String> {
+    let mut lines = vec![format!(
+        "COM1 16550 (LCR {:#04x}, IER {:#04x}, {} bytes sent, {} waiting in its FIFO); doorbell {}; {}",
+        d.serial.line_control,
+        d.serial.interrupt_enable,
+        d.serial.bytes_out,
+        d.serial.in_buffer.len(),
+        d.doorbell.as_deref().map_or("none".to_string(), |m| format!("with a {m} ring consumer")),
+        d.stateless.join(", ")
+    )];
+    for (i, v) in d.virtio.iter().enumerate() {
+        let t = &v.transport;
+        let queues: Vec<String> = t
+            .queues
+            .iter()
+            .enumerate()
+            .map(|(q, s)| {
+                if s.ready {
+                    format!(
+                        "queue {q}: size {} next avail {} next used {}",
+                        s.size, s.next_avail, s.next_used
+                    )
+                } else {
+                    format!("queue {q}: not ready")
+                }
+            })
+            .collect();
+        lines.push(format!(
+            "virtio-mmio {i}: virtio-{} (id {}) at {:#x} irq {}, status {:#x}, features {:#x}; {}",
+            v.name,
+            v.device_id,
+            v.base,
+            v.irq,
+            t.status,
+            t.driver_features,
+            queues.join("; ")
+        ));
+        if let Some(disk) = &v.disk {
+            lines.push(format!(
+                "  disk {}{}: {} bytes, device {:#x} inode {}, modified {}.{:09} (Unix time); a restore refuses it if any of these changed",
+                disk.path.display(),
+                if disk.read_only { " (read-only)" } else { "" },
+                disk.size,
+                disk.dev,
+                disk.ino,
+                disk.mtime_ns.div_euclid(1_000_000_000),
+                disk.mtime_ns.rem_euclid(1_000_000_000)
+            ));
+        }
+    }
+    lines
 }
 
 fn info(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
@@ -83,7 +140,8 @@ fn info(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
                 "lapic": v.lapic.is_some(),
                 "refused": v.refused,
             })).collect::<Vec<_>>(),
-            "kvmclock_ns": snap.clock.map(|c| c.clock),
+            "kvmclock_ns": snap.vm.clock.map(|c| c.clock),
+            "irqchip": snap.vm.has_irqchip(),
             "sections": snap.sections(),
             "checksums": "verified",
         });
@@ -93,7 +151,7 @@ fn info(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
     println!(
         "snapshot {} (format version {}, vmscope {})",
         file.display(),
-        vmm::snapshot::format::VERSION,
+        snap.version(),
         m.vmscope_version
     );
     println!("  taken on:  host {} at {} (Unix time)", m.host_kind, m.created_unix);
@@ -118,17 +176,19 @@ fn info(file: &Path, json: bool) -> anyhow::Result<ExitCode> {
         len,
         on_disk.map_or("?".to_string(), |d| format!("{} KiB", d >> 10))
     );
-    let d = &snap.devices;
-    println!(
-        "  devices:   COM1 16550 (LCR {:#04x}, IER {:#04x}, {} bytes sent, {} waiting in its FIFO); doorbell {}; {}",
-        d.serial.line_control,
-        d.serial.interrupt_enable,
-        d.serial.bytes_out,
-        d.serial.in_buffer.len(),
-        d.doorbell.as_deref().map_or("none".to_string(), |m| format!("with a {m} ring consumer")),
-        d.stateless.join(", ")
-    );
-    println!("  kvmclock:  {}", snap.clock.map_or("not saved".to_string(), |c| format!("{} ns", c.clock)));
+    if let GuestMeta::Linux { cmdline, initrd, .. } = &m.guest {
+        println!("  cmdline:   {cmdline}");
+        if let Some((at, size)) = initrd {
+            println!("  initramfs: {size} bytes at {at:#x}");
+        }
+    }
+    for (i, line) in device_lines(&snap.devices).into_iter().enumerate() {
+        println!("  {}{line}", if i == 0 { "devices:   " } else { "           " });
+    }
+    println!("  kvmclock:  {}", snap.vm.clock.map_or("not saved".to_string(), |c| format!("{} ns", c.clock)));
+    if snap.vm.has_irqchip() {
+        println!("  irqchip:   in-kernel PIC master and slave, IOAPIC, PIT (KVM_GET_IRQCHIP, KVM_GET_PIT2)");
+    }
     println!(
         "  debug:     {}",
         if snap.debug.sw_breakpoints.is_empty() {
@@ -290,8 +350,12 @@ pub fn run_restored(args: &super::run::RunArgs, file: &Path) -> anyhow::Result<E
             eprintln!("vmscope: not restored: {msr}");
         }
     }
-    let GuestMeta::Elf { ring, .. } = restored.meta.guest;
-    let ring = Ring::from_cpl(ring).unwrap_or(Ring::Ring3);
+    let (ring, linux_shell) = match &restored.meta.guest {
+        GuestMeta::Elf { ring, .. } => (Ring::from_cpl(*ring).unwrap_or(Ring::Ring3), None),
+        GuestMeta::Linux { cmdline, .. } => {
+            (Ring::Ring0, Some(cmdline.split_whitespace().any(|w| w == "vmscope.shell=1")))
+        }
+    };
     if args.verbose {
         eprintln!(
             "vmscope: restored {} ({} MiB, {} KiB not zero, taken on {}) in {:.3} ms; process start to guest running: {:.3} ms",
@@ -303,31 +367,63 @@ pub fn run_restored(args: &super::run::RunArgs, file: &Path) -> anyhow::Result<E
             running_at.as_secs_f64() * 1e3
         );
     }
+    // A Linux guest's console reads this process's standard input, as under `run linux`
+    // (unless a session reads its commands from there); its shell gets a raw terminal.
+    let session_reads_stdin = debugging && args.script.is_none() && args.gdb.is_none();
+    let raw_tty = match linux_shell {
+        Some(shell) if !session_reads_stdin => {
+            super::linux::forward_stdin(&machine);
+            if shell {
+                tui::rawtty::RawTty::enable()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
+    let debug_image = debug_image_of(&restored.meta.guest_name);
+    if linux_shell.is_some() {
+        // ps, dmesg, uname in sessions read the guest with the kernel's DWARF.
+        inspect::linux::commands::set_vmlinux(&debug_image);
+    }
     vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
-    let symbols = symbols_of(&restored.meta.guest_name);
+    // Read only for a session or gdb: a kernel's DWARF vmlinux is over 50 MiB.
+    let symbols = || symbols_of(&restored.meta.guest_name, &debug_image);
     let outcome = if let Some(addr) = &args.gdb {
-        match super::gdb::serve(&machine, addr, &symbols, None, args.gdb_wait)? {
+        match super::gdb::serve(&machine, addr, &symbols(), None, args.gdb_wait)? {
             Some(outcome) => outcome,
             None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
         }
     } else if debugging {
-        match super::session::run_for(&machine, &symbols, args, super::session::STOP_TIMEOUT)? {
+        match super::session::run_for(&machine, &symbols(), args, super::session::STOP_TIMEOUT)? {
             Ok(outcome) => outcome,
             Err(status) => return Ok(status),
         }
     } else {
         machine.wait(args.timeout.map(Duration::from_secs_f64))
     };
+    drop(raw_tty);
     super::run::finish(args, &machine, outcome, process_start, ring, None, None)
 }
 
-/// The guest's symbols: the built-in unikernel's, or the ELF at the path the snapshot names.
-fn symbols_of(name: &str) -> inspect::symbols::SymbolTable {
+/// The guest's symbols: the built-in unikernel's, or those of the ELF with debug
+/// information that goes with the file the snapshot names.
+fn symbols_of(name: &str, debug_image: &Path) -> inspect::symbols::SymbolTable {
     if name == super::run::UNIKERNEL_NAME {
         return inspect::symbols::SymbolTable::from_elf(name, guests::unikernel::ELF).unwrap_or_default();
     }
-    std::fs::read(name)
-        .ok()
-        .and_then(|bytes| inspect::symbols::SymbolTable::from_elf(name, &bytes).ok())
-        .unwrap_or_default()
+    inspect::symbols::SymbolTable::from_elf_file(debug_image).unwrap_or_default()
+}
+
+/// The image with symbols for the guest file `name`: the kernel vmscope builds boots
+/// `vmlinux.stripped`, whose symbols are in the `vmlinux` beside it.
+fn debug_image_of(name: &str) -> PathBuf {
+    let path = Path::new(name);
+    if path.file_name().is_some_and(|f| f == "vmlinux.stripped") {
+        let full = path.with_file_name("vmlinux");
+        if full.exists() {
+            return full;
+        }
+    }
+    path.to_path_buf()
 }

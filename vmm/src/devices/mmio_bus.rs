@@ -91,6 +91,12 @@ impl MmioBus {
         self.slots.is_empty()
     }
 
+    /// Each device's window base, interrupt line and transport, in bus order (for a
+    /// snapshot, which saves and rebuilds them in the same order).
+    pub(crate) fn transports(&self) -> Vec<(u64, u32, Arc<Mutex<MmioTransport>>)> {
+        self.slots.iter().map(|s| (s.base, s.irq, s.transport.clone())).collect()
+    }
+
     /// The kernel command-line entries that declare the devices to Linux.
     pub fn kernel_cmdline(&self) -> String {
         self.slots

@@ -165,6 +165,8 @@ pub struct Machine {
     started: Instant,
     host: HostKind,
     name: String,
+    /// The command line the guest booted with.
+    cmdline: String,
     /// The ioeventfd doorbell of an ELF guest (`vmscope_abi::PORT_DOORBELL`).
     pub(crate) doorbell: Option<Doorbell>,
     /// KVM_GET_MSR_INDEX_LIST of the host: the MSRs a snapshot saves.
@@ -223,6 +225,8 @@ pub(crate) struct Parts {
     pub(crate) layout: GuestLayout,
     pub(crate) started: Instant,
     pub(crate) name: String,
+    /// The command line the guest booted with.
+    pub(crate) cmdline: String,
     /// The vCPUs' state comes from a snapshot taken at a stop (see `VcpuOptions::restored`).
     pub(crate) restored: bool,
 }
@@ -279,6 +283,7 @@ impl Machine {
             layout: GuestLayout::Elf(layout),
             started,
             name: cfg.name.clone(),
+            cmdline: cfg.cmdline.clone(),
             restored: false,
         };
         let entry = layout.entry;
@@ -322,6 +327,7 @@ impl Machine {
             layout: GuestLayout::Linux(layout),
             started,
             name: cfg.kernel_name.clone(),
+            cmdline: cmdline.clone(),
             restored: false,
         };
         Self::assemble(parts, cfg.vcpus, cfg.vcpus, cfg.start_paused, cfg.fixups, |index, fd| {
@@ -389,7 +395,7 @@ impl Machine {
         fixups: EmulationFixups,
         setup: impl Fn(usize, &kvm_ioctls::VcpuFd) -> Result<(), VcpuError>,
     ) -> Result<Self, MachineError> {
-        let Parts { kvm, vm, mem, bus, layout, started, name, restored } = parts;
+        let Parts { kvm, vm, mem, bus, layout, started, name, cmdline, restored } = parts;
         // Read before any thread filters its system calls: snapshots read these MSRs.
         let msr_indices: Arc<[u32]> =
             kvm.kvm().get_msr_index_list().map(|l| l.as_slice().to_vec()).unwrap_or_default().into();
@@ -431,6 +437,7 @@ impl Machine {
             started,
             host: crate::host::host_kind(),
             name,
+            cmdline,
             doorbell: None,
             msr_indices,
         })
@@ -444,6 +451,11 @@ impl Machine {
     /// The guest's name.
     pub fn name(&self) -> &str {
         &self.name
+    }
+
+    /// The command line the guest booted with (Linux: with the device declarations).
+    pub fn cmdline(&self) -> &str {
+        &self.cmdline
     }
 
     /// Guest memory (shared with the vCPUs; reads see the live guest).

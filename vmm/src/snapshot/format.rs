@@ -21,8 +21,12 @@ use std::path::{Path, PathBuf};
 
 /// The first 8 bytes of every snapshot.
 pub const MAGIC: [u8; 8] = *b"VMSCSNAP";
-/// The format version this vmscope writes and reads.
-pub const VERSION: u32 = 1;
+/// The format version this vmscope writes. Version 2 added Linux guests (the PIC, IOAPIC
+/// and PIT records of `vm`, virtio devices and disks in `devices`, the `linux` guest kind);
+/// version 1 files (unikernel and `--elf` guests) are a subset and are still read.
+pub const VERSION: u32 = 2;
+/// The oldest format version this vmscope reads.
+pub const OLDEST_VERSION: u32 = 1;
 /// Bytes before the section table.
 pub const HEADER_LEN: u64 = 32;
 /// Bytes per section-table entry.
@@ -61,7 +65,7 @@ pub enum FormatError {
         found: Vec<u8>,
     },
     /// Written by a vmscope with another format version.
-    #[error("{path} is snapshot format version {found}; this vmscope reads version {VERSION} only")]
+    #[error("{path} is snapshot format version {found}; this vmscope reads versions {OLDEST_VERSION} to {VERSION}{}", if *found > VERSION { " (it was written by a newer vmscope)" } else { "" })]
     BadVersion {
         /// The file.
         path: PathBuf,
@@ -310,7 +314,7 @@ impl Reader {
                 le32(&header, 20)
             )));
         }
-        if version != VERSION {
+        if !(OLDEST_VERSION..=VERSION).contains(&version) {
             return Err(FormatError::BadVersion { path: path.to_path_buf(), found: version });
         }
         let count = le32(&header, 12);
@@ -460,12 +464,26 @@ mod tests {
         let e = Reader::open(&path).unwrap_err();
         assert!(e.to_string().contains("truncated"), "{e}");
 
-        let mut v2 = good.clone();
-        v2[8] = 2;
-        let h = crc(&v2[..20]);
-        v2[20..24].copy_from_slice(&h.to_le_bytes());
-        std::fs::write(&path, &v2).unwrap();
-        assert!(matches!(Reader::open(&path).unwrap_err(), FormatError::BadVersion { found: 2, .. }));
+        let mut newer = good.clone();
+        newer[8] = 3;
+        let h = crc(&newer[..20]);
+        newer[20..24].copy_from_slice(&h.to_le_bytes());
+        std::fs::write(&path, &newer).unwrap();
+        let e = Reader::open(&path).unwrap_err();
+        assert!(matches!(e, FormatError::BadVersion { found: 3, .. }));
+        assert!(e.to_string().contains("reads versions 1 to 2 (it was written by a newer vmscope)"), "{e}");
+        let mut old = good.clone();
+        old[8] = 1;
+        let h = crc(&old[..20]);
+        old[20..24].copy_from_slice(&h.to_le_bytes());
+        std::fs::write(&path, &old).unwrap();
+        assert_eq!(Reader::open(&path).unwrap().version, 1, "version 1 files are still read");
+        let mut zero = good.clone();
+        zero[8] = 0;
+        let h = crc(&zero[..20]);
+        zero[20..24].copy_from_slice(&h.to_le_bytes());
+        std::fs::write(&path, &zero).unwrap();
+        assert!(!Reader::open(&path).unwrap_err().to_string().contains("newer"));
 
         std::fs::write(&path, b"hello").unwrap();
         assert!(matches!(Reader::open(&path).unwrap_err(), FormatError::BadMagic { .. }));

@@ -52,6 +52,23 @@ pub enum GuestMeta {
         /// The boot information handed to the guest.
         boot_info: BootInfoMeta,
     },
+    /// A Linux kernel (`vmscope run linux`), with its in-kernel irqchip and PIT.
+    Linux {
+        /// The kernel file it booted (for symbols and messages; RAM holds the kernel).
+        kernel: String,
+        /// The command line it booted with (device declarations included).
+        cmdline: String,
+        /// "pvh" or "linux64".
+        protocol: String,
+        /// The entry point it was booted at.
+        entry: u64,
+        /// First byte after the kernel image.
+        kernel_end: u64,
+        /// The initramfs (guest-physical address, size), if any.
+        initrd: Option<(u64, u64)>,
+        /// The kernel was a bzImage.
+        bzimage: bool,
+    },
 }
 
 /// `vmscope_abi::BootInfo`, field by field.
@@ -76,6 +93,26 @@ pub struct DevicesMeta {
     pub doorbell: Option<String>,
     /// The i8042 and the exit port keep no state; named so `info` lists every device.
     pub stateless: Vec<String>,
+    /// The virtio-mmio devices, in bus order (absent in files of the first format version).
+    #[serde(default)]
+    pub virtio: Vec<VirtioMeta>,
+}
+
+/// One virtio-mmio device: where it is, its transport and queues, and the disk behind it.
+#[derive(Clone, Debug, Serialize, Deserialize)]
+pub struct VirtioMeta {
+    /// Short name ("blk").
+    pub name: String,
+    /// virtio device ID.
+    pub device_id: u32,
+    /// Window base.
+    pub base: u64,
+    /// Interrupt line.
+    pub irq: u32,
+    /// Registers, queues (virtio-queue's `QueueState`) and counters.
+    pub transport: crate::devices::virtio::mmio::MmioTransportState,
+    /// The image behind a disk: a restore refuses one that is missing or changed.
+    pub disk: Option<crate::devices::virtio::block::DiskIdentity>,
 }
 
 /// vm-superio's `SerialState`, field by field, and the transmit count.

@@ -1,10 +1,13 @@
 //! Snapshots: the whole state of a stopped guest in one file, and a new machine made from
 //! it. `save` holds every vCPU out of the guest, reads each vCPU's state on its own thread
 //! (registers, FPU/XSAVE, XCRs, debug registers, MSRs, MP state, pending events, CPUID),
-//! the VM's clock, the devices (COM1, the doorbell), vmscope's breakpoints and the non-zero
-//! pages of RAM, and writes them as checked sections ([`format`]); `restore` checks every
-//! section, maps RAM copy-on-write from the file, refuses a host whose CPUID differs, and
-//! only then creates vCPUs with that state. See vmm/DESIGN.md ("Snapshots").
+//! local APIC, CPUID), the VM's state ([`vm`]: kvmclock, and for Linux the PICs, IOAPIC and
+//! PIT), the devices ([`devices`]: COM1, the doorbell, virtio-mmio transports and queues,
+//! each disk's identity), the guest's boot identity ([`guest`]), vmscope's breakpoints and
+//! the non-zero pages of RAM, and writes them as checked sections ([`format`]); `restore`
+//! checks every section, refuses a missing or changed disk and a host whose CPUID differs,
+//! maps RAM copy-on-write from the file, and only then creates vCPUs with that state. See
+//! vmm/DESIGN.md ("Snapshots").
 //!
 //! The sections are self-contained (name, length, CRC), so a live migration can send the
 //! same ones over a socket.
@@ -20,21 +23,16 @@
 //! ```
 
 pub mod command;
+pub mod devices;
 pub mod format;
+pub mod guest;
 pub mod memory;
 pub mod meta;
 pub mod probe;
 pub mod vcpu;
+pub mod vm;
 
-use crate::arch::x86_64::regs::LongModeEntry;
-use crate::arch::x86_64::Ring;
-use crate::boot::elf_guest::ElfGuestLayout;
 use crate::devices::console::Console;
-use crate::devices::doorbell::{Doorbell, RingConsumerMode, SharedRing};
-use crate::devices::hypercall::Hypercalls;
-use crate::devices::legacy::serial::SerialPort;
-use crate::devices::PortIoBus;
-use crate::loader::LoadedElf;
 use crate::machine::{GuestLayout, Machine, MachineError, Parts};
 use crate::vstate::kvm::KvmSystem;
 use crate::vstate::memory::{map_guest_memory_file, mem_size};
@@ -42,13 +40,11 @@ use crate::vstate::vcpu::state::{self, SaveRequest, VcpuState};
 use crate::vstate::vcpu::{EmulationFixups, VcpuError, VcpuRequest};
 use crate::vstate::vm::Vm;
 use format::{FormatError, Reader, SectionEntry, Writer};
-use meta::{BootInfoMeta, DebugMeta, DevicesMeta, GuestMeta, Meta, SerialMeta};
+use meta::{DebugMeta, DevicesMeta, Meta};
 use serde::Serialize;
 use std::cell::RefCell;
 use std::path::{Path, PathBuf};
-use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
-use zerocopy::{FromBytes, IntoBytes};
 
 /// Errors from taking, reading or restoring a snapshot.
 #[derive(Debug, thiserror::Error)]
@@ -89,6 +85,14 @@ pub enum SnapshotError {
         /// KVM's errno.
         #[source]
         source: kvm_ioctls::Error,
+    },
+    /// A disk the guest had attached is missing or is not the image it was.
+    #[error("disk image {path} is not the one in the snapshot: {detail}; the guest's file system would not match it, so the restore is refused")]
+    DiskChanged {
+        /// The image.
+        path: PathBuf,
+        /// What differs.
+        detail: String,
     },
     /// A device refused its saved state.
     #[error("device {device} refused its saved state: {detail}")]
@@ -164,8 +168,6 @@ impl Drop for Hold<'_> {
     }
 }
 
-const VM_CLOCK: u32 = 1;
-
 /// The state of a held guest except its RAM: the `meta` record and the encoded `devices`,
 /// `debug`, `vm` and `vcpuN` sections (what a snapshot file and a migration stream carry).
 pub struct Captured {
@@ -177,23 +179,23 @@ pub struct Captured {
     pub refused: Vec<String>,
 }
 
-/// Checks that this slice of snapshots covers `machine` (before anything is touched).
+/// Checks, before any vCPU is held, what would make a snapshot of `machine` impossible: a
+/// disk whose image can no longer be looked at (a snapshot must be able to tell later
+/// whether the disk changed).
 pub fn check_supported(machine: &Machine) -> Result<(), SnapshotError> {
-    let GuestLayout::Elf(_) = machine.layout() else {
-        return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
-    };
-    if !machine.bus().mmio().devices().is_empty() {
-        return Err(SnapshotError::NotSupported("virtio devices (--disk)"));
+    for (_, _, t) in machine.bus().mmio().transports() {
+        if let Some(Err(e)) = t.lock().unwrap_or_else(|e| e.into_inner()).device().disk_identity() {
+            return Err(SnapshotError::Device {
+                device: "virtio-blk",
+                detail: format!("cannot read the metadata of its image: {e}"),
+            });
+        }
     }
     Ok(())
 }
 
 /// Reads everything but RAM from `machine`, whose vCPUs the caller holds ([`Hold`]).
 pub fn capture(machine: &Machine) -> Result<Captured, SnapshotError> {
-    check_supported(machine)?;
-    let GuestLayout::Elf(layout) = machine.layout() else {
-        return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
-    };
     let req = SaveRequest { msrs: machine.msr_indices().clone(), lapic: machine.vm().has_irqchip() };
     let mut vcpus = Vec::with_capacity(machine.vcpu_count());
     for i in 0..machine.vcpu_count() {
@@ -205,21 +207,8 @@ pub fn capture(machine: &Machine) -> Result<Captured, SnapshotError> {
         .enumerate()
         .flat_map(|(i, s)| s.refused.iter().map(move |r| format!("vCPU {i}: {r}")))
         .collect();
-    let mut vm_section = Vec::new();
-    match machine.vm().fd().get_clock() {
-        Ok(clock) => {
-            vm_section.extend_from_slice(&VM_CLOCK.to_le_bytes());
-            vm_section.extend_from_slice(&(clock.as_bytes().len() as u32).to_le_bytes());
-            vm_section.extend_from_slice(clock.as_bytes());
-        }
-        Err(e) => refused.push(format!("VM: KVM_GET_CLOCK: {e}")),
-    }
-    let (serial_state, bytes_out) = machine.bus().serial().lock().unwrap_or_else(|e| e.into_inner()).state();
-    let devices = DevicesMeta {
-        serial: SerialMeta::from_state(&serial_state, bytes_out),
-        doorbell: machine.ring_consumer().map(|m| m.name().to_string()),
-        stateless: vec!["i8042 (reset only)".into(), "exit port".into(), "hypercall ports".into()],
-    };
+    let vm_section = vm::encode(&vm::capture(machine.vm(), &mut refused));
+    let devices = devices::capture_devices(machine)?;
     let debug = DebugMeta { sw_breakpoints: machine.breakpoints().list().into_iter().map(|g| g.0).collect() };
     let meta = Meta {
         vmscope_version: env!("CARGO_PKG_VERSION").into(),
@@ -228,7 +217,7 @@ pub fn capture(machine: &Machine) -> Result<Captured, SnapshotError> {
             .map_or(0, |d| d.as_secs()),
         host_kind: machine.host().to_string(),
         guest_name: machine.name().to_string(),
-        guest: elf_meta(layout),
+        guest: guest::guest_meta(machine),
         mem_bytes: mem_size(machine.memory()),
         vcpus: machine.vcpu_count(),
         runnable_vcpus: machine.runnable_vcpus(),
@@ -278,49 +267,6 @@ fn to_json<T: Serialize>(v: &T) -> Vec<u8> {
     serde_json::to_vec_pretty(v).unwrap_or_default()
 }
 
-fn elf_meta(l: &ElfGuestLayout) -> GuestMeta {
-    let b = &l.boot_info;
-    GuestMeta::Elf {
-        ring: l.entry.ring.cpl(),
-        entry: l.elf.entry,
-        elf_end: l.elf.end,
-        stack: l.entry.stack,
-        arg: l.entry.arg,
-        cr3: l.entry.cr3,
-        boot_info: BootInfoMeta {
-            mem_size: b.mem_size,
-            cmdline_gpa: b.cmdline_gpa,
-            cmdline_len: b.cmdline_len,
-            free_start: b.free_start,
-            free_end: b.free_end,
-            ring: b.ring,
-            nr_vcpus: b.nr_vcpus,
-        },
-    }
-}
-
-fn elf_layout(g: &GuestMeta) -> Result<ElfGuestLayout, SnapshotError> {
-    let GuestMeta::Elf { ring, entry, elf_end, stack, arg, cr3, boot_info: b } = g;
-    let ring = Ring::from_cpl(*ring).ok_or_else(|| SnapshotError::BadSection {
-        section: "meta".into(),
-        detail: format!("ring {ring} is not 0 or 3"),
-    })?;
-    Ok(ElfGuestLayout {
-        elf: LoadedElf { entry: *entry, end: *elf_end },
-        entry: LongModeEntry { entry: *entry, stack: *stack, arg: *arg, cr3: *cr3, ring },
-        boot_info: vmscope_abi::BootInfo {
-            magic: vmscope_abi::BOOT_MAGIC,
-            mem_size: b.mem_size,
-            cmdline_gpa: b.cmdline_gpa,
-            cmdline_len: b.cmdline_len,
-            free_start: b.free_start,
-            free_end: b.free_end,
-            ring: b.ring,
-            nr_vcpus: b.nr_vcpus,
-        },
-    })
-}
-
 /// A snapshot file read and checked: every section but memory loaded and decoded.
 pub struct Snapshot {
     reader: Reader,
@@ -332,8 +278,8 @@ pub struct Snapshot {
     pub debug: DebugMeta,
     /// Each vCPU's state.
     pub vcpus: Vec<VcpuState>,
-    /// The VM's clock, if the host gave it.
-    pub clock: Option<kvm_bindings::kvm_clock_data>,
+    /// The VM's clock and, with an irqchip, the PICs, IOAPIC and PIT.
+    pub vm: vm::VmState,
     /// The runs of non-zero pages.
     pub runs: Vec<memory::Run>,
 }
@@ -354,13 +300,15 @@ pub struct State {
     pub debug: DebugMeta,
     /// Each vCPU's state.
     pub vcpus: Vec<VcpuState>,
-    /// The VM's clock, if the host gave it.
-    pub clock: Option<kvm_bindings::kvm_clock_data>,
+    /// The VM's clock and, with an irqchip, the PICs, IOAPIC and PIT.
+    pub vm: vm::VmState,
 }
 
 impl State {
     /// Decodes and checks the sections that `read` returns by name.
-    pub fn decode(mut read: impl FnMut(&str) -> Result<Vec<u8>, SnapshotError>) -> Result<Self, SnapshotError> {
+    pub fn decode(
+        mut read: impl FnMut(&str) -> Result<Vec<u8>, SnapshotError>,
+    ) -> Result<Self, SnapshotError> {
         let meta: Meta = json(&read("meta")?, "meta")?;
         let devices: DevicesMeta = json(&read("devices")?, "devices")?;
         let debug: DebugMeta = json(&read("debug")?, "debug")?;
@@ -375,8 +323,21 @@ impl State {
             let name = format!("vcpu{i}");
             vcpus.push(vcpu::decode(&read(&name)?, &name)?);
         }
-        let clock = decode_vm(&read("vm")?)?;
-        Ok(Self { meta, devices, debug, vcpus, clock })
+        let vm = vm::decode(&read("vm")?)?;
+        if meta.irqchip && !vm.has_irqchip() {
+            return Err(SnapshotError::BadSection {
+                section: "vm".into(),
+                detail: "the guest had an in-kernel irqchip, but the PIC, IOAPIC or PIT state is missing"
+                    .into(),
+            });
+        }
+        if meta.irqchip != matches!(meta.guest, meta::GuestMeta::Linux { .. }) {
+            return Err(SnapshotError::BadSection {
+                section: "meta".into(),
+                detail: "only a Linux guest has an in-kernel irqchip".into(),
+            });
+        }
+        Ok(Self { meta, devices, debug, vcpus, vm })
     }
 }
 
@@ -384,7 +345,7 @@ impl Snapshot {
     /// Opens `path` and checks and decodes everything except the memory image.
     pub fn open(path: &Path) -> Result<Self, SnapshotError> {
         let mut reader = Reader::open(path)?;
-        let State { meta, devices, debug, vcpus, clock } = State::decode(|name| Ok(reader.read(name)?))?;
+        let State { meta, devices, debug, vcpus, vm } = State::decode(|name| Ok(reader.read(name)?))?;
         let runs = memory::decode_runs(&reader.read("pagemap")?, meta.mem_bytes)?;
         let mem = reader.entry("memory")?;
         if mem.length != meta.mem_bytes || mem.flags & format::PAGE_ALIGNED == 0 {
@@ -393,12 +354,17 @@ impl Snapshot {
                 detail: format!("{} bytes, but the guest had {} bytes of RAM", mem.length, meta.mem_bytes),
             });
         }
-        Ok(Self { reader, meta, devices, debug, vcpus, clock, runs })
+        Ok(Self { reader, meta, devices, debug, vcpus, vm, runs })
     }
 
     /// The section table.
     pub fn sections(&self) -> Vec<SectionInfo> {
         self.reader.entries.iter().map(SectionInfo::from).collect()
+    }
+
+    /// The file's format version.
+    pub fn version(&self) -> u32 {
+        self.reader.version
     }
 
     /// The file's path.
@@ -432,31 +398,6 @@ impl Snapshot {
     }
 }
 
-fn decode_vm(bytes: &[u8]) -> Result<Option<kvm_bindings::kvm_clock_data>, SnapshotError> {
-    let bad = |detail: String| SnapshotError::BadSection { section: "vm".into(), detail };
-    let mut clock = None;
-    let mut rest = bytes;
-    while !rest.is_empty() {
-        if rest.len() < 8 {
-            return Err(bad(format!("{} stray bytes at its end", rest.len())));
-        }
-        let tag = u32::from_le_bytes(rest[..4].try_into().unwrap_or_default());
-        let len = u32::from_le_bytes(rest[4..8].try_into().unwrap_or_default()) as usize;
-        let body = rest.get(8..8 + len).ok_or_else(|| bad(format!("record {tag} runs past the section")))?;
-        rest = &rest[8 + len..];
-        match tag {
-            VM_CLOCK => {
-                clock = Some(
-                    kvm_bindings::kvm_clock_data::read_from_bytes(body)
-                        .map_err(|_| bad(format!("its clock record is {} bytes", body.len())))?,
-                )
-            }
-            other => return Err(bad(format!("it has a record of unknown type {other}"))),
-        }
-    }
-    Ok(clock)
-}
-
 /// How to restore.
 #[derive(Clone, Copy, Debug, Default)]
 pub struct RestoreOptions {
@@ -487,12 +428,11 @@ pub struct Restored {
 pub fn restore(path: &Path, opts: RestoreOptions, console: Console) -> Result<Restored, SnapshotError> {
     let started = Instant::now();
     let snap = Snapshot::open(path)?;
-    if snap.meta.irqchip {
-        return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
-    }
+    // A missing or changed disk is named before the memory image is even mapped.
+    devices::check_disks(&snap.devices)?;
     let mem = snap.map_memory()?;
-    let Snapshot { meta, devices, debug, vcpus, clock, .. } = snap;
-    restore_state(State { meta, devices, debug, vcpus, clock }, mem, path, opts, console, started)
+    let Snapshot { meta, devices, debug, vcpus, vm, .. } = snap;
+    restore_state(State { meta, devices, debug, vcpus, vm }, mem, path, opts, console, started)
 }
 
 /// Makes a machine from `state` over `mem` (RAM already filled: mapped from a snapshot, or
@@ -506,68 +446,37 @@ pub fn restore_state(
     console: Console,
     started: Instant,
 ) -> Result<Restored, SnapshotError> {
-    if snap.meta.irqchip {
-        return Err(SnapshotError::NotSupported("Linux guests (in-kernel irqchip, PIT, virtio)"));
-    }
-    let layout = elf_layout(&snap.meta.guest)?;
+    devices::check_disks(&snap.devices)?;
+    let layout = guest::layout_of(&snap.meta.guest)?;
+    let linux = matches!(layout, GuestLayout::Linux(_));
     let kvm = KvmSystem::open().map_err(MachineError::from)?;
-    let vm = Vm::new(&kvm, &mem, false).map_err(MachineError::from)?;
+    let vm = Vm::new(&kvm, &mem, snap.meta.irqchip).map_err(MachineError::from)?;
     let mut notes = Vec::new();
-    if let Some(mut clock) = snap.clock {
-        // KVM refuses flags it reports but does not take (KVM_CLOCK_TSC_STABLE).
-        clock.flags = 0;
-        if let Err(e) = vm.fd().set_clock(&clock) {
-            notes.push(format!("KVM_SET_CLOCK: {e}; the guest's kvmclock restarts"));
-        }
-    }
-    let serial = SerialPort::from_state(
-        console.clone(),
-        None,
-        &snap.devices.serial.to_state(),
-        snap.devices.serial.bytes_out,
-    )
-    .map_err(|detail| SnapshotError::Device { device: "COM1", detail })?;
-    let bus = PortIoBus::new(Arc::new(Mutex::new(serial)), Hypercalls::new(mem.clone(), console.clone()));
-    let doorbell = match snap.devices.doorbell.as_deref() {
-        None => None,
-        Some(mode) => {
-            let mode = match mode {
-                "sleep" => RingConsumerMode::Sleep,
-                "poll" => RingConsumerMode::Poll,
-                other => {
-                    return Err(SnapshotError::BadSection {
-                        section: "devices".into(),
-                        detail: format!("unknown ring consumer {other:?}"),
-                    })
-                }
-            };
-            let ring = SharedRing { memory: mem.clone(), console: console.clone(), mode };
-            Doorbell::new(vm.shared_fd(), vmscope_abi::PORT_DOORBELL, Some(ring)).ok()
-        }
-    };
-    let bus = match &doorbell {
-        Some(d) => bus.with_doorbell(d.port_handle()),
-        None => bus,
+    vm::restore(&vm, &snap.vm, &mut notes)?;
+    let (bus, doorbell) = devices::restore_devices(&vm, &mem, &snap.devices, console)?;
+    let cmdline = match &snap.meta.guest {
+        meta::GuestMeta::Linux { cmdline, .. } => cmdline.clone(),
+        meta::GuestMeta::Elf { .. } => String::new(),
     };
     let parts = Parts {
         kvm,
         vm,
         mem,
         bus,
-        layout: GuestLayout::Elf(layout),
+        layout,
         started,
         name: snap.meta.guest_name.clone(),
+        cmdline,
         restored: true,
     };
+    // The emulation failures `run linux` answers on PVM are the host's limits, not the
+    // guest's state: a Linux guest restored here gets the answers this host needs.
+    let pvm = crate::host::host_kind() == inspect::HostKind::Pvm;
+    let fixups = EmulationFixups { int3_to_bp: linux && pvm, skip_fwait: linux && pvm };
     let mismatch = RefCell::new(None);
     let not_taken = RefCell::new(Vec::new());
-    let assembled = Machine::assemble(
-        parts,
-        snap.meta.vcpus,
-        snap.meta.runnable_vcpus,
-        true,
-        EmulationFixups::default(),
-        |index, fd| {
+    let assembled =
+        Machine::assemble(parts, snap.meta.vcpus, snap.meta.runnable_vcpus, true, fixups, |index, fd| {
             let saved = &snap.vcpus[index];
             let fail = |op, source| VcpuError::Ioctl { index, op, source };
             let host = state::cpuid_of(fd).map_err(|e| fail(e.op, e.source))?;
@@ -578,8 +487,7 @@ pub fn restore_state(
             let refused = state::restore(fd, saved).map_err(|e| fail(e.op, e.source))?;
             not_taken.borrow_mut().extend(refused.into_iter().map(|r| format!("vCPU {index}: {r}")));
             Ok(())
-        },
-    );
+        });
     let mut machine = match assembled {
         Ok(m) => m,
         Err(_) if mismatch.borrow().is_some() => {

@@ -73,6 +73,45 @@ pub enum BlockError {
     },
 }
 
+/// A disk image as a snapshot remembers it: where it is, and what tells a changed or
+/// replaced image apart (its size, the file it is — device and inode — and when its data
+/// last changed). A guest's file system cache and the image must match, or the file system
+/// is corrupted: a restore checks all of these before anything runs.
+#[derive(Clone, Debug, PartialEq, Eq, serde::Serialize, serde::Deserialize)]
+pub struct DiskIdentity {
+    /// The image (absolute).
+    pub path: PathBuf,
+    /// Attached read-only.
+    pub read_only: bool,
+    /// Length in bytes.
+    pub size: u64,
+    /// `st_dev`.
+    pub dev: u64,
+    /// `st_ino`.
+    pub ino: u64,
+    /// `st_mtime` in nanoseconds since the epoch.
+    pub mtime_ns: i128,
+}
+
+impl DiskIdentity {
+    /// The first way `now` differs from `self`, in words; `None` if it is the same image.
+    pub fn difference(&self, now: &DiskIdentity) -> Option<String> {
+        if self.size != now.size {
+            return Some(format!("its size is {} bytes, it was {} bytes", now.size, self.size));
+        }
+        if (self.dev, self.ino) != (now.dev, now.ino) {
+            return Some(format!(
+                "it is another file (device {:#x} inode {}, it was device {:#x} inode {})",
+                now.dev, now.ino, self.dev, self.ino
+            ));
+        }
+        if self.mtime_ns != now.mtime_ns {
+            return Some("it was modified after the snapshot (its modification time changed)".into());
+        }
+        None
+    }
+}
+
 /// Request counters.
 #[derive(Clone, Copy, Debug, Default)]
 struct Counters {
@@ -88,6 +127,7 @@ struct Counters {
 /// A virtio block device backed by a file.
 pub struct Block {
     file: File,
+    path: PathBuf,
     read_only: bool,
     capacity_sectors: u64,
     id: [u8; ID_BYTES],
@@ -127,7 +167,30 @@ impl Block {
         let serial = format!("vmscope-{name}");
         let n = serial.len().min(ID_BYTES);
         id[..n].copy_from_slice(&serial.as_bytes()[..n]);
-        Ok(Self { file, read_only, capacity_sectors: len / SECTOR_SIZE, id, counters: Counters::default() })
+        // The absolute path, so a snapshot restored from another directory finds the image.
+        let path = std::fs::canonicalize(path).unwrap_or_else(|_| path.to_path_buf());
+        Ok(Self {
+            file,
+            path,
+            read_only,
+            capacity_sectors: len / SECTOR_SIZE,
+            id,
+            counters: Counters::default(),
+        })
+    }
+
+    /// What identifies the image now (for a snapshot, which refuses to go on with another).
+    pub fn identity(&self) -> std::io::Result<DiskIdentity> {
+        use std::os::unix::fs::MetadataExt;
+        let m = self.file.metadata()?;
+        Ok(DiskIdentity {
+            path: self.path.clone(),
+            read_only: self.read_only,
+            size: m.len(),
+            dev: m.dev(),
+            ino: m.ino(),
+            mtime_ns: m.mtime() as i128 * 1_000_000_000 + i128::from(m.mtime_nsec()),
+        })
     }
 
     /// The disk's size in sectors.
@@ -252,6 +315,10 @@ impl VirtioDevice for Block {
 
     fn queue_max_sizes(&self) -> &[u16] {
         &[QUEUE_SIZE]
+    }
+
+    fn disk_identity(&self) -> Option<std::io::Result<DiskIdentity>> {
+        Some(self.identity())
     }
 
     fn features(&self) -> u64 {

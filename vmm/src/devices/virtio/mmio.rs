@@ -8,6 +8,9 @@ use inspect::Gpa;
 use virtio_queue::{Queue, QueueT};
 use vmm_sys_util::eventfd::EventFd;
 
+mod state;
+pub use state::{MmioTransportState, QueueMeta};
+
 /// Size of one device's register window.
 pub const MMIO_WINDOW: u64 = 0x1000;
 

@@ -68,6 +68,10 @@ pub trait VirtioDevice: Send {
     fn process_queue(&mut self, index: usize, queue: &mut Queue, mem: &GuestMemory) -> QueueOutcome;
     /// The driver reset the device.
     fn reset(&mut self) {}
+    /// The image behind a disk device, as a snapshot records it (`None`: not a disk).
+    fn disk_identity(&self) -> Option<std::io::Result<block::DiskIdentity>> {
+        None
+    }
     /// Counters for `vq` and the TUI: name and value.
     fn counters(&self) -> Vec<(&'static str, u64)> {
         vec![]
