@@ -10,9 +10,8 @@ use gdbstub::conn::{Connection, ConnectionExt};
 use std::io::{Read, Write};
 use std::net::TcpStream;
 use std::net::{SocketAddr, TcpListener};
-use std::os::unix::net::UnixListener;
 use std::os::unix::net::UnixStream;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 /// How long a client may take to finish a packet it started (from `$` to the checksum), and
@@ -83,9 +82,8 @@ impl std::str::FromStr for ListenAddr {
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// Unix socket (removed when dropped, if it is still the one bound: same device and
-    /// inode).
-    Unix(UnixListener, PathBuf, (u64, u64)),
+    /// Unix socket (mode 0600, removed when dropped if it is still the one bound).
+    Unix(vmm::socket::SocketFile),
 }
 
 /// A gdb connection.
@@ -267,11 +265,11 @@ impl Listener {
     pub fn bind(addr: &ListenAddr) -> std::io::Result<Self> {
         let l = match addr {
             ListenAddr::Tcp(a) => Listener::Tcp(TcpListener::bind(a)?),
-            ListenAddr::Unix(p) => bind_unix(p)?,
+            ListenAddr::Unix(p) => Listener::Unix(vmm::socket::SocketFile::bind(p)?),
         };
         match &l {
             Listener::Tcp(t) => t.set_nonblocking(true)?,
-            Listener::Unix(u, _, _) => u.set_nonblocking(true)?,
+            Listener::Unix(u) => u.listener().set_nonblocking(true)?,
         }
         Ok(l)
     }
@@ -280,7 +278,7 @@ impl Listener {
     pub fn local_addr(&self) -> String {
         match self {
             Listener::Tcp(t) => t.local_addr().map(|a| a.to_string()).unwrap_or_default(),
-            Listener::Unix(_, p, _) => format!("unix:{}", p.display()),
+            Listener::Unix(u) => format!("unix:{}", u.path().display()),
         }
     }
 
@@ -289,7 +287,7 @@ impl Listener {
     pub fn gdb_target(&self) -> String {
         match self {
             Listener::Tcp(_) => self.local_addr(),
-            Listener::Unix(_, p, _) => p.display().to_string(),
+            Listener::Unix(u) => u.path().display().to_string(),
         }
     }
 
@@ -305,7 +303,7 @@ impl Listener {
                 s.set_write_timeout(Some(WRITE_TIMEOUT))?;
                 Ok(Box::new(Stream::new(s, deadline)) as Conn)
             }),
-            Listener::Unix(u, _, _) => u.accept().and_then(|(s, _)| {
+            Listener::Unix(u) => u.listener().accept().and_then(|(s, _)| {
                 s.set_nonblocking(false)?;
                 s.set_read_timeout(Some(TICK))?;
                 s.set_write_timeout(Some(WRITE_TIMEOUT))?;
@@ -330,59 +328,6 @@ fn keep_alive(s: &TcpStream) {
         .and_then(|()| setsockopt(s, sockopt::TcpKeepCount, &KEEPALIVE_PROBES));
     if let Err(e) = on {
         tracing::warn!("cannot turn on TCP keep-alive for a gdb connection: {e}");
-    }
-}
-
-/// The device and inode of the file at `p` (not following a symlink).
-fn identity(p: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(p)?;
-    Ok((m.dev(), m.ino()))
-}
-
-/// Binds a unix socket at `p` with mode 0600. Only a stale socket (one nobody listens on)
-/// is removed first.
-fn bind_unix(p: &Path) -> std::io::Result<Listener> {
-    use std::io::{Error, ErrorKind};
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(p).is_ok() {
-                return Err(Error::new(
-                    ErrorKind::AddrInUse,
-                    format!("{} is a socket another process is listening on", p.display()),
-                ));
-            }
-            std::fs::remove_file(p)?;
-        }
-        Ok(_) => {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; vmscope will not replace it", p.display()),
-            ))
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    // The umask decides the socket's mode at creation: 0177 leaves 0600, so no other user
-    // can connect even for an instant. (It is process-wide for the moment of the bind; a
-    // file another thread creates then is at most more private than it asked.)
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(p);
-    nix::sys::stat::umask(old);
-    let listener = bound?;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
-    Ok(Listener::Unix(listener, p.to_path_buf(), identity(p)?))
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        // Only the socket this listener created: not whatever replaced it since.
-        if let Listener::Unix(_, p, id) = self {
-            if identity(p).is_ok_and(|now| now == *id) {
-                let _ = std::fs::remove_file(p);
-            }
-        }
     }
 }
 

@@ -6,8 +6,7 @@
 use std::fs::File;
 use std::io::{Error, ErrorKind, Read, Write};
 use std::net::{TcpListener, TcpStream};
-use std::os::unix::net::{UnixListener, UnixStream};
-use std::path::{Path, PathBuf};
+use std::os::unix::net::UnixStream;
 use vmm_sys_util::sock_ctrl_msg::ScmSocket;
 
 use crate::QmpAddr;
@@ -16,8 +15,8 @@ use crate::QmpAddr;
 pub enum Listener {
     /// TCP.
     Tcp(TcpListener),
-    /// A unix socket, with its path and the (device, inode) it was created as.
-    Unix(UnixListener, PathBuf, (u64, u64)),
+    /// A unix socket (mode 0600, removed when dropped if it is still the one bound).
+    Unix(vmm::socket::SocketFile),
 }
 
 /// One client connection (non-blocking).
@@ -39,11 +38,11 @@ impl Listener {
                 ))
             }
             QmpAddr::Tcp(a) => Listener::Tcp(TcpListener::bind(a)?),
-            QmpAddr::Unix(p) => bind_unix(p)?,
+            QmpAddr::Unix(p) => Listener::Unix(vmm::socket::SocketFile::bind(p)?),
         };
         match &l {
             Listener::Tcp(t) => t.set_nonblocking(true)?,
-            Listener::Unix(u, _, _) => u.set_nonblocking(true)?,
+            Listener::Unix(u) => u.listener().set_nonblocking(true)?,
         }
         Ok(l)
     }
@@ -52,7 +51,7 @@ impl Listener {
     pub fn local_addr(&self) -> String {
         match self {
             Listener::Tcp(t) => t.local_addr().map(|a| format!("tcp:{a}")).unwrap_or_default(),
-            Listener::Unix(_, p, _) => format!("unix:{}", p.display()),
+            Listener::Unix(u) => format!("unix:{}", u.path().display()),
         }
     }
 
@@ -60,7 +59,7 @@ impl Listener {
     pub fn try_accept(&self) -> std::io::Result<Option<Stream>> {
         let r = match self {
             Listener::Tcp(t) => t.accept().map(|(s, _)| Stream::Tcp(s)),
-            Listener::Unix(u, _, _) => u.accept().map(|(s, _)| Stream::Unix(s)),
+            Listener::Unix(u) => u.listener().accept().map(|(s, _)| Stream::Unix(s)),
         };
         match r {
             Ok(s) => {
@@ -103,48 +102,3 @@ impl Stream {
     }
 }
 
-fn identity(p: &Path) -> std::io::Result<(u64, u64)> {
-    use std::os::unix::fs::MetadataExt;
-    let m = std::fs::symlink_metadata(p)?;
-    Ok((m.dev(), m.ino()))
-}
-
-fn bind_unix(p: &Path) -> std::io::Result<Listener> {
-    use std::os::unix::fs::{FileTypeExt, PermissionsExt};
-    match std::fs::symlink_metadata(p) {
-        Ok(m) if m.file_type().is_socket() => {
-            if UnixStream::connect(p).is_ok() {
-                return Err(Error::new(
-                    ErrorKind::AddrInUse,
-                    format!("{} is a socket another process is listening on", p.display()),
-                ));
-            }
-            std::fs::remove_file(p)?;
-        }
-        Ok(_) => {
-            return Err(Error::new(
-                ErrorKind::AlreadyExists,
-                format!("{} exists and is not a socket; vmscope will not replace it", p.display()),
-            ))
-        }
-        Err(e) if e.kind() == ErrorKind::NotFound => {}
-        Err(e) => return Err(e),
-    }
-    // A umask of 0177 makes the socket 0600 from its first instant.
-    let old = nix::sys::stat::umask(nix::sys::stat::Mode::from_bits_truncate(0o177));
-    let bound = UnixListener::bind(p);
-    nix::sys::stat::umask(old);
-    let listener = bound?;
-    std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600))?;
-    Ok(Listener::Unix(listener, p.to_path_buf(), identity(p)?))
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Listener::Unix(_, p, id) = self {
-            if identity(p).is_ok_and(|now| now == *id) {
-                let _ = std::fs::remove_file(p);
-            }
-        }
-    }
-}

@@ -40,6 +40,7 @@ pub mod migration;
 pub mod report;
 pub mod seccomp;
 pub mod snapshot;
+pub mod socket;
 #[doc(hidden)]
 pub mod test_utils;
 pub mod vstate;

@@ -46,7 +46,7 @@ fn exit_with(code: u32) -> Vec<u8> {
 #[test]
 fn exit_code_at_both_rings() {
     for ring in [Ring::Ring0, Ring::Ring3] {
-        let (mut m, _) = boot(&exit_with(42), ring);
+        let (m, _) = boot(&exit_with(42), ring);
         match m.wait(Some(Duration::from_secs(30))) {
             Outcome::Exited { code } => assert_eq!(code, 42, "{ring:?}"),
             other => panic!("{ring:?}: {other:?}"),
@@ -59,7 +59,7 @@ fn serial_output_reaches_the_console() {
     // mov dx, 0x3f8; mov al, 'h'; out dx, al; mov al, 'i'; out dx, al; then exit 0
     let mut code = vec![0x66, 0xba, 0xf8, 0x03, 0xb0, b'h', 0xee, 0xb0, b'i', 0xee];
     code.extend(exit_with(0));
-    let (mut m, console) = boot(&code, Ring::Ring3);
+    let (m, console) = boot(&code, Ring::Ring3);
     assert!(matches!(m.wait(Some(Duration::from_secs(30))), Outcome::Exited { code: 0 }));
     assert_eq!(console.take_buffer(), b"hi");
     let stats = m.exit_stats();
@@ -70,7 +70,7 @@ fn serial_output_reaches_the_console() {
 #[test]
 fn triple_fault_is_reported() {
     // ud2 with no IDT: #UD -> #DF -> triple fault.
-    let (mut m, _) = boot(&[0x0f, 0x0b], Ring::Ring3);
+    let (m, _) = boot(&[0x0f, 0x0b], Ring::Ring3);
     match m.wait(Some(Duration::from_secs(30))) {
         Outcome::Fault { reason: StopReason::Shutdown, snapshot } => {
             let report = vmm::report::render(&StopReason::Shutdown, &snapshot, m.memory());
@@ -84,7 +84,7 @@ fn triple_fault_is_reported() {
 #[test]
 fn a_spinning_guest_times_out() {
     // jmp $
-    let (mut m, _) = boot(&[0xeb, 0xfe], Ring::Ring3);
+    let (m, _) = boot(&[0xeb, 0xfe], Ring::Ring3);
     match m.wait(Some(Duration::from_millis(300))) {
         Outcome::TimedOut { snapshot: Some(s), .. } => assert_eq!(s.regs.rip, ENTRY),
         other => panic!("{other:?}"),
@@ -96,7 +96,7 @@ fn unknown_ports_are_counted_not_fatal() {
     // in al, 0x80 ... out 0x99, al; then exit 7
     let mut code = vec![0xe4, 0x80, 0xe6, 0x99];
     code.extend(exit_with(7));
-    let (mut m, _) = boot(&code, Ring::Ring3);
+    let (m, _) = boot(&code, Ring::Ring3);
     assert!(matches!(m.wait(Some(Duration::from_secs(30))), Outcome::Exited { code: 7 }));
     let stats = m.exit_stats();
     assert_eq!(stats.count(&inspect::exits::ExitKey::io_in(0x80)), 1);
@@ -108,7 +108,7 @@ fn sse_at_cpl0_on_pvm_is_an_emulation_failure() {
     // movd xmm0, eax; then exit 0
     let mut code = vec![0x66, 0x0f, 0x6e, 0xc0];
     code.extend(exit_with(0));
-    let (mut m, _) = boot(&code, Ring::Ring0);
+    let (m, _) = boot(&code, Ring::Ring0);
     let outcome = m.wait(Some(Duration::from_secs(30)));
     if vmm::host_kind() == inspect::HostKind::Pvm {
         match outcome {
