@@ -1,8 +1,8 @@
 //! End to end: the real `vmscope tui` in a real terminal (tmux): pause, step three times and
 //! see RIP change, set a breakpoint, continue and see it hit, open the page-table view,
-//! quit, and check the terminal was restored; the default workload's ticks; and
-//! SIGTERM/SIGHUP/SIGINT ending the TUI and `run linux --shell` with the terminal restored
-//! (`stty -a` of the pane).
+//! quit, and check the terminal was restored; the default workload's ticks; typing at the
+//! Linux shell (Backspace, Ctrl-C, `q` in the console); and SIGTERM/SIGHUP/SIGINT ending the
+//! TUI and `run linux --shell` with the terminal restored (`stty -a` of the pane).
 
 mod common;
 use std::process::Command;
@@ -220,6 +220,56 @@ fn the_default_workload_ticks_in_the_unikernel_and_the_container() {
     assert!(s.contains("rdx 0000000000000504") || s.contains("sleep_us"), "paused in its sleep:\n{s}");
     t.keys(&["q"]);
     t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED 0"));
+}
+
+/// A learner at the Linux shell in the TUI: Backspace edits, Enter runs, the shell's
+/// cursor-position query is answered (never shown as `[6n`), Ctrl-C interrupts the guest's
+/// command and not the TUI, `q` with the console focused is typed into the guest while the
+/// footer says how to leave, and Ctrl-] then `q` quits with the terminal restored.
+#[test]
+fn typing_at_the_linux_shell_in_the_tui() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let t = Tmux::start(&format!("{bin} tui linux; echo VMSCOPE-EXITED $?; stty -a; sleep 600"));
+    // The kernel boots in KVM's emulator on PVM: minutes on a busy host.
+    t.wait_within("the shell prompt", Duration::from_secs(1800), |s| {
+        console_lines(s).iter().any(|l| l.starts_with("/ #"))
+    });
+    // Focus starts on the disassembly; Tab goes registers, exits, console.
+    t.keys(&["Tab", "Tab", "Tab"]);
+    let s = t.wait_for("console focus", |s| s.contains("console: keys go to the guest"));
+    assert!(s.contains("Ctrl-]"), "the footer says how to leave the console:\n{s}");
+
+    t.keys(&["echo helx", "BSpace", "lo", "Enter"]);
+    let s = t.wait_within("echo's output", Duration::from_secs(300), |s| {
+        console_lines(s).iter().any(|l| l == "hello")
+    });
+    assert!(!s.contains("[6n"), "the cursor-position query is answered, not shown:\n{s}");
+    assert!(!s.contains("helx"), "Backspace erased the x:\n{s}");
+
+    // Ctrl-C ends the guest's command (ticks for far longer than the wait below), not the
+    // TUI. Once it has printed a tick the workload is the terminal's foreground process.
+    t.keys(&["workload ticks 3000 --every 1000", "Enter"]);
+    t.wait_within("the ticks", Duration::from_secs(300), |s| console_lines(s).iter().any(|l| l == "tick 2"));
+    t.keys(&["C-c"]);
+    t.keys(&["echo after-ctrl-c", "Enter"]);
+    let s = t.wait_within("the shell after Ctrl-C", Duration::from_secs(300), |s| {
+        console_lines(s).iter().any(|l| l == "after-ctrl-c")
+    });
+    assert!(!s.contains("VMSCOPE-EXITED") && s.contains("linux [running]"), "the TUI stays:\n{s}");
+
+    // q is typed into the guest: its shell answers that there is no such command.
+    t.keys(&["q", "Enter"]);
+    let s =
+        t.wait_within("the guest's answer to q", Duration::from_secs(300), |s| s.contains("q: not found"));
+    assert!(s.contains("console: keys go to the guest") && !s.contains("VMSCOPE-EXITED"), "{s}");
+
+    t.keys(&["C-]"]);
+    t.wait_for("vmscope's keys", |s| s.contains("vmscope keys"));
+    t.keys(&["q"]);
+    let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
+    assert!(s.contains("VMSCOPE-EXITED 0"), "{s}");
+    let stty = t.stty();
+    assert!(stty.contains(" icanon") && stty.contains(" echo "), "the terminal is cooked again:\n{stty}");
 }
 
 /// SIGTERM, SIGHUP and SIGINT end the TUI with the terminal restored (cooked, main screen,

@@ -50,8 +50,10 @@ for arg in $(cat /proc/cmdline); do
 done
 echo "vmscope: ready (uptime $(cut -d' ' -f1 /proc/uptime) s)"
 if [ "$shell" = 1 ]; then
-  # In the background so that the traps above run as soon as a signal arrives.
-  setsid sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' &
+  # In the background so that the traps above run as soon as a signal arrives; with
+  # SIGINT and SIGQUIT at their default again (a background command starts with both
+  # ignored, and the shell would keep them so for all it runs: Ctrl-C would stop nothing).
+  setsid /bin/workload sigdfl /bin/sh -c 'exec sh </dev/ttyS0 >/dev/ttyS0 2>&1' &
   wait $!
   status=$?
 else

@@ -79,6 +79,7 @@ fn run() -> ExitCode {
                 }
             }
         }
+        "sigdfl" => sigdfl(&args[1..]),
         "syscall-denied" => syscall_denied(),
         "exit-port" => match num(1) {
             Some(code) => exit_port(code as u32),
@@ -175,6 +176,38 @@ fn ticks(n: u64, spin: u64, every_ms: u64) -> ExitCode {
     }
     println!("ticks: done {n}");
     ExitCode::from((n % 256) as u8)
+}
+
+/// `sigdfl PROGRAM [ARGS…]`: runs PROGRAM with SIGINT and SIGQUIT back at their default
+/// action. The Linux guest's /init starts its shell in the background (`&`), and a shell
+/// without job control starts background commands with both ignored; an interactive ash
+/// keeps a signal ignored on entry ignored for everything it runs, so Ctrl-C at the
+/// console would interrupt nothing.
+fn sigdfl(command: &[String]) -> ExitCode {
+    use std::os::unix::process::CommandExt;
+    const SYS_RT_SIGACTION: i64 = 13;
+    let Some((program, rest)) = command.split_first() else {
+        eprintln!("workload: sigdfl needs a program to run");
+        return ExitCode::from(2);
+    };
+    // struct kernel_sigaction { handler, flags, restorer, mask }: all zero is SIG_DFL.
+    let dfl = [0u64; 4];
+    for signal in [2i64, 3] {
+        let ret: i64;
+        // SAFETY: rt_sigaction(signal, &dfl, NULL, 8) reads 32 bytes from `dfl`, which lives
+        // across the call; rcx and r11, clobbered by `syscall`, are declared.
+        unsafe {
+            std::arch::asm!("syscall", inlateout("rax") SYS_RT_SIGACTION => ret, in("rdi") signal,
+                in("rsi") dfl.as_ptr(), in("rdx") 0i64, in("r10") 8i64,
+                lateout("rcx") _, lateout("r11") _, options(nostack));
+        }
+        if ret != 0 {
+            eprintln!("workload: sigdfl: rt_sigaction({signal}) failed with errno {}", -ret);
+        }
+    }
+    let e = std::process::Command::new(program).args(rest).exec();
+    eprintln!("workload: sigdfl: cannot run {program}: {e}");
+    ExitCode::from(127)
 }
 
 /// N cheap system calls (getppid).
