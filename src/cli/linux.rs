@@ -93,12 +93,18 @@ pub fn run(args: &RunArgs, process_start: Instant) -> anyhow::Result<ExitCode> {
         Machine::boot_linux(&cfg, console.clone()).with_context(|| format!("cannot boot {kernel_name}"))?;
     if args.verbose {
         if let vmm::machine::GuestLayout::Linux(l) = machine.layout() {
+            let protocol = match l.protocol {
+                vmm::boot::linux::BootProtocol::Pvh => "the PVH entry",
+                vmm::boot::linux::BootProtocol::Linux64 => "the 64-bit boot protocol",
+            };
+            let initrd = match &l.initrd {
+                Some(m) => format!("initramfs at {:#x}, {} bytes", m.paddr, m.size),
+                None => "no initramfs".into(),
+            };
             eprintln!(
-                "vmscope: entered through {:?} at {:#x}{}; initramfs {:?}",
-                l.protocol,
+                "vmscope: entered through {protocol} at {:#x}{}; {initrd}",
                 l.entry,
                 if l.bzimage { " (bzImage: decompresses itself first)" } else { "" },
-                l.initrd
             );
         }
     }
