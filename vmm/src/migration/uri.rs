@@ -3,7 +3,7 @@
 use super::MigrationError;
 use std::io::{Read, Write};
 use std::net::{SocketAddr, TcpListener, TcpStream, ToSocketAddrs};
-use std::os::unix::net::{UnixListener, UnixStream};
+use std::os::unix::net::UnixStream;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -79,22 +79,13 @@ impl Uri {
         if !self.is_local() && !allow_remote {
             return Err(MigrationError::BadUri {
                 uri: self.to_string(),
-                detail: "not a loopback address: anyone who can reach it could send a guest; give --allow-remote to listen there anyway".into(),
+                detail: "not a loopback address: anyone who can reach it could send a guest; give --incoming-any-address to listen there anyway".into(),
             });
         }
         match self {
-            Self::Unix(p) => {
-                use std::os::unix::fs::PermissionsExt;
-                if std::fs::symlink_metadata(p).is_ok_and(|m| {
-                    use std::os::unix::fs::FileTypeExt;
-                    m.file_type().is_socket()
-                }) {
-                    let _ = std::fs::remove_file(p);
-                }
-                let l = UnixListener::bind(p).map_err(MigrationError::io("cannot listen at", self))?;
-                let _ = std::fs::set_permissions(p, std::fs::Permissions::from_mode(0o600));
-                Ok(Listener::Unix(l, p.clone()))
-            }
+            Self::Unix(p) => Ok(Listener::Unix(
+                crate::socket::SocketFile::bind(p).map_err(MigrationError::io("cannot listen at", self))?,
+            )),
             Self::Tcp(a) => {
                 Ok(Listener::Tcp(TcpListener::bind(a).map_err(MigrationError::io("cannot listen at", self))?))
             }
@@ -104,8 +95,8 @@ impl Uri {
 
 /// A listening socket (a unix socket file is removed when it is dropped).
 pub enum Listener {
-    /// Unix.
-    Unix(UnixListener, PathBuf),
+    /// Unix (mode 0600, removed when dropped if it is still the one bound).
+    Unix(crate::socket::SocketFile),
     /// TCP.
     Tcp(TcpListener),
 }
@@ -114,7 +105,7 @@ impl Listener {
     /// Waits for one connection.
     pub fn accept(&self) -> std::io::Result<Stream> {
         match self {
-            Self::Unix(l, _) => l.accept().map(|(s, _)| Stream::Unix(s)),
+            Self::Unix(l) => l.listener().accept().map(|(s, _)| Stream::Unix(s)),
             Self::Tcp(l) => l.accept().map(|(s, _)| {
                 let _ = s.set_nodelay(true);
                 Stream::Tcp(s)
@@ -125,18 +116,10 @@ impl Listener {
     /// The address it listens at (the bound port for `tcp:…:0`).
     pub fn uri(&self) -> Uri {
         match self {
-            Self::Unix(_, p) => Uri::Unix(p.clone()),
+            Self::Unix(l) => Uri::Unix(l.path().to_path_buf()),
             Self::Tcp(l) => {
                 Uri::Tcp(l.local_addr().unwrap_or_else(|_| SocketAddr::from(([127, 0, 0, 1], 0))))
             }
-        }
-    }
-}
-
-impl Drop for Listener {
-    fn drop(&mut self) {
-        if let Self::Unix(_, p) = self {
-            let _ = std::fs::remove_file(p);
         }
     }
 }
@@ -203,6 +186,6 @@ mod tests {
         let e = "http://x".parse::<Uri>().unwrap_err().to_string();
         assert!(e.contains("http://x") && e.contains("unix:PATH"), "{e}");
         let e = "tcp:0.0.0.0:1".parse::<Uri>().unwrap().listen(false).err().unwrap().to_string();
-        assert!(e.contains("--allow-remote"), "{e}");
+        assert!(e.contains("--incoming-any-address"), "{e}");
     }
 }
