@@ -41,6 +41,9 @@ pub(super) mod ioctls {
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_bindings::kvm_xcrs);
     // The VM's clock, read by the main thread for a snapshot.
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_bindings::kvm_clock_data);
+    // A Linux guest's interrupt controllers and PIT, read by the main thread for a snapshot.
+    vmm_sys_util::ioctl_iowr_nr!(KVM_GET_IRQCHIP, KVMIO, 0x62, kvm_bindings::kvm_irqchip);
+    vmm_sys_util::ioctl_ior_nr!(KVM_GET_PIT2, KVMIO, 0x9f, kvm_bindings::kvm_pit_state2);
     vmm_sys_util::ioctl_iow_nr!(
         KVM_SET_USER_MEMORY_REGION,
         KVMIO,
@@ -92,6 +95,9 @@ fn common() -> Vec<Entry> {
         SYS_write,
         SYS_close,
         SYS_rt_sigreturn,
+        // A timed wait (futex with a timeout: a vCPU's sleep between guest ticks) that a
+        // signal such as the kick interrupts is resumed by the kernel through this call.
+        SYS_restart_syscall,
         SYS_rt_sigprocmask,
         SYS_sigaltstack,
         SYS_sched_yield,
@@ -217,6 +223,9 @@ fn entries(thread: Thread) -> Vec<Entry> {
                     ("TIOCGWINSZ", TIOCGWINSZ),
                     // `snapshot FILE`: the VM's kvmclock.
                     ("KVM_GET_CLOCK", ioctls::KVM_GET_CLOCK()),
+                    // `snapshot FILE` of a Linux guest: PICs, IOAPIC, PIT.
+                    ("KVM_GET_IRQCHIP", ioctls::KVM_GET_IRQCHIP()),
+                    ("KVM_GET_PIT2", ioctls::KVM_GET_PIT2()),
                     // `migrate URI`: the dirty-page log on the memory slot.
                     ("KVM_SET_USER_MEMORY_REGION", ioctls::KVM_SET_USER_MEMORY_REGION()),
                     ("KVM_GET_DIRTY_LOG", ioctls::KVM_GET_DIRTY_LOG()),
