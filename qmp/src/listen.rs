@@ -101,4 +101,3 @@ impl Stream {
         matches!(self, Stream::Unix(_))
     }
 }
-
