@@ -219,5 +219,5 @@ fn linux64_boot_and_reboot_in_the_shell_end_the_vm_cleanly() {
     assert_eq!(o.status.code(), Some(0), "{seen}\n{err}");
     assert!(seen.contains("vmscope: reboot requested"), "{seen}");
     assert!(err.contains("reset the machine (a reboot)"), "{err}");
-    assert!(err.contains("entered through Linux64 at 0x1000000"), "{err}");
+    assert!(err.contains("entered through the 64-bit boot protocol at 0x1000000"), "{err}");
 }

@@ -8,6 +8,8 @@ use super::pvh::{self, Module};
 use super::zero_page;
 use crate::arch::x86_64::gdt::{self, Descriptor};
 use crate::arch::x86_64::paging::{identity_map, PagingError};
+use crate::arch::x86_64::regs::{long_mode_regs, long_mode_sregs, LongModeEntry};
+use crate::arch::x86_64::{vcpu, Ring};
 use crate::vstate::memory::{mem_size, write_phys, GuestMemory, MemoryError};
 use inspect::regs::{cr0, rflags};
 use inspect::Gpa;
@@ -312,6 +314,37 @@ pub fn pvh_sregs(base: kvm_sregs) -> kvm_sregs {
 /// General registers for PVH entry: `EBX` = `hvm_start_info`.
 pub fn pvh_regs(entry: u64) -> kvm_regs {
     kvm_regs { rip: entry, rbx: pvh::layout::START_INFO_GPA, rflags: rflags::FIXED, ..Default::default() }
+}
+
+/// Sets vCPU `index` up to run the kernel `layout` describes: every vCPU gets the boot MSRs
+/// and its local interrupts wired (LINT0 ExtINT, LINT1 NMI); the boot vCPU also gets the
+/// entry state of the protocol (PVH: 32-bit protected mode at the PVH entry; the 64-bit
+/// protocol: long mode at the kernel's entry with the zero page in RSI). Application
+/// processors wait in KVM for the boot vCPU's INIT/SIPI.
+pub fn setup_vcpu(
+    fd: &kvm_ioctls::VcpuFd,
+    index: usize,
+    layout: &LinuxLayout,
+) -> Result<(), vcpu::SetupError> {
+    vcpu::set_boot_msrs(fd)?;
+    vcpu::wire_local_interrupts(fd)?;
+    if index != 0 {
+        return Ok(());
+    }
+    match layout.protocol {
+        BootProtocol::Pvh => vcpu::enter(fd, &pvh_regs(layout.entry), pvh_sregs),
+        BootProtocol::Linux64 => {
+            let entry = LongModeEntry {
+                entry: layout.entry,
+                stack: zero_page::BOOT_STACK,
+                arg: 0,
+                cr3: abi_layout::PML4_GPA,
+                ring: Ring::Ring0,
+            };
+            let regs = kvm_regs { rsi: zero_page::ZERO_PAGE_GPA, ..long_mode_regs(&entry) };
+            vcpu::enter(fd, &regs, |base| long_mode_sregs(base, &entry))
+        }
+    }
 }
 
 #[cfg(test)]

@@ -6,11 +6,10 @@ mod debug;
 
 pub use debug::{DebugError, HwBreakpoint, HwKind, HwSlots};
 
-use crate::arch::x86_64::regs::{long_mode_regs, long_mode_sregs, LongModeEntry};
+use crate::arch::x86_64::regs::{long_mode_regs, long_mode_sregs};
 use crate::arch::x86_64::{vcpu, Ring};
 use crate::boot::elf_guest::{self, ElfBootError, ElfGuestLayout};
-use crate::boot::linux::{self, BootChoice, BootProtocol, LinuxBootError, LinuxLayout};
-use crate::boot::zero_page;
+use crate::boot::linux::{self, BootChoice, LinuxBootError, LinuxLayout};
 use crate::breakpoints::Breakpoints;
 use crate::devices::console::Console;
 use crate::devices::doorbell::{Doorbell, RingConsumerMode, SharedRing};
@@ -331,29 +330,7 @@ impl Machine {
             restored: false,
         };
         Self::assemble(parts, cfg.vcpus, cfg.vcpus, cfg.start_paused, cfg.fixups, |index, fd| {
-            vcpu::set_boot_msrs(fd).map_err(setup_failed(index))?;
-            vcpu::wire_local_interrupts(fd).map_err(setup_failed(index))?;
-            if index != 0 {
-                // Application processors wait in KVM for the boot vCPU's INIT/SIPI.
-                return Ok(());
-            }
-            match layout.protocol {
-                BootProtocol::Pvh => vcpu::enter(fd, &linux::pvh_regs(layout.entry), linux::pvh_sregs),
-                BootProtocol::Linux64 => {
-                    let entry = LongModeEntry {
-                        entry: layout.entry,
-                        stack: zero_page::BOOT_STACK,
-                        arg: 0,
-                        cr3: vmscope_abi::layout::PML4_GPA,
-                        ring: Ring::Ring0,
-                    };
-                    // The 64-bit boot protocol passes the zero page in RSI.
-                    let regs =
-                        kvm_bindings::kvm_regs { rsi: zero_page::ZERO_PAGE_GPA, ..long_mode_regs(&entry) };
-                    vcpu::enter(fd, &regs, |base| long_mode_sregs(base, &entry))
-                }
-            }
-            .map_err(setup_failed(index))
+            linux::setup_vcpu(fd, index, &layout).map_err(setup_failed(index))
         })
     }
 
