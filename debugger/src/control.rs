@@ -1,8 +1,8 @@
 //! Run control that never blocks: [`Debugger::start`] sets the guest going (continue, one
 //! step, the step-over, run to an address) and returns a [`Run`]; [`Debugger::poll`]
 //! takes the next stop when there is one, and finishes the run (its temporary breakpoint
-//! goes) at the first stop, whatever stopped it; [`Debugger::cancel`] pauses the guest and
-//! finishes it. A frontend that must keep drawing (the TUI) polls; the script session's
+//! goes) at the first stop that is not a pause, whatever stopped it; [`Debugger::cancel`]
+//! pauses the guest and finishes it. A frontend that must keep drawing (the TUI) polls; the script session's
 //! `step`, `next` and `cont` are a start and a blocking wait ([`Debugger::await_stop`]).
 
 use crate::{Debugger, DebuggerError};

@@ -8,7 +8,6 @@ use crate::reply::{Reply, Stop, WatchHit};
 use crate::watch::{self, Watch};
 use crate::{Debugger, DebuggerError};
 use inspect::disasm;
-use inspect::paging::PagingContext;
 use inspect::Gva;
 use vmm::vstate::vcpu::StopReason;
 
@@ -60,10 +59,7 @@ impl Debugger<'_> {
     /// The watchpoint the instruction at RIP will fire, if any.
     fn next_watch_hit(&self) -> Result<Option<Watch>, DebuggerError> {
         let snap = self.snapshot()?;
-        let ctx = PagingContext::from_sregs(&snap.sregs);
-        let code = self.machine.read_virt_in(&ctx, Gva(snap.regs.rip), MAX_INSTRUCTION);
-        let bitness = snap.sregs.cpu_mode().bitness();
-        let accesses = watch::accesses(&code, snap.regs.rip, bitness, &snap.regs, &snap.sregs);
+        let accesses = watch::accesses_at_rip(self.machine, &snap.regs, &snap.sregs);
         Ok(watch::first_hit(self.watches.borrow().watches(), &accesses).copied())
     }
 

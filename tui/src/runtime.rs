@@ -370,12 +370,12 @@ pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &m
     }
     let dbg = Debugger::new(&g.machine, &g.symbols, Duration::ZERO);
     while let Some(ev) = dbg.poll(&mut g.run, Duration::ZERO) {
-        let (reason, snapshot) = (ev.reason, ev.snapshot);
+        let reason = ev.reason;
         g.dirty = true;
         // A stop shows where the guest is: the disassembly follows RIP again, cursor on it.
         g.goto = None;
         view.cursor_to_rip = true;
-        view.state = match (Outcome::from_stop(&reason, &snapshot), &reason) {
+        view.state = match (ev.ended, &reason) {
             (Some(Outcome::Exited { code }), _) => GuestState::Exited(code),
             (Some(_), r) => GuestState::Faulted(vmm::report::describe(r)),
             (None, r) => {

@@ -17,6 +17,7 @@ pub use access::accesses;
 pub use pieces::{dr_pieces, WatchError, DR_SLOTS, MAX_WATCH_LEN};
 
 use crate::DebuggerError;
+use inspect::regs::{Regs, SpecialRegs};
 
 /// The most software watchpoints a session keeps: 16. On PVM each one is matched against
 /// every single-stepped instruction of `cont`; real hardware has four slots (DR0-DR3).
@@ -69,6 +70,15 @@ impl Watch {
         let access_end = access.addr.saturating_add(access.len);
         kind_matches && access.addr < end && self.addr < access_end
     }
+}
+
+/// The memory accesses of the instruction at RIP of a vCPU stopped with `regs` and `sregs`,
+/// read from `machine` in that vCPU's address space: what a software watchpoint is matched
+/// against before the instruction is single-stepped (the gdb stub and the session both).
+pub fn accesses_at_rip(machine: &vmm::machine::Machine, regs: &Regs, sregs: &SpecialRegs) -> Vec<Access> {
+    let ctx = inspect::paging::PagingContext::from_sregs(sregs);
+    let code = machine.read_virt_in(&ctx, inspect::Gva(regs.rip), crate::control::MAX_INSTRUCTION);
+    accesses(&code, regs.rip, sregs.cpu_mode().bitness(), regs, sregs)
 }
 
 /// The first watchpoint any of `accesses` fires.

@@ -11,7 +11,6 @@ use gdbstub::target::ext::base::multithread::{
     MultiThreadRangeStepping, MultiThreadRangeSteppingOps, MultiThreadResume, MultiThreadSchedulerLocking,
     MultiThreadSchedulerLockingOps, MultiThreadSingleStep, MultiThreadSingleStepOps,
 };
-use inspect::Gva;
 use std::time::Duration;
 use vmm::vstate::vcpu::{StopReason, VcpuEventKind};
 
@@ -25,9 +24,6 @@ pub enum Action {
     /// Instructions while RIP stays in `[start, end)`.
     Range(u64, u64),
 }
-
-/// The longest x86 instruction.
-const MAX_INSN: usize = 15;
 
 impl VmTarget<'_> {
     /// Whether watchpoints must be emulated by stepping: PVM's instruction emulator, which
@@ -66,10 +62,7 @@ impl VmTarget<'_> {
                 self.cache.forget(index);
                 return self.machine.resume(index).map_err(|e| e.to_string());
             }
-            let ctx = inspect::paging::PagingContext::from_sregs(&sregs);
-            let code = self.machine.read_virt_in(&ctx, Gva(regs.rip), MAX_INSN);
-            let accesses =
-                debugger::watch::accesses(&code, regs.rip, sregs.cpu_mode().bitness(), &regs, &sregs);
+            let accesses = debugger::watch::accesses_at_rip(self.machine, &regs, &sregs);
             self.in_flight.insert(index, accesses);
         }
         self.cache.forget(index);
