@@ -27,7 +27,7 @@ pub mod uname;
 
 pub use dwarf::Layout;
 pub use kmem::{KernelMemory, DIRECT_MAP_SIZE, KERNEL_IMAGE_SIZE, PAGE_OFFSET_4LEVEL, START_KERNEL_MAP};
-pub use tasks::{Task, MAX_TASKS};
+pub use tasks::{Task, Walk, MAX_TASKS};
 
 use crate::symbols::SymbolTable;
 use std::collections::HashMap;
@@ -133,6 +133,9 @@ pub struct Offsets {
     pub task_tgid: u64,
     /// `task_struct.comm` (`TASK_COMM_LEN` = 16 bytes).
     pub task_comm: u64,
+    /// `task_struct.real_parent` (the parent `ps` and `/proc/PID/stat` report; `parent`
+    /// differs only under ptrace).
+    pub task_real_parent: u64,
     /// `task_struct.__state` (u32, 5.14+) or `.state` (long, before).
     pub task_state: u64,
     /// Size of that field (4 or 8).
@@ -185,6 +188,7 @@ impl Offsets {
             task_pid: member(path, l, "task_struct", "pid")?,
             task_tgid: member(path, l, "task_struct", "tgid")?,
             task_comm: member(path, l, "task_struct", "comm")?,
+            task_real_parent: member(path, l, "task_struct", "real_parent")?,
             task_state,
             task_state_size: if task_state_size == 8 { 8 } else { 4 },
             task_exit_state: member(path, l, "task_struct", "exit_state")?,

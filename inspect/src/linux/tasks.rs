@@ -3,7 +3,8 @@
 //! it comes back, and stops with [`LinuxError::TaskListCorrupt`] on anything a real list
 //! cannot hold: an entry seen twice (a cycle that does not pass through `init_task`), a
 //! pointer outside the kernel's direct map, unreadable memory, or more than [`MAX_TASKS`]
-//! entries.
+//! entries. [`walk`] keeps the tasks read before such a stop, for a view that shows what it
+//! could read beside the reason it stopped (the TUI's processes pane).
 
 use super::{KernelMemory, LinuxError};
 use serde::Serialize;
@@ -22,6 +23,9 @@ pub struct Task {
     pub pid: i64,
     /// Its thread-group id (the process id user space sees).
     pub tgid: i64,
+    /// Its parent's process id (`real_parent->tgid`, as `/proc/PID/stat` gives it); 0 for
+    /// the idle task and for kernel threads started by it (kthreadd, pid 1).
+    pub ppid: i64,
     /// Its name (`comm`, at most 15 characters).
     pub comm: String,
     /// Its state as `ps` prints it: R, S, D, T, t, X, Z, I, P.
@@ -63,6 +67,8 @@ fn read_task(k: &KernelMemory<'_>, task: u64) -> Result<Task, LinuxError> {
     let pid = k.read_u32("task_struct.pid", task + o.task_pid)? as i32;
     let tgid = k.read_u32("task_struct.tgid", task + o.task_tgid)? as i32;
     let comm = k.read_cstr("task_struct.comm", task + o.task_comm, COMM_LEN)?;
+    let parent = k.read_u64("task_struct.real_parent", task + o.task_real_parent)?;
+    let ppid = k.read_u32("real_parent->tgid", parent.wrapping_add(o.task_tgid))? as i32;
     let state = if o.task_state_size == 8 {
         k.read_u64("task_struct.state", task + o.task_state)?
     } else {
@@ -79,6 +85,7 @@ fn read_task(k: &KernelMemory<'_>, task: u64) -> Result<Task, LinuxError> {
     Ok(Task {
         pid: pid.into(),
         tgid: tgid.into(),
+        ppid: ppid.into(),
         comm,
         state: state_letter(state, exit_state),
         state_raw: state | exit_state,
@@ -93,41 +100,72 @@ pub fn list(k: &KernelMemory<'_>) -> Result<Vec<Task>, LinuxError> {
     list_capped(k, MAX_TASKS)
 }
 
-/// [`list`] with a smaller cap (tests).
+/// [`list`] with a smaller cap.
 pub fn list_capped(k: &KernelMemory<'_>, cap: usize) -> Result<Vec<Task>, LinuxError> {
+    let w = walk(k, cap);
+    match w.error {
+        Some(e) => Err(e),
+        None => Ok(w.tasks),
+    }
+}
+
+/// What a walk read: the tasks in list order, and why it stopped early if it did.
+#[derive(Debug)]
+pub struct Walk {
+    /// Every task read before the walk ended (`init_task` first, unless it was unreadable).
+    pub tasks: Vec<Task>,
+    /// Why the walk stopped before coming back to `init_task`: a corrupt entry, or more
+    /// than `cap` entries. The tasks before it are in `tasks`.
+    pub error: Option<LinuxError>,
+}
+
+/// Walks the list from `init_task`, visiting at most `cap` tasks; never fails, never
+/// loops: a bad list ends the walk with the reason in [`Walk::error`].
+pub fn walk(k: &KernelMemory<'_>, cap: usize) -> Walk {
     let off = k.kernel().offsets.task_tasks;
     let init = k.kernel().globals.init_task;
     let head = init + off;
     let corrupt = |at: u64, reason: String| LinuxError::TaskListCorrupt { at, reason };
-    let mut tasks =
-        vec![read_task(k, init).map_err(|e| corrupt(head, format!("init_task unreadable: {e}")))?];
+    let mut tasks = vec![];
+    let stop = |tasks: Vec<Task>, e: LinuxError| Walk { tasks, error: Some(e) };
+    match read_task(k, init) {
+        Ok(t) => tasks.push(t),
+        Err(e) => return stop(tasks, corrupt(head, format!("init_task unreadable: {e}"))),
+    }
     let mut seen = HashSet::new();
     let mut at = head;
     loop {
-        let next = k.read_u64("list_head.next", at).map_err(|e| corrupt(at, e.to_string()))?;
+        let next = match k.read_u64("list_head.next", at) {
+            Ok(n) => n,
+            Err(e) => return stop(tasks, corrupt(at, e.to_string())),
+        };
         if next == head {
-            return Ok(tasks);
+            return Walk { tasks, error: None };
         }
         if !k.in_direct_map(next) {
-            return Err(corrupt(at, format!("next pointer {next:#x} is outside the kernel's direct map")));
+            let why = format!("next pointer {next:#x} is outside the kernel's direct map");
+            return stop(tasks, corrupt(at, why));
         }
         if next % 8 != 0 {
-            return Err(corrupt(at, format!("next pointer {next:#x} is not 8-byte aligned")));
+            return stop(tasks, corrupt(at, format!("next pointer {next:#x} is not 8-byte aligned")));
         }
         if !seen.insert(next) {
-            return Err(corrupt(
-                next,
-                format!(
-                    "a cycle that does not pass through init_task (entry seen before, after {} tasks)",
-                    tasks.len()
-                ),
-            ));
+            let why = format!(
+                "a cycle that does not pass through init_task (entry seen before, after {} tasks)",
+                tasks.len()
+            );
+            return stop(tasks, corrupt(next, why));
         }
         if tasks.len() >= cap {
-            return Err(corrupt(next, format!("more than {cap} entries (the limit)")));
+            return stop(tasks, corrupt(next, format!("more than {cap} entries (the limit)")));
         }
-        let task = next.checked_sub(off).ok_or_else(|| corrupt(next, "entry below its own offset".into()))?;
-        tasks.push(read_task(k, task).map_err(|e| corrupt(next, e.to_string()))?);
+        let Some(task) = next.checked_sub(off) else {
+            return stop(tasks, corrupt(next, "entry below its own offset".into()));
+        };
+        match read_task(k, task) {
+            Ok(t) => tasks.push(t),
+            Err(e) => return stop(tasks, corrupt(next, e.to_string())),
+        }
         at = next;
     }
 }

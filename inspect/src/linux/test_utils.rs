@@ -27,6 +27,7 @@ pub fn offsets() -> Offsets {
         task_pid: 0x10,
         task_tgid: 0x14,
         task_comm: 0x20,
+        task_real_parent: 0x48,
         task_state: 0x0,
         task_state_size: 4,
         task_exit_state: 0x8,
@@ -101,6 +102,14 @@ impl Image {
         self.mem.write(Gpa(gpa + o.task_comm), &c);
         self.mem.write(Gpa(gpa + o.task_state), &state.to_le_bytes());
         self.mem.write_u64(Gpa(gpa + o.task_mm), mm_gpa.map_or(0, direct));
+        // Every task's parent is init_task (its own parent) until a test says otherwise.
+        self.set_parent(gpa, INIT_TASK_GPA);
+    }
+
+    /// Sets the `real_parent` of the task at `gpa` to the task at `parent_gpa`.
+    pub fn set_parent(&mut self, gpa: u64, parent_gpa: u64) {
+        let task = |g: u64| if g == INIT_TASK_GPA { START_KERNEL_MAP + g } else { direct(g) };
+        self.mem.write_u64(Gpa(gpa + offsets().task_real_parent), task(parent_gpa));
     }
 
     /// Sets the `tasks.next` of the task at `gpa` to the kernel-virtual `next`.

@@ -78,6 +78,47 @@ fn a_list_longer_than_the_cap_is_refused() {
 }
 
 #[test]
+fn a_walk_keeps_the_tasks_before_a_corrupt_entry() {
+    let (mut img, gpas) = Image::with_tasks(4);
+    // task-3 points into nowhere: tasks 0..=3 were read, the reason names task-3's entry.
+    img.set_next(gpas[2], 0x4141_4141_4141_4141);
+    let k = test_utils::kernel();
+    let w = tasks::walk(&kmem(&img, &k), MAX_TASKS);
+    let pids: Vec<i64> = w.tasks.iter().map(|t| t.pid).collect();
+    assert_eq!(pids, [0, 1, 2, 3]);
+    let e = w.error.expect("the walk stopped early").to_string();
+    assert!(
+        e.starts_with(&format!("task list corrupt at {:#x}: next pointer", Image::entry(gpas[2]))),
+        "{e}"
+    );
+
+    // A cycle and the cap stop it too, with what was read so far; a good list has no error.
+    img.set_next(gpas[2], Image::entry(gpas[0]));
+    let w = tasks::walk(&kmem(&img, &k), MAX_TASKS);
+    assert_eq!(w.tasks.len(), 4);
+    assert!(w.error.unwrap().to_string().contains("a cycle"));
+    let (img, _) = Image::with_tasks(10);
+    let w = tasks::walk(&kmem(&img, &k), 3);
+    assert_eq!(w.tasks.len(), 3);
+    assert!(w.error.unwrap().to_string().contains("more than 3 entries"));
+    assert!(tasks::walk(&kmem(&img, &k), MAX_TASKS).error.is_none());
+}
+
+#[test]
+fn the_parent_is_real_parent_s_process_id() {
+    let (mut img, gpas) = Image::with_tasks(3);
+    img.set_parent(gpas[2], gpas[0]);
+    let k = test_utils::kernel();
+    let list = tasks::list(&kmem(&img, &k)).unwrap();
+    let ppids: Vec<(i64, i64)> = list.iter().map(|t| (t.pid, t.ppid)).collect();
+    assert_eq!(ppids, [(0, 0), (1, 0), (2, 0), (3, 1)]);
+    // A parent pointer outside kernel memory is a corrupt entry, named.
+    img.mem.write_u64(Gpa(gpas[1] + test_utils::offsets().task_real_parent), 0x10);
+    let msg = tasks::list(&kmem(&img, &k)).unwrap_err().to_string();
+    assert!(msg.contains("task_struct.real_parent") || msg.contains("real_parent->tgid"), "{msg}");
+}
+
+#[test]
 fn a_wild_mm_pointer_is_named() {
     let (mut img, gpas) = Image::with_tasks(1);
     img.mem.write_u64(Gpa(gpas[0] + test_utils::offsets().task_mm), 0x1234);
