@@ -58,29 +58,28 @@ impl std::fmt::Write for Counter {
 }
 
 /// Runs `value`'s `Display` to the end, as `to_string` would, and returns the length of the
-/// text. The text is not kept: a decoded queue can print megabytes (131,072 descriptors),
-/// and growing a `String` that large under AddressSanitizer cost the targets more time than
-/// decoding it.
+/// text. The text is not kept: growing a `String` under AddressSanitizer costs the targets
+/// more than what they test.
 pub fn display_len(value: &impl std::fmt::Display) -> usize {
     let mut c = Counter(0);
     std::fmt::write(&mut c, format_args!("{value}")).expect("Display implementations do not fail");
     c.0
 }
 
-/// The most chains, and descriptors over all chains, that [`display_queue`] prints.
-pub const SHOWN: usize = 256;
-
-/// Prints a decoded queue as the `vq` command does, cut to its first [`SHOWN`] chains and
-/// [`SHOWN`] descriptors (a chain past that is printed with its head and error only), and
-/// returns the length of the text. Decoding is never cut: only printing the same line
-/// format 131,072 times is, which took most of the targets' time on inputs with long or
-/// looping chains and reached no code that 256 lines do not.
-pub fn display_queue(mut snapshot: inspect::virtqueue::QueueSnapshot) -> usize {
-    snapshot.in_flight.truncate(SHOWN);
-    let mut left = SHOWN;
-    for chain in &mut snapshot.in_flight {
-        chain.descriptors.truncate(left);
-        left -= chain.descriptors.len();
+/// Checks a decoded queue against the decoder's bounds (chains, descriptors per chain and in
+/// all, bytes of text: `inspect::virtqueue::MAX_*`, the bound every frontend's `vq`
+/// printout shares), prints it as the `vq` command does, and returns the length of the text.
+pub fn check_queue(snapshot: &inspect::virtqueue::QueueSnapshot) -> usize {
+    use inspect::virtqueue::{MAX_CHAIN_DESCRIPTORS, MAX_DECODED_CHAINS, MAX_DECODED_DESCRIPTORS, MAX_TEXT_BYTES};
+    assert!(snapshot.in_flight.len() <= MAX_DECODED_CHAINS);
+    let mut total = 0;
+    for chain in &snapshot.in_flight {
+        assert!(chain.descriptors.len() <= MAX_CHAIN_DESCRIPTORS);
+        total += chain.descriptors.len();
+        let _ = (chain.readable_len(), chain.writable_len());
     }
-    display_len(&snapshot)
+    assert!(total <= MAX_DECODED_DESCRIPTORS);
+    let len = display_len(snapshot);
+    assert!(len <= MAX_TEXT_BYTES, "the printout has {len} bytes, more than {MAX_TEXT_BYTES}");
+    len
 }

@@ -149,7 +149,7 @@ fuzz_target!(|data: &[u8]| {
     for q in 0..d.transport.queue_count() {
         if let Some(layout) = d.transport.queue_layout(q) {
             if let Ok(s) = inspect::virtqueue::decode(&PhysView(&d.mem), &layout) {
-                assert!(common::display_queue(s) > 0);
+                assert!(common::check_queue(&s) > 0);
             }
         }
     }

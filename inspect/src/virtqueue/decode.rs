@@ -67,56 +67,88 @@ fn read_desc(
     })
 }
 
-/// Follows the chain at `head`, expanding an indirect table, bounded by the table sizes and
-/// by `budget`, the descriptors left for the whole queue.
-fn chain(mem: &dyn GuestPhysMemory, layout: &QueueLayout, head: u16, budget: &mut usize) -> DescriptorChain {
+/// The descriptor indices met so far in one table: a chain that meets one again loops. A
+/// bit per possible `u16` index, so no index can fall outside it.
+struct Seen([u64; 1024]);
+
+impl Seen {
+    fn new() -> Self {
+        Self([0; 1024])
+    }
+
+    fn clear(&mut self) {
+        self.0.fill(0);
+    }
+
+    /// Marks `index`; false if it was marked already.
+    fn mark(&mut self, index: u16) -> bool {
+        let (word, bit) = (&mut self.0[usize::from(index / 64)], 1u64 << (index % 64));
+        let new = *word & bit == 0;
+        *word |= bit;
+        new
+    }
+}
+
+/// Whether one more descriptor may be followed: the queue's budget and the chain's own
+/// bound. Every descriptor kept is paid for from `budget`.
+fn room(budget: usize, chain: &[Descriptor]) -> Result<(), ChainError> {
+    if budget == 0 {
+        return Err(ChainError::TooManyDescriptors(MAX_DECODED_DESCRIPTORS));
+    }
+    if chain.len() >= MAX_CHAIN_DESCRIPTORS {
+        return Err(ChainError::TooLong(MAX_CHAIN_DESCRIPTORS));
+    }
+    Ok(())
+}
+
+/// Follows the chain at `head`, expanding an indirect table, until it ends, loops, breaks a
+/// rule, or reaches [`MAX_CHAIN_DESCRIPTORS`] or the end of `budget` (the descriptors left
+/// for the whole queue).
+fn chain(
+    mem: &dyn GuestPhysMemory,
+    layout: &QueueLayout,
+    head: u16,
+    budget: &mut usize,
+    seen: &mut Seen,
+) -> DescriptorChain {
     let mut out = DescriptorChain { head, descriptors: vec![], error: None };
+    out.error = follow(mem, layout, head, budget, seen, &mut out.descriptors).err();
+    out
+}
+
+fn follow(
+    mem: &dyn GuestPhysMemory,
+    layout: &QueueLayout,
+    head: u16,
+    budget: &mut usize,
+    seen: &mut Seen,
+    out: &mut Vec<Descriptor>,
+) -> Result<(), ChainError> {
+    seen.clear();
     let mut index = head;
-    let mut steps = 0u16;
     loop {
-        if *budget == 0 {
-            out.error = Some(ChainError::TooManyDescriptors(MAX_DECODED_DESCRIPTORS));
-            return out;
-        }
         if index >= layout.size {
-            out.error = Some(ChainError::IndexOutOfRange { index, size: layout.size });
-            return out;
+            return Err(ChainError::IndexOutOfRange { index, size: layout.size });
         }
-        if steps >= layout.size {
-            out.error = Some(ChainError::Loop(layout.size));
-            return out;
+        if !seen.mark(index) {
+            return Err(ChainError::Loop { index, indirect: false });
         }
-        steps += 1;
-        let d = match read_desc(mem, layout.desc_table, index, false) {
-            Ok(d) => d,
-            Err(e) => {
-                out.error = Some(e);
-                return out;
-            }
-        };
+        room(*budget, out)?;
+        let d = read_desc(mem, layout.desc_table, index, false)?;
         if d.flags & VIRTQ_DESC_F_INDIRECT != 0 {
             if d.flags & VIRTQ_DESC_F_NEXT != 0 {
-                out.error = Some(ChainError::IndirectWithNext(index));
-                return out;
+                return Err(ChainError::IndirectWithNext(index));
             }
             if d.len == 0 || !d.len.is_multiple_of(16) {
-                out.error = Some(ChainError::BadIndirectLength { gpa: d.addr, len: d.len });
-                return out;
+                return Err(ChainError::BadIndirectLength { gpa: d.addr, len: d.len });
             }
-            out.error = indirect(
-                mem,
-                d.addr,
-                (d.len / 16).min(u32::from(MAX_QUEUE_SIZE)) as u16,
-                &mut out.descriptors,
-                budget,
-            )
-            .err();
-            return out;
+            let count = (d.len / 16).min(u32::from(MAX_QUEUE_SIZE)) as u16;
+            return indirect(mem, d.addr, count, budget, seen, out);
         }
         *budget -= 1;
-        out.descriptors.push(d);
+        out.push(d);
         if d.flags & VIRTQ_DESC_F_NEXT == 0 {
-            return out;
+            return Ok(());
         }
         index = d.next;
     }
@@ -126,14 +158,17 @@ fn indirect(
     mem: &dyn GuestPhysMemory,
     table: Gpa,
     count: u16,
-    out: &mut Vec<Descriptor>,
     budget: &mut usize,
+    seen: &mut Seen,
+    out: &mut Vec<Descriptor>,
 ) -> Result<(), ChainError> {
+    seen.clear();
     let mut index = 0u16;
-    for _ in 0..count {
-        if *budget == 0 {
-            return Err(ChainError::TooManyDescriptors(MAX_DECODED_DESCRIPTORS));
+    loop {
+        if !seen.mark(index) {
+            return Err(ChainError::Loop { index, indirect: true });
         }
+        room(*budget, out)?;
         let d = read_desc(mem, table, index, true)?;
         if d.flags & VIRTQ_DESC_F_INDIRECT != 0 {
             return Err(ChainError::NestedIndirect(index));
@@ -148,7 +183,6 @@ fn indirect(
         }
         index = d.next;
     }
-    Err(ChainError::Loop(count))
 }
 
 /// Decodes the queue `layout` describes.
@@ -180,12 +214,15 @@ pub fn decode(mem: &dyn GuestPhysMemory, layout: &QueueLayout) -> Result<QueueSn
     // In flight: entries the driver published that the device has not returned. A
     // hostile driver can claim more than the queue holds; never look at more than n.
     let pending = avail.idx.wrapping_sub(used.idx).min(n);
-    // Chains may share descriptors (a hostile driver's): the whole queue gets one budget.
+    // Chains may share descriptors (a hostile driver's): the whole queue gets one budget,
+    // and only the first MAX_DECODED_CHAINS chains are followed.
+    let decoded = pending.min(MAX_DECODED_CHAINS as u16);
     let mut budget = MAX_DECODED_DESCRIPTORS;
-    let in_flight = (0..pending)
+    let mut seen = Seen::new();
+    let in_flight = (0..decoded)
         .map(|k| {
             let slot = used.idx.wrapping_add(k) % n;
-            chain(mem, layout, avail.ring[usize::from(slot)], &mut budget)
+            chain(mem, layout, avail.ring[usize::from(slot)], &mut budget, &mut seen)
         })
         .collect();
     let interrupts_suppressed = match avail.used_event {
@@ -196,5 +233,13 @@ pub fn decode(mem: &dyn GuestPhysMemory, layout: &QueueLayout) -> Result<QueueSn
         None => avail.flags & VIRTQ_AVAIL_F_NO_INTERRUPT != 0,
     };
     let notifications_suppressed = used.flags & VIRTQ_USED_F_NO_NOTIFY != 0;
-    Ok(QueueSnapshot { size: n, avail, used, in_flight, interrupts_suppressed, notifications_suppressed })
+    Ok(QueueSnapshot {
+        size: n,
+        avail,
+        used,
+        in_flight,
+        chains_not_decoded: pending - decoded,
+        interrupts_suppressed,
+        notifications_suppressed,
+    })
 }

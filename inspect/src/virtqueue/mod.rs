@@ -27,11 +27,27 @@ pub const VIRTQ_AVAIL_F_NO_INTERRUPT: u16 = ring::VRING_AVAIL_F_NO_INTERRUPT as 
 pub const VIRTQ_USED_F_NO_NOTIFY: u16 = ring::VRING_USED_F_NO_NOTIFY as u16;
 /// The largest queue size the spec allows.
 pub const MAX_QUEUE_SIZE: u16 = 32768;
-/// The most descriptors one [`decode`] follows over all in-flight chains. A hostile driver
-/// can make every ring entry point into one long chain (size x size descriptors, 34 GB of
-/// decoded entries at size 32768); a well-behaved queue has at most `size` descriptors in
-/// flight plus its indirect tables.
-pub const MAX_DECODED_DESCRIPTORS: usize = 4 * MAX_QUEUE_SIZE as usize;
+
+// How much of a queue one [`decode`] follows. The decoded snapshot is what every frontend
+// prints (the session's and gdb's `vq`, the TUI, `--json`), so these bound the printout too:
+// a hostile driver's 32768-entry ring of looping or shared chains costs a bounded decode and
+// at most [`MAX_TEXT_BYTES`] of text, each cut said in a line of its own.
+
+/// The most in-flight chains decoded; the rest are counted in
+/// [`QueueSnapshot::chains_not_decoded`] and shown as "... N more chains".
+pub const MAX_DECODED_CHAINS: usize = 256;
+/// The most descriptors one chain is followed for (indirect entries included); a longer
+/// chain ends in [`ChainError::TooLong`]. virtio-blk's largest requests (seg_max + 2) and
+/// virtio-net's (MAX_SKB_FRAGS + 2) fit.
+pub const MAX_CHAIN_DESCRIPTORS: usize = 256;
+/// The most descriptors followed over all chains; the chains past it end in
+/// [`ChainError::TooManyDescriptors`]. A hostile driver can make every ring entry point into
+/// one long chain; a full 256-chain virtio-blk queue holds 768.
+pub const MAX_DECODED_DESCRIPTORS: usize = 1024;
+/// The most bytes a [`QueueSnapshot`]'s `Display` writes: the first line and the EVENT_IDX
+/// line (under 200 bytes), one line per decoded chain with its error (under 160 bytes),
+/// one item per decoded descriptor (under 48) and the "more chains" line.
+pub const MAX_TEXT_BYTES: usize = 400 + MAX_DECODED_CHAINS * 160 + MAX_DECODED_DESCRIPTORS * 48;
 
 /// A queue that cannot be decoded at all.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error, Serialize)]
@@ -72,9 +88,19 @@ pub enum ChainError {
         /// The table size.
         size: u16,
     },
-    /// The chain is longer than the table: it loops.
-    #[error("the chain loops (more than {0} descriptors)")]
-    Loop(u16),
+    /// A descriptor comes round again: the chain loops back to it.
+    #[error("the chain loops at {}descriptor {index}: it was already in the chain", if *.indirect { "indirect " } else { "" })]
+    Loop {
+        /// The descriptor met twice (an index into the queue's table, or into the
+        /// indirect table when `indirect`).
+        index: u16,
+        /// The loop is inside an indirect table.
+        indirect: bool,
+    },
+    /// The chain goes on past [`MAX_CHAIN_DESCRIPTORS`] descriptors (without a loop so
+    /// far); the rest is not decoded.
+    #[error("truncated: the chain goes on past {0} descriptors, the most decoded per chain")]
+    TooLong(usize),
     /// An indirect descriptor inside an indirect table (forbidden by the spec).
     #[error("nested indirect descriptor at index {0}")]
     NestedIndirect(u16),
@@ -94,7 +120,7 @@ pub enum ChainError {
     Unreadable(Gpa),
     /// The queue's chains hold more descriptors in all than the decoder follows
     /// ([`MAX_DECODED_DESCRIPTORS`]); this chain and the ones after it are cut short.
-    #[error("not decoded further: the in-flight chains hold more than {0} descriptors in all")]
+    #[error("truncated: the chains in flight hold more than {0} descriptors in all, the most decoded")]
     TooManyDescriptors(usize),
 }
 
@@ -189,9 +215,11 @@ pub struct QueueSnapshot {
     pub avail: AvailRing,
     /// The used ring.
     pub used: UsedRing,
-    /// Chains the driver made available and the device has not used yet:
-    /// avail ring entries from `used.idx` to `avail.idx`.
+    /// Chains the driver made available and the device has not used yet: avail ring
+    /// entries from `used.idx` to `avail.idx`, the first [`MAX_DECODED_CHAINS`] of them.
     pub in_flight: Vec<DescriptorChain>,
+    /// In-flight chains after those, not decoded.
+    pub chains_not_decoded: u16,
     /// The driver does not want interrupts (flag, or the used_event threshold).
     pub interrupts_suppressed: bool,
     /// The device does not want notifications (flag).
@@ -232,6 +260,13 @@ impl fmt::Display for QueueSnapshot {
                 Some(e) => writeln!(f, "  ERROR: {e}")?,
                 None => writeln!(f)?,
             }
+        }
+        if self.chains_not_decoded > 0 {
+            writeln!(
+                f,
+                "... {} more chains in flight, not decoded (the first {MAX_DECODED_CHAINS} are shown)",
+                self.chains_not_decoded
+            )?;
         }
         Ok(())
     }

@@ -154,13 +154,13 @@ fn hostile_chains_are_reported_not_followed() {
     assert_eq!(
         errors,
         vec![
-            Some(ChainError::Loop(4)),
+            Some(ChainError::Loop { index: 0, indirect: false }),
             Some(ChainError::IndexOutOfRange { index: 9, size: 4 }),
             Some(ChainError::NestedIndirect(0)),
             Some(ChainError::IndexOutOfRange { index: 7, size: 4 }),
         ]
     );
-    assert!(s.to_string().contains("ERROR: the chain loops"));
+    assert!(s.to_string().contains("ERROR: the chain loops at descriptor 0"), "{s}");
     // A driver claiming more in flight than the queue holds is capped at the queue size.
     q.mem.write(Gpa(q.layout.avail_ring.0 + 2), &1000u16.to_le_bytes());
     assert_eq!(q.decode().unwrap().in_flight.len(), 4);
@@ -244,16 +244,14 @@ fn nothing_wraps_at_the_top_of_the_address_space() {
 /// Found by the virtqueue fuzz target's out-of-memory check
 /// (fuzz/regressions/virtqueue/chains-sharing-one-long-tail): every avail entry pointing at
 /// the head of one long chain made the decoder build size x size descriptors (2 GB at size
-/// 8192, 34 GB at 32768). The whole queue now has one budget.
+/// 8192, 34 GB at 32768). Chains, descriptors per chain and descriptors in all are bounded.
 #[test]
 fn chains_sharing_one_long_tail_are_bounded() {
     let n: u16 = 8192;
     let mut mem = BufferMemory::zeroed(16 * usize::from(n) + 6 + 2 * usize::from(n));
     for i in 0..n {
         let (flags, next) = if i + 1 < n { (VIRTQ_DESC_F_NEXT, i + 1) } else { (0, 0) };
-        let d = [&0u64.to_le_bytes()[..], &1u32.to_le_bytes(), &flags.to_le_bytes(), &next.to_le_bytes()]
-            .concat();
-        mem.write(Gpa(16 * u64::from(i)), &d);
+        mem.write(Gpa(16 * u64::from(i)), &raw_desc(0, 1, flags, next));
     }
     let avail = 16 * u64::from(n);
     mem.write(Gpa(avail + 2), &n.to_le_bytes());
@@ -266,13 +264,120 @@ fn chains_sharing_one_long_tail_are_bounded() {
         event_idx: false,
     };
     let s = decode(&mem, &layout).unwrap();
-    assert_eq!(s.in_flight.len(), usize::from(n));
+    assert_eq!(s.in_flight.len(), MAX_DECODED_CHAINS);
+    assert_eq!(usize::from(s.chains_not_decoded), usize::from(n) - MAX_DECODED_CHAINS);
     let total: usize = s.in_flight.iter().map(|c| c.descriptors.len()).sum();
     assert_eq!(total, MAX_DECODED_DESCRIPTORS);
-    assert_eq!(s.in_flight[0].descriptors.len(), usize::from(n));
-    assert_eq!(s.in_flight[0].error, None);
+    assert_eq!(s.in_flight[0].descriptors.len(), MAX_CHAIN_DESCRIPTORS);
+    assert_eq!(s.in_flight[0].error, Some(ChainError::TooLong(MAX_CHAIN_DESCRIPTORS)));
     let last = s.in_flight.last().unwrap();
     assert!(last.descriptors.is_empty());
     assert_eq!(last.error, Some(ChainError::TooManyDescriptors(MAX_DECODED_DESCRIPTORS)));
-    assert!(s.to_string().contains("more than 131072 descriptors in all"));
+    let text = s.to_string();
+    assert!(text.contains("more than 1024 descriptors in all"), "{text}");
+    assert!(text.contains("truncated: the chain goes on past 256 descriptors"), "{text}");
+    assert!(text.ends_with("... 7936 more chains in flight, not decoded (the first 256 are shown)\n"));
+}
+
+fn raw_desc(addr: u64, len: u32, flags: u16, next: u16) -> Vec<u8> {
+    [&addr.to_le_bytes()[..], &len.to_le_bytes(), &flags.to_le_bytes(), &next.to_le_bytes()].concat()
+}
+
+/// A 32768-entry queue (the largest the spec allows) whose every descriptor says NEXT and
+/// whose chains all loop, all in flight: the work and the printout are bounded by
+/// construction, each loop named at the descriptor it comes back to.
+#[test]
+fn a_full_ring_of_looping_chains_is_bounded() {
+    let n = MAX_QUEUE_SIZE;
+    let (desc, avail, used) = (0u64, 16 * u64::from(n), 16 * u64::from(n) + 0x1_1000);
+    let mut mem = BufferMemory::zeroed(usize::try_from(used + 8 * u64::from(n) + 8).unwrap());
+    // Pairs 2k <-> 2k+1 loop: every chain is two descriptors and then a loop.
+    for i in 0..n {
+        mem.write(Gpa(desc + 16 * u64::from(i)), &raw_desc(0x1000, 512, VIRTQ_DESC_F_NEXT, i ^ 1));
+        mem.write(Gpa(avail + 4 + 2 * u64::from(i)), &i.to_le_bytes());
+    }
+    mem.write(Gpa(avail + 2), &n.to_le_bytes());
+    let layout = QueueLayout {
+        size: n,
+        desc_table: Gpa(desc),
+        avail_ring: Gpa(avail),
+        used_ring: Gpa(used),
+        event_idx: false,
+    };
+    let s = decode(&mem, &layout).unwrap();
+    assert_eq!(s.in_flight.len(), MAX_DECODED_CHAINS);
+    assert_eq!(s.chains_not_decoded, n - MAX_DECODED_CHAINS as u16);
+    for (k, c) in s.in_flight.iter().enumerate() {
+        assert_eq!(c.head, k as u16);
+        assert_eq!(c.descriptors.len(), 2);
+        assert_eq!(c.error, Some(ChainError::Loop { index: k as u16, indirect: false }));
+    }
+    let text = s.to_string();
+    assert!(text
+        .contains("chain 5: [5 gpa:0x1000+512] [4 gpa:0x1000+512]  ERROR: the chain loops at descriptor 5"));
+    assert!(text.contains("... 32512 more chains in flight"));
+    assert!(text.len() <= MAX_TEXT_BYTES);
+
+    // One chain through the whole table and back to its start: cut at the chain bound,
+    // before the loop is reached.
+    for i in 0..n {
+        mem.write(Gpa(desc + 16 * u64::from(i)), &raw_desc(0x1000, 512, VIRTQ_DESC_F_NEXT, (i + 1) % n));
+    }
+    mem.write(Gpa(avail + 2), &1u16.to_le_bytes());
+    let s = decode(&mem, &layout).unwrap();
+    assert_eq!(s.in_flight[0].descriptors.len(), MAX_CHAIN_DESCRIPTORS);
+    assert_eq!(s.in_flight[0].error, Some(ChainError::TooLong(MAX_CHAIN_DESCRIPTORS)));
+}
+
+/// A loop inside an indirect table is named by its index there.
+#[test]
+fn a_loop_in_an_indirect_table_is_named() {
+    let mut q = MockDriver::new(4, false);
+    let table = Gpa(0x9000);
+    q.set_desc(table, 0, 0xa000, 16, VIRTQ_DESC_F_NEXT, 1);
+    q.set_desc(table, 1, 0xb000, 16, VIRTQ_DESC_F_NEXT, 2);
+    q.set_desc(table, 2, 0xb000, 16, VIRTQ_DESC_F_NEXT, 1);
+    q.set_desc(q.layout.desc_table, 0, table.0, 48, VIRTQ_DESC_F_INDIRECT, 0);
+    q.publish(0);
+    let s = q.decode().unwrap();
+    assert_eq!(s.in_flight[0].descriptors.len(), 3);
+    assert_eq!(s.in_flight[0].error, Some(ChainError::Loop { index: 1, indirect: true }));
+    assert!(s.to_string().contains("the chain loops at indirect descriptor 1"));
+}
+
+/// The longest text a snapshot can print, near enough: numbers at their widest, chains cut
+/// by both bounds with the longest errors, every descriptor device-writable with the
+/// largest address and length. It stays under MAX_TEXT_BYTES, the bound the module
+/// promises.
+#[test]
+fn the_widest_printout_is_within_max_text_bytes() {
+    let n = MAX_QUEUE_SIZE;
+    let (desc, avail, used) = (0u64, 16 * u64::from(n), 16 * u64::from(n) + 0x1_1000);
+    let mut mem = BufferMemory::zeroed(usize::try_from(used + 8 * u64::from(n) + 8).unwrap());
+    // Heads 30000.. (five digits), each the start of a long chain through the table.
+    let head = 30000u16;
+    for i in head..n {
+        let d = raw_desc(u64::MAX, u32::MAX, VIRTQ_DESC_F_NEXT | VIRTQ_DESC_F_WRITE, i.wrapping_add(1) % n);
+        mem.write(Gpa(desc + 16 * u64::from(i)), &d);
+    }
+    for k in 0..MAX_DECODED_CHAINS as u16 {
+        mem.write(Gpa(avail + 4 + 2 * u64::from(k)), &(head + k).to_le_bytes());
+    }
+    mem.write(Gpa(avail), &u16::MAX.to_le_bytes());
+    mem.write(Gpa(avail + 2), &u16::MAX.to_le_bytes());
+    mem.write(Gpa(used), &u16::MAX.to_le_bytes());
+    let layout = QueueLayout {
+        size: n,
+        desc_table: Gpa(desc),
+        avail_ring: Gpa(avail),
+        used_ring: Gpa(used),
+        event_idx: true,
+    };
+    let s = decode(&mem, &layout).unwrap();
+    let total: usize = s.in_flight.iter().map(|c| c.descriptors.len()).sum();
+    assert_eq!(total, MAX_DECODED_DESCRIPTORS);
+    let text = s.to_string();
+    assert!(text.contains("chain 30000: [30000 gpa:0xffffffffffffffff+4294967295 W]"), "{}", &text[..400]);
+    assert!(text.len() <= MAX_TEXT_BYTES, "{} > {MAX_TEXT_BYTES}", text.len());
+    assert!(text.len() > MAX_TEXT_BYTES / 2, "{}", text.len());
 }
