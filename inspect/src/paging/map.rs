@@ -1,8 +1,9 @@
 //! Listing an address space: every mapping reachable from CR3, merged into ranges that are
 //! contiguous in both linear and physical addresses and share permissions. Corrupted
 //! tables (loops, tables outside memory, reserved bits) are reported, never followed
-//! forever: the walk visits at most [`MAX_ENTRIES`] present entries and reads at most
-//! [`MAX_READS`] entries.
+//! forever: the walk visits at most [`MAX_ENTRIES`] present entries, reads at most
+//! [`MAX_READS`] entries, and re-reads tables it has already listed (a table that several
+//! entries point at) for at most [`MAX_SHARED_READS`] entries.
 
 use super::entry::EntryFlags;
 use super::walk::{phys_mask, read_entry, reserved_bits, root_table, shapes, LevelShape};
@@ -10,6 +11,7 @@ use super::{PagingContext, PagingMode};
 use crate::addr::{Gpa, Gva};
 use crate::mem::GuestPhysMemory;
 use serde::Serialize;
+use std::collections::HashSet;
 use std::fmt;
 
 /// The most present entries one listing visits.
@@ -20,6 +22,15 @@ pub const MAX_ENTRIES: u64 = 1 << 22;
 /// tables could make one listing read 512 x [`MAX_ENTRIES`] entries (minutes of work). A
 /// full 4-level space of 4 Mi 4 KiB pages takes about 4.2 Mi reads.
 pub const MAX_READS: u64 = 1 << 24;
+
+/// The most entries one listing reads in tables it has listed before. Real page tables
+/// hardly ever share a table between two entries (an alias of the kernel's mapping does, a
+/// few times), so a real walk reads each table once, at most 512 entries per table of guest
+/// memory. A hostile guest's tables can all point at one another, a few pages making a
+/// tree of 512^3 visits (seconds of work until [`MAX_READS`]): past this budget an entry
+/// that leads to a table listed already is counted in
+/// [`MappingList::shared_not_followed`] and not followed again.
+pub const MAX_SHARED_READS: u64 = 1 << 16;
 
 /// The most problems one listing describes; the rest are counted in a last line. Tables
 /// that point at one shared table full of bad entries would otherwise give one message per
@@ -54,6 +65,9 @@ pub struct MappingList {
     pub truncated: bool,
     /// Corruption found on the way (loops, tables outside memory, reserved bits).
     pub problems: Vec<String>,
+    /// Entries that lead to a table listed already, not followed again once the walk had
+    /// re-read [`MAX_SHARED_READS`] entries of such tables.
+    pub shared_not_followed: u64,
 }
 
 #[derive(Clone, Copy)]
@@ -74,6 +88,10 @@ struct Walker<'a> {
     unlisted_problems: u64,
     /// Entries read so far.
     reads: u64,
+    /// The tables listed so far (bounded by [`MAX_READS`] / 512 tables).
+    listed: HashSet<u64>,
+    /// Entries read so far in tables listed before.
+    shared_reads: u64,
 }
 
 /// Lists every mapping of the address space `ctx` describes.
@@ -94,6 +112,8 @@ pub fn mappings(mem: &dyn GuestPhysMemory, ctx: &PagingContext) -> MappingList {
         ancestors: vec![],
         unlisted_problems: 0,
         reads: 0,
+        listed: HashSet::new(),
+        shared_reads: 0,
     };
     w.table(0, root_table(ctx), 0, Perms { writable: true, user: true, executable: true });
     if w.unlisted_problems > 0 {
@@ -123,6 +143,7 @@ impl Walker<'_> {
 
     fn table(&mut self, depth: usize, table: Gpa, base: u64, perms: Perms) {
         let shape = self.levels[depth];
+        let shared = !self.listed.insert(table.0);
         self.ancestors.push(table);
         for index in 0..(1u64 << shape.index_bits) {
             if self.out.truncated {
@@ -132,6 +153,9 @@ impl Walker<'_> {
             if self.reads > MAX_READS {
                 self.out.truncated = true;
                 break;
+            }
+            if shared {
+                self.shared_reads += 1;
             }
             let Some(raw) = read_entry(self.mem, table, index, self.entry_size) else {
                 self.problem(|| format!("{} table at {table} is outside guest memory", shape.level));
@@ -195,6 +219,10 @@ impl Walker<'_> {
                     });
                     continue;
                 }
+                if self.shared_reads >= MAX_SHARED_READS && self.listed.contains(&next.0) {
+                    self.out.shared_not_followed += 1;
+                    continue;
+                }
                 self.table(depth + 1, next, va, p);
             }
         }
@@ -247,6 +275,14 @@ impl fmt::Display for MappingList {
             write!(
                 f,
                 " (stopped at the limit of {MAX_ENTRIES} present entries or {MAX_READS} entries read)"
+            )?;
+        }
+        if self.shared_not_followed > 0 {
+            write!(
+                f,
+                "\ntruncated: {} entries lead to page tables listed already and were not followed \
+                 again (after {MAX_SHARED_READS} entries re-read in shared tables)",
+                self.shared_not_followed
             )?;
         }
         for p in &self.problems {

@@ -10,7 +10,7 @@ mod map;
 mod walk;
 
 pub use entry::{EntryFlags, Level};
-pub use map::{mappings, Mapping, MappingList, MAX_ENTRIES, MAX_PROBLEMS, MAX_READS};
+pub use map::{mappings, Mapping, MappingList, MAX_ENTRIES, MAX_PROBLEMS, MAX_READS, MAX_SHARED_READS};
 pub use walk::{translate, Translation, WalkStep};
 
 use crate::addr::{Gpa, Gva};

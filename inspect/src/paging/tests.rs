@@ -179,7 +179,8 @@ fn host_address_comes_from_the_memory() {
 /// Seen while fuzzing the walker, reproduced by fuzz/regressions/paging/shared-table-of-bad-entries:
 /// three tables, each entry pointing at the next one, the last full of large pages with
 /// reserved bits, gave one problem message per visited entry (4 Mi strings, 1.4 GB). The
-/// list keeps MAX_PROBLEMS and counts the rest.
+/// list keeps MAX_PROBLEMS and counts the rest, and the shared tables are re-read only
+/// within MAX_SHARED_READS.
 #[test]
 fn problems_from_a_shared_bad_table_are_capped() {
     let mut b = TableBuilder::new(0x5000);
@@ -190,24 +191,28 @@ fn problems_from_a_shared_bad_table_are_capped() {
         b.set(pd, i, 0x20_0000 | P | PS | (1 << 13));
     }
     let l = mappings(&b.mem, &PagingContext::long_mode(pml4.0, false));
-    assert!(l.truncated);
     assert!(l.mappings.is_empty());
     assert_eq!(l.problems.len(), MAX_PROBLEMS + 1);
     assert!(l.problems[0].contains("reserved bits set"), "{}", l.problems[0]);
-    // Every visited entry but the PML4 and PDPT ones (at most 16 + 16 * 512) is a problem.
+    // The PD is listed once and re-read MAX_SHARED_READS / 512 times; every entry of it
+    // read is a problem.
     let last = l.problems.last().unwrap();
     let more: u64 = last.strip_prefix("... and ").unwrap().split(' ').next().unwrap().parse().unwrap();
-    let problems = more + MAX_PROBLEMS as u64;
-    assert!(problems < MAX_ENTRIES && problems > MAX_ENTRIES - 1 - 16 * 513, "{last}");
+    assert_eq!(more + MAX_PROBLEMS as u64, 512 + MAX_SHARED_READS, "{last}");
+    // The rest of the PDPT's entries and all but the first PML4 entry are not followed.
+    assert_eq!(l.shared_not_followed, (511 - MAX_SHARED_READS / 512) + 511);
+    assert!(!l.truncated);
+    assert!(l.to_string().contains("truncated: 894 entries lead to page tables listed already"));
 }
 
 /// Found by the paging fuzz target (a libFuzzer timeout, fuzz/regressions/paging/
 /// sparse-tables-timeout): tables whose present entries all lead to one table with a single
 /// present entry cost 512 reads per counted entry, so a listing read up to 512 x
 /// MAX_ENTRIES entries (10 s under the fuzzer for 16 KiB of guest memory, worse when
-/// crafted). Reads are bounded too.
+/// crafted). Later bounded by MAX_READS (16 Mi reads, ~2 s); now by MAX_SHARED_READS, as a
+/// real walk never re-reads that much.
 #[test]
-fn sparse_shared_tables_are_bounded_by_reads() {
+fn sparse_shared_tables_are_bounded_by_shared_reads() {
     let mut b = TableBuilder::new(0x6000);
     let (pml4, pdpt, pd, pt) = (b.table(), b.table(), b.table(), b.table());
     for i in 0..512 {
@@ -217,9 +222,29 @@ fn sparse_shared_tables_are_bounded_by_reads() {
     }
     b.set(pt, 0, 0x5000 | P | RW);
     let l = mappings(&b.mem, &PagingContext::long_mode(pml4.0, false));
-    assert!(l.truncated);
-    // Stopped by the reads, long before MAX_ENTRIES present entries: each PT visit reads
-    // 512 entries for 2 present ones (its PDE and its one PTE).
-    assert!(l.entries_visited < MAX_READS / 256 + 2 * 512 + 2, "{}", l.entries_visited);
-    assert!(l.to_string().contains("entries read)"));
+    // Four tables read once (3 x 512 + 1 present entries) and MAX_SHARED_READS entries of
+    // shared tables at most, half of which can be present.
+    assert!(l.entries_visited <= 3 * 512 + 1 + MAX_SHARED_READS, "{}", l.entries_visited);
+    assert!(l.shared_not_followed > 0);
+    // The PT listed once and re-read MAX_SHARED_READS / 512 times, each time at another PDE.
+    assert_eq!(l.mappings.len() as u64, 1 + MAX_SHARED_READS / 512);
+    assert!(l.to_string().contains("were not followed again (after 65536 entries re-read in shared tables)"));
+}
+
+/// A table shared by a few entries (the same PDPT under PML4[0] and PML4[256], as an
+/// identity map and its higher-half alias) is listed under each: a real walk is unchanged.
+#[test]
+fn an_aliased_table_is_listed_under_every_entry() {
+    let (mut b, ctx) = four_level();
+    let before = mappings(&b.mem, &ctx);
+    let pdpt = b.mem.read_u64(Gpa(ctx.cr3)).unwrap() & !0xfff;
+    b.set(Gpa(ctx.cr3), 256, pdpt | P | RW | US);
+    let l = mappings(&b.mem, &ctx);
+    assert_eq!(l.mappings.len(), 2 * before.mappings.len());
+    assert_eq!(l.shared_not_followed, 0);
+    for (low, high) in before.mappings.iter().zip(&l.mappings[before.mappings.len()..]) {
+        assert_eq!(high.gva.0, low.gva.0 | 0xffff_8000_0000_0000);
+        assert_eq!((high.gpa, high.size), (low.gpa, low.size));
+    }
+    assert!(!l.to_string().contains("truncated"));
 }
