@@ -1,8 +1,8 @@
 //! The hypercalls of the vmscope ABI: one `out` to a port with the argument's address.
 //! When the guest was booted through its PVH entry (by QEMU, Firecracker, Cloud
 //! Hypervisor) there are no hypercalls: [`serial_mode`] is on, the console is COM1, time
-//! comes from the TSC and [`exit`] uses `isa-debug-exit`, the i8042 reset and a triple
-//! fault.
+//! comes from the TSC and [`exit`] uses `isa-debug-exit`, ACPI S5, the i8042 reset and a
+//! triple fault.
 
 use core::arch::asm;
 use core::sync::atomic::{AtomicBool, Ordering};
@@ -32,6 +32,11 @@ const ISA_DEBUG_EXIT: u16 = 0xf4;
 /// VM on it; QEMU resets, or exits with `-no-reboot`).
 const I8042_COMMAND: u16 = 0x64;
 const I8042_RESET: u8 = 0xfe;
+/// Cloud Hypervisor's ACPI sleep control register (its FADT's `X_SLEEP_CONTROL_REG`):
+/// writing SLP_TYP 5 (S5) with SLP_EN powers the VM off and ends the VMM. Cloud Hypervisor
+/// reboots on the i8042 reset and on a triple fault, so this comes before them.
+const ACPI_SLEEP_CONTROL: u16 = 0x600;
+const ACPI_S5_SLP_EN: u8 = (5 << 2) | (1 << 5);
 
 /// `in al, dx`.
 #[inline(always)]
@@ -124,6 +129,7 @@ fn tsc_ns() -> u64 {
 pub fn exit(code: u32) -> ! {
     if serial_mode() {
         outb(ISA_DEBUG_EXIT, code as u8);
+        outb(ACPI_SLEEP_CONTROL, ACPI_S5_SLP_EN);
         outb(I8042_COMMAND, I8042_RESET);
         triple_fault();
     }

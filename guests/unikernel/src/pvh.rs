@@ -4,7 +4,7 @@
 //! paging off and `EBX` = the GPA of `hvm_start_info`. It builds its own page tables
 //! (4 GiB identity-mapped with 2 MiB pages) and GDT, switches to long mode, and calls
 //! [`pvh_main`], which runs the workload with the console on the 16550 UART (COM1) and
-//! exits through `isa-debug-exit`, the i8042 reset and a triple fault, in that order.
+//! exits through `isa-debug-exit`, ACPI S5, the i8042 reset and a triple fault, in that order.
 //! vmscope's own direct 64-bit entry (`_start`, the ELF entry point) is unchanged.
 
 use crate::{console, hypercall, workloads};
