@@ -140,6 +140,10 @@ pub fn serve(
             .build()
             .map_err(|e| GdbError::Setup(e.to_string()))?;
         let end = stub.run_blocking::<VmEventLoop<'_, Conn>>(&mut target);
+        if let Some(uri) = &target.migrated {
+            eprintln!("vmscope: the guest migrated to {uri} (gdb's monitor migrate); this process ends");
+            vmm::migration::command::end_source();
+        }
         if matches!(end, Ok(DisconnectReason::Kill)) {
             return Ok(ServeEnd::Killed);
         }

@@ -75,6 +75,9 @@ const HELP: &str = "vmscope monitor commands:
   devices             virtio devices: MMIO window, IRQ, status, queues, counters
   vq DEVICE QUEUE     a virtqueue decoded: rings and the chains in flight
   snapshot FILE       the whole guest to FILE (vmscope run --restore FILE resumes it)
+  migrate URI [--downtime-ms N] [--max-rounds N]
+                      move the guest to `vmscope run --incoming URI` (unix:PATH or
+                      tcp:HOST:PORT), where it runs on; this gdb session then ends
   dump FILE           an ELF core of the guest (drgn -c FILE, crash vmlinux FILE)
   ps | dmesg [N] | uname | pt --pid N [ADDR] | mappings --pid N
                       a Linux guest's processes, log, release and a process's
@@ -108,6 +111,37 @@ impl MonitorCmd for VmTarget<'_> {
 }
 
 impl VmTarget<'_> {
+    /// `monitor migrate`: the guest gdb holds stopped moves as it is (its pre-copy finds
+    /// nothing dirty, so the downtime is the whole move) and runs on the target. On success
+    /// the summary goes to gdb and the handler fails on purpose: gdbstub then ends the
+    /// session without its `OK`, the connection closes, and gdb says "Remote connection
+    /// closed" once (a clean end: the inferior is gone from here). [`crate::serve`] sees
+    /// [`VmTarget::migrated`] and ends the process, the guest's vCPUs still held. On failure
+    /// the guest stays here, stopped under gdb as before, and the error is printed.
+    fn migrate(
+        &mut self,
+        parsed: Result<(vmm::migration::Uri, vmm::migration::MigrateOptions), vmm::migration::MigrationError>,
+        out: &mut ConsoleOutput<'_>,
+    ) -> Result<(), String> {
+        let r =
+            parsed.and_then(|(uri, opts)| vmm::migration::migrate(self.machine, &uri, &opts, &mut |_| {}));
+        match r {
+            Ok(done) => {
+                let _ = writeln!(out, "{}", done.summary);
+                let _ = writeln!(out, "the guest runs on at {}; this gdb session ends", done.summary.uri);
+                out.flush();
+                self.migrated = Some(done.summary.uri.clone());
+                // The vCPUs stay held until the process ends: the guest must never run twice.
+                std::mem::forget(done);
+                Err(format!("the guest migrated to {}", self.migrated.as_deref().unwrap_or_default()))
+            }
+            Err(e) => {
+                let _ = writeln!(out, "migration failed; the guest stays here: {}", chain(&e));
+                Ok(())
+            }
+        }
+    }
+
     fn run(&mut self, line: &str, out: &mut ConsoleOutput<'_>) -> Result<(), String> {
         // gdb spells the program counter $pc; the command language knows $rip too.
         let line = line.replace("$pc", "$rip");
@@ -131,6 +165,10 @@ impl VmTarget<'_> {
                 Err(e) => writeln!(out, "error: {e}"),
             };
             return Ok(());
+        }
+        // migrate URI: the guest moves; gdb's session ends with the connection.
+        if let Some(parsed) = vmm::migration::command::parse_line(&line) {
+            return self.migrate(parsed, out);
         }
         // snapshot FILE: the whole guest, while gdb holds it stopped.
         if let Some(r) = vmm::snapshot::command::execute_line(self.machine, &line) {
@@ -179,6 +217,18 @@ impl VmTarget<'_> {
         }
         Ok(())
     }
+}
+
+/// An error and its causes, on one line.
+fn chain(e: &dyn std::error::Error) -> String {
+    let mut text = e.to_string();
+    let mut src = e.source();
+    while let Some(s) = src {
+        text.push_str(": ");
+        text.push_str(&s.to_string());
+        src = s.source();
+    }
+    text
 }
 
 #[cfg(test)]

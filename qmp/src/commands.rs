@@ -5,6 +5,7 @@
 use crate::dump::{self, DumpRequest};
 use crate::guest::Guest;
 use crate::hmp::{self, Hmp};
+use crate::migration::{Migration, Status};
 use crate::protocol::{check_args, ArgType, QmpError, Request};
 use serde_json::{json, Map, Value};
 use std::fs::File;
@@ -30,6 +31,9 @@ pub const COMMANDS: &[&str] = &[
     "getfd",
     "closefd",
     "dump-guest-memory",
+    "migrate",
+    "query-migrate",
+    "migrate_cancel",
 ];
 
 /// One client's state.
@@ -65,13 +69,14 @@ struct DumpStatus {
 /// The command dispatcher shared by every client.
 pub struct Monitor<'g, 'a> {
     guest: &'g Guest<'a>,
+    migration: &'g Migration,
     dump: DumpStatus,
 }
 
 impl<'g, 'a> Monitor<'g, 'a> {
-    /// A monitor of `guest`.
-    pub fn new(guest: &'g Guest<'a>) -> Self {
-        Self { guest, dump: DumpStatus { status: "none", completed: 0, total: 0 } }
+    /// A monitor of `guest`, whose migration (run by the frontend) is `migration`.
+    pub fn new(guest: &'g Guest<'a>, migration: &'g Migration) -> Self {
+        Self { guest, migration, dump: DumpStatus { status: "none", completed: 0, total: 0 } }
     }
 
     /// Runs one command; events it causes are pushed to `events` (name, data).
@@ -116,8 +121,13 @@ impl<'g, 'a> Monitor<'g, 'a> {
             }
             "query-status" => {
                 check_args(args, none)?;
-                let running = self.guest.running();
-                json!({"status": if running { "running" } else { "paused" }, "singlestep": false, "running": running})
+                // After a migration the vCPUs are held (the guest runs on the target).
+                if self.migration.status() == Status::Completed {
+                    json!({"status": "postmigrate", "singlestep": false, "running": false})
+                } else {
+                    let running = self.guest.running();
+                    json!({"status": if running { "running" } else { "paused" }, "singlestep": false, "running": running})
+                }
             }
             "query-target" => {
                 check_args(args, none)?;
@@ -235,13 +245,46 @@ impl<'g, 'a> Monitor<'g, 'a> {
                 self.dump_guest_memory(client, args, events)?;
                 json!({})
             }
+            "migrate" => {
+                // QEMU's other arguments (blk, inc, detach, resume) are accepted where they
+                // ask for nothing vmscope lacks.
+                check_args(
+                    args,
+                    &[
+                        ("uri", ArgType::Str, true),
+                        ("detach", ArgType::Bool, false),
+                        ("blk", ArgType::Bool, false),
+                        ("inc", ArgType::Bool, false),
+                        ("resume", ArgType::Bool, false),
+                    ],
+                )?;
+                for flag in ["blk", "inc", "resume"] {
+                    if args.get(flag).and_then(Value::as_bool) == Some(true) {
+                        return Err(QmpError::generic(format!(
+                            "Parameter '{flag}': vmscope migrates RAM and device state by pre-copy only"
+                        )));
+                    }
+                }
+                let total = self.guest.ram().iter().map(|(_, len)| len).sum();
+                self.migration.request(args["uri"].as_str().unwrap_or_default(), total, events)?;
+                json!({})
+            }
+            "query-migrate" => {
+                check_args(args, none)?;
+                self.migration.query()
+            }
+            "migrate_cancel" => {
+                check_args(args, none)?;
+                self.migration.cancel(events);
+                json!({})
+            }
             other => return Err(QmpError::not_found(format!("The command {other} has not been found"))),
         };
         Ok((ret, After::Nothing))
     }
 
     fn stop(&self, events: &mut Vec<(&'static str, Option<Value>)>) -> Result<(), QmpError> {
-        if self.guest.running() {
+        if self.guest.running() && self.migration.moved_to().is_none() {
             self.guest.stop().map_err(QmpError::generic)?;
             events.push(("STOP", None));
         }
@@ -249,6 +292,11 @@ impl<'g, 'a> Monitor<'g, 'a> {
     }
 
     fn cont(&self, events: &mut Vec<(&'static str, Option<Value>)>) -> Result<(), QmpError> {
+        if let Some(uri) = self.migration.moved_to() {
+            return Err(QmpError::generic(format!(
+                "the guest was migrated to {uri} and runs there; this VM stays stopped (postmigrate)"
+            )));
+        }
         if !self.guest.running() {
             self.guest.cont().map_err(QmpError::generic)?;
             events.push(("RESUME", None));

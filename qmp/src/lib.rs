@@ -3,7 +3,8 @@
 //! commands with echoed ids, QEMU's error classes, and the `STOP`/`RESUME`/`SHUTDOWN`
 //! events — so QMP clients such as `drgn --qemu` work on a vmscope guest. Commands:
 //! `query-status`, `stop`, `cont`, `quit`, `system_reset` (refused), `query-target`,
-//! `query-cpus-fast`, `human-monitor-command` (`xp`, `x`, `gpa2hva`, `info registers`,
+//! `query-cpus-fast`, `migrate`/`query-migrate`/`migrate_cancel` (live migration to a
+//! `vmscope run --incoming URI`, with `MIGRATION` events), `human-monitor-command` (`xp`, `x`, `gpa2hva`, `info registers`,
 //! `info mtree -f`, `info mem`, `info tlb`, vmscope's own `regs`, `pt`, …), `getfd`/`closefd`
 //! (descriptors over the unix socket), `dump-guest-memory` (an ELF core, see
 //! `inspect::vmcore`) and `query-dump`. See qmp/DESIGN.md for how a command reaches a vCPU.
@@ -29,6 +30,7 @@ pub mod dump;
 mod guest;
 mod hmp;
 mod listen;
+pub mod migration;
 pub mod protocol;
 mod server;
 
@@ -107,16 +109,23 @@ pub fn wait_for_guest(machine: &Machine, limit: Option<Duration>) -> Outcome {
 
 /// As [`wait_for_guest`], and also ends when a client of `server` sent `quit`: then `None`
 /// (the vCPUs are paused and the socket is gone; the frontend ends vmscope with status 0
-/// after its usual report, as QEMU ends on `quit`).
+/// after its usual report, as QEMU ends on `quit`). A client's `migrate` runs here, on the
+/// machine's thread ([`migration`]); once the guest has moved, its vCPUs stay held here
+/// (`postmigrate`) until `quit` or the time limit.
 pub fn wait_for_guest_or_quit(
     machine: &Machine,
     limit: Option<Duration>,
     server: &Handle,
 ) -> Option<Outcome> {
     let deadline = limit.and_then(|l| Instant::now().checked_add(l));
+    // Keeps the vCPUs held once the guest runs on the target: it must never run twice.
+    let mut moved = None;
     loop {
         if server.take_quit() {
             return None;
+        }
+        if moved.is_none() {
+            moved = server.run_migration(machine);
         }
         let now = Instant::now();
         if deadline.is_some_and(|d| now >= d) {

@@ -7,11 +7,15 @@
 use crate::commands::{After, ClientState, Monitor};
 use crate::guest::Guest;
 use crate::listen::{Listener, Stream};
+use crate::migration::Migration;
 use crate::protocol::{self, Piece, QmpError, Splitter};
 use serde_json::Value;
 use std::sync::atomic::{AtomicBool, AtomicU8, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant, SystemTime};
+use vmm::machine::Machine;
+use vmm::migration::Migrated;
+use vmm::vstate::vcpu::RunState;
 
 /// The most clients connected at once: 8. Another is told so and closed.
 pub const MAX_CLIENTS: usize = 8;
@@ -42,6 +46,8 @@ pub struct Shared {
     pub(crate) events: Mutex<Vec<(&'static str, Option<Value>)>>,
     /// Where a client's `quit` stands (`QUIT_*`).
     pub(crate) quit: AtomicU8,
+    /// The migration a client asked for, which the frontend runs.
+    pub(crate) migration: Migration,
 }
 
 struct Client {
@@ -80,7 +86,7 @@ impl Client {
 
 /// Runs the loop until `shared.stop` is set or a client quits.
 pub fn serve(listener: Listener, guest: &Guest<'_>, shared: &Shared) {
-    let mut monitor = Monitor::new(guest);
+    let mut monitor = Monitor::new(guest, &shared.migration);
     let mut clients: Vec<Client> = Vec::new();
     let mut buf = vec![0u8; 64 * 1024];
     loop {
@@ -108,6 +114,7 @@ pub fn serve(listener: Listener, guest: &Guest<'_>, shared: &Shared) {
         }
         let mut events: Vec<(&'static str, Option<Value>)> =
             std::mem::take(&mut *shared.events.lock().unwrap_or_else(|e| e.into_inner()));
+        events.extend(shared.migration.expire());
         let mut quit = false;
         for c in clients.iter_mut() {
             if c.closing {
@@ -246,6 +253,28 @@ impl Handle {
     /// Whether this run ends because a client sent `quit`.
     pub fn quit_taken(&self) -> bool {
         self.shared.quit.load(Ordering::Acquire) == QUIT_TAKEN
+    }
+
+    /// Runs the migration a client asked for, if any, on this (the machine's) thread: the
+    /// guest runs during the pre-copy rounds (a stopped one is resumed, as the target will
+    /// run it). On success the returned hold keeps the vCPUs from running again here; on
+    /// failure or cancel the guest runs on and `query-migrate` says why.
+    pub fn run_migration<'m>(&self, machine: &'m Machine) -> Option<Migrated<'m>> {
+        let ((uri, opts), active) = self.shared.migration.take()?;
+        let mut events = vec![active];
+        let paused = machine.snapshot(0).is_ok_and(|s| s.state != RunState::Running);
+        if machine.resume_all().is_ok() && paused {
+            events.push(("RESUME", None));
+        }
+        self.push_events(events);
+        let migration = &self.shared.migration;
+        let r = vmm::migration::migrate(machine, &uri, &opts, &mut |p| migration.progress(p));
+        self.push_events(migration.finish(r.as_ref().map(|m| &m.summary)));
+        r.ok()
+    }
+
+    fn push_events(&self, events: Vec<(&'static str, Option<Value>)>) {
+        self.shared.events.lock().unwrap_or_else(|e| e.into_inner()).extend(events);
     }
 
     /// Ends the QMP thread (after it sent what is queued).

@@ -4,13 +4,14 @@
 
 use anyhow::Context;
 use debugger::Output;
-use std::io::{IsTerminal, Write};
+use std::io::IsTerminal;
 use std::process::ExitCode;
 use std::time::{Duration, Instant};
 use vmm::arch::x86_64::Ring;
 use vmm::devices::console::Console;
 use vmm::machine::{GuestLayout, Machine};
 use vmm::migration::{command, Progress, Uri};
+use vmm::snapshot::meta::GuestMeta;
 use vmm::snapshot::RestoreOptions;
 
 /// How long the target waits for each frame once a source has connected.
@@ -60,9 +61,7 @@ fn progress_bar() -> Option<indicatif::ProgressBar> {
 
 /// Ends the source after a migration: the guest runs on the target now.
 pub fn end_source() -> ! {
-    let _ = std::io::stdout().flush();
-    let _ = std::io::stderr().flush();
-    std::process::exit(0)
+    command::end_source()
 }
 
 /// Runs `vmscope run --incoming URI`: waits for one guest, runs it here (with `--script`,
@@ -109,6 +108,20 @@ pub fn run_incoming(args: &super::run::RunArgs, uri: &str) -> anyhow::Result<Exi
         // A Linux guest runs its kernel at CPL0.
         _ => Ring::Ring0,
     };
+    // A Linux guest's console reads this process's standard input from now on (unless a
+    // session reads its commands there); its shell gets a raw terminal, as under `run linux`.
+    let session_reads_stdin = debugging && args.script.is_none() && args.gdb.is_none();
+    let raw_tty = match &restored.meta.guest {
+        GuestMeta::Linux { cmdline, .. } if !session_reads_stdin => {
+            super::linux::forward_stdin(&machine);
+            if cmdline.split_whitespace().any(|w| w == "vmscope.shell=1") {
+                tui::rawtty::RawTty::enable()
+            } else {
+                None
+            }
+        }
+        _ => None,
+    };
     vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
     let symbols = symbols_of(&restored.meta.guest_name);
     let outcome = if let Some(addr) = &args.gdb {
@@ -124,6 +137,7 @@ pub fn run_incoming(args: &super::run::RunArgs, uri: &str) -> anyhow::Result<Exi
     } else {
         machine.wait(args.timeout.map(Duration::from_secs_f64))
     };
+    drop(raw_tty);
     super::run::finish(args, &machine, outcome, process_start, ring, None, None)
 }
 

@@ -63,6 +63,8 @@ pub struct VmTarget<'a> {
     pub(crate) deadline: Option<std::time::Instant>,
     /// The deadline passed while the guest ran: the session ended with SIGALRM.
     pub(crate) timed_out: bool,
+    /// `monitor migrate` moved the guest here (the URI): the session and the process end.
+    pub(crate) migrated: Option<String>,
 }
 
 impl<'a> VmTarget<'a> {
@@ -87,6 +89,7 @@ impl<'a> VmTarget<'a> {
             terminate: false,
             deadline: None,
             timed_out: false,
+            migrated: None,
         }
     }
 

@@ -4,6 +4,7 @@
 //! ```text
 //! workload hello | compute N | syscalls N | io BYTES [--batch B] | exit-port CODE
 //! workload ticks N [SPIN] [--every MS]   (a numbered line per tick; nanosleep between)
+//! workload dirty MIB_PER_S [SECONDS] [--mib SIZE]  (pages written at a rate, then checked)
 //! workload cat PATH    (Linux only: print a file, e.g. from the disk mounted at /mnt)
 //! workload syscall-denied  (Linux only: a call the container's seccomp profile refuses)
 //! ```
@@ -79,6 +80,28 @@ fn run() -> ExitCode {
                 }
             }
         }
+        "dirty" => {
+            // dirty MIB_PER_S [SECONDS] [--mib SIZE], as the unikernel's plus the buffer size.
+            let mut rest: Vec<&str> = args.iter().skip(1).map(String::as_str).collect();
+            let mut mib = Some(DIRTY_DEFAULT_MIB);
+            if let Some(i) = rest.iter().position(|a| *a == "--mib") {
+                mib =
+                    rest.get(i + 1).and_then(|s| s.parse().ok()).filter(|m| (1..=DIRTY_MAX_MIB).contains(m));
+                rest.drain(i..(i + 2).min(rest.len()));
+            }
+            let rate = rest.first().and_then(|s| s.parse::<u64>().ok());
+            let seconds = match rest.get(1) {
+                Some(s) => s.parse::<u64>().ok(),
+                None => Some(10),
+            };
+            match (rate, seconds, mib, rest.len() <= 2) {
+                (Some(r), Some(s), Some(m), true) => dirty(r, s, m),
+                _ => {
+                    eprintln!("workload: dirty needs MIB_PER_S, an optional SECONDS and an optional --mib SIZE (1 to {DIRTY_MAX_MIB})");
+                    ExitCode::from(2)
+                }
+            }
+        }
         "sigdfl" => sigdfl(&args[1..]),
         "syscall-denied" => syscall_denied(),
         "exit-port" => match num(1) {
@@ -87,7 +110,7 @@ fn run() -> ExitCode {
         },
         other => {
             eprintln!(
-                "workload: unknown workload '{other}' (try hello, compute N, syscalls N, io BYTES --batch B, ticks N [SPIN] [--every MS])"
+                "workload: unknown workload '{other}' (try hello, compute N, syscalls N, io BYTES --batch B, ticks N [SPIN] [--every MS], dirty MIB_PER_S [SECONDS] [--mib SIZE])"
             );
             ExitCode::from(2)
         }
@@ -176,6 +199,67 @@ fn ticks(n: u64, spin: u64, every_ms: u64) -> ExitCode {
     }
     println!("ticks: done {n}");
     ExitCode::from((n % 256) as u8)
+}
+
+/// The buffer `dirty` writes over unless `--mib` says otherwise: small, because on PVM the
+/// kernel clears each page it hands out in its instruction emulator (milliseconds a page).
+const DIRTY_DEFAULT_MIB: u64 = 4;
+/// The largest `--mib`.
+const DIRTY_MAX_MIB: u64 = 1024;
+
+/// `dirty MIB_PER_S [SECONDS] [--mib SIZE]`: the unikernel's `dirty` in user space. One
+/// 8-byte store per 4 KiB page of a SIZE MiB buffer (touched once first, so the kernel's page
+/// faults are not in the measurement), MIB_PER_S × 256 pages a second cycling over it, paced
+/// by the monotonic clock with 1 ms sleeps while ahead; `dirty: second S` each second; after
+/// SECONDS (default 10) every page is checked to hold the last value written there:
+/// `dirty: verified N pages, W writes` and 0, or the first mismatch and 1. A page a live
+/// migration lost shows in the check; the rate is what its pre-copy has to keep up with,
+/// and SIZE bounds the set of pages that can be dirty at once (the writable working set).
+fn dirty(mib_per_s: u64, seconds: u64, mib: u64) -> ExitCode {
+    const WORDS_PER_PAGE: usize = 4096 / 8;
+    let npages = (mib * 256) as usize;
+    let mut buf = vec![0u64; npages * WORDS_PER_PAGE];
+    for p in 0..npages {
+        // SAFETY: the index is inside `buf`; a volatile store makes the page really touched.
+        unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(p * WORDS_PER_PAGE), 0) };
+    }
+    println!("dirty: {mib_per_s} MiB/s for {seconds} s over {mib} MiB");
+    let pages_per_s = u128::from(mib_per_s) * 256;
+    let start = std::time::Instant::now();
+    let (mut written, mut second) = (0u64, 0u64);
+    loop {
+        let elapsed = start.elapsed();
+        if elapsed.as_secs() >= seconds {
+            break;
+        }
+        if elapsed.as_secs() > second {
+            second = elapsed.as_secs();
+            println!("dirty: second {second}");
+        }
+        let due = (pages_per_s * elapsed.as_nanos() / 1_000_000_000) as u64;
+        if written >= due {
+            std::thread::sleep(std::time::Duration::from_millis(1));
+            continue;
+        }
+        while written < due {
+            let p = (written % npages as u64) as usize;
+            // SAFETY: as above; volatile so that every store reaches memory.
+            unsafe { std::ptr::write_volatile(buf.as_mut_ptr().add(p * WORDS_PER_PAGE), written + 1) };
+            written += 1;
+        }
+    }
+    let checked = written.min(npages as u64);
+    for p in 0..checked {
+        let last = written - 1 - (written - 1 - p) % npages as u64;
+        // SAFETY: as above.
+        let found = unsafe { std::ptr::read_volatile(buf.as_ptr().add(p as usize * WORDS_PER_PAGE)) };
+        if found != last + 1 {
+            println!("dirty: MISMATCH at page {p}: found {found}, wrote {}", last + 1);
+            return ExitCode::from(1);
+        }
+    }
+    println!("dirty: verified {checked} pages, {written} writes");
+    ExitCode::SUCCESS
 }
 
 /// `sigdfl PROGRAM [ARGS…]`: runs PROGRAM with SIGINT and SIGQUIT back at their default

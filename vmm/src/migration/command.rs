@@ -63,6 +63,15 @@ pub fn execute_line<'m>(
     Some(parsed.and_then(|(uri, opts)| migrate(machine, &uri, &opts, progress)))
 }
 
+/// Ends the source process once its guest runs on the target (the vCPUs are still held:
+/// the guest must never run twice), after flushing what it printed. Status 0.
+pub fn end_source() -> ! {
+    use std::io::Write;
+    let _ = std::io::stdout().flush();
+    let _ = std::io::stderr().flush();
+    std::process::exit(0)
+}
+
 impl std::fmt::Display for Summary {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         let ms = |us: u64| us as f64 / 1e3;

@@ -78,6 +78,12 @@ pub enum MigrationError {
         #[source]
         source: kvm_ioctls::Error,
     },
+    /// Someone asked to give up (QMP's `migrate_cancel`) before the guest was handed over.
+    #[error("the migration to {uri} was cancelled; the guest runs on here")]
+    Cancelled {
+        /// The target.
+        uri: String,
+    },
     /// Reading or restoring the guest's state failed.
     #[error(transparent)]
     Snapshot(#[from] SnapshotError),

@@ -10,6 +10,8 @@ use crate::vstate::memory::mem_size;
 use inspect::Gpa;
 use serde::{Deserialize, Serialize};
 use std::io::Write;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use vm_memory::{Bytes, GuestAddress};
 
@@ -24,11 +26,19 @@ pub struct MigrateOptions {
     pub max_rounds: u32,
     /// How long to wait for the target to connect, take a frame or answer.
     pub timeout: Duration,
+    /// Set by another thread to give up (QMP's `migrate_cancel`): looked at after every
+    /// frame of pages and before the guest is handed over; the guest then runs on here.
+    pub cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Default for MigrateOptions {
     fn default() -> Self {
-        Self { downtime: Duration::from_millis(20), max_rounds: 30, timeout: Duration::from_secs(30) }
+        Self {
+            downtime: Duration::from_millis(20),
+            max_rounds: 30,
+            timeout: Duration::from_secs(30),
+            cancel: None,
+        }
     }
 }
 
@@ -123,9 +133,20 @@ struct Sender<'m, 'p> {
     bytes: u64,
     progress: &'p mut dyn FnMut(&Progress),
     now: Progress,
+    cancel: Option<Arc<AtomicBool>>,
 }
 
 impl Sender<'_, '_> {
+    /// `Cancelled` once someone asked to give up.
+    fn check_cancel(&self) -> Result<(), MigrationError> {
+        match &self.cancel {
+            Some(c) if c.load(Ordering::Acquire) => {
+                Err(MigrationError::Cancelled { uri: self.uri.to_string() })
+            }
+            _ => Ok(()),
+        }
+    }
+
     fn frame(&mut self, tag: Tag, payload: &[u8]) -> Result<(), MigrationError> {
         wire::write_frame(&mut self.stream, tag, payload)
             .map_err(MigrationError::io("the migration target stopped taking data at", &self.uri))?;
@@ -158,7 +179,7 @@ impl Sender<'_, '_> {
         self.now.bytes = self.bytes;
         (self.progress)(&self.now);
         self.batch.clear();
-        Ok(())
+        self.check_cancel()
     }
 
     /// Round 0: every page that is not zero (the target's RAM starts zeroed).
@@ -246,6 +267,7 @@ pub fn migrate<'a>(
         bytes: 0,
         progress,
         now: Progress::default(),
+        cancel: opts.cancel.clone(),
     };
     wire::write_preamble(&mut s.stream)
         .map_err(MigrationError::io("cannot write to the migration target at", uri))?;
@@ -309,6 +331,7 @@ pub fn migrate<'a>(
             );
             break (dirty, false, why);
         }
+        s.check_cancel()?;
         s.now.round = rounds.len() as u32;
         s.frame(Tag::Round, &s.now.round.to_le_bytes())?;
         let (t, before) = (Instant::now(), s.bytes);
@@ -354,6 +377,9 @@ pub fn migrate<'a>(
         }
         (t, _) => return Err(MigrationError::protocol(uri, format!("it answered the guest with {t:?}"))),
     };
+    // The last moment to change one's mind: the target's paused copy is dropped when the
+    // stream closes without GO.
+    s.check_cancel()?;
     // From this frame on the guest belongs to the target.
     s.frame(Tag::Go, &[])?;
     let _ = s.stream.flush();
