@@ -212,6 +212,14 @@ pub fn children_of(parent: u32) -> Vec<u32> {
         .collect()
 }
 
+/// Whether process `pid` lives in a PID namespace other than this process's (a container's
+/// init does; a runtime's set-up stages do not). False when either cannot be read.
+pub fn in_own_pid_namespace(pid: u32) -> bool {
+    let ours = std::fs::read_link("/proc/self/ns/pid");
+    let theirs = std::fs::read_link(format!("/proc/{pid}/ns/pid"));
+    matches!((ours, theirs), (Ok(a), Ok(b)) if a != b)
+}
+
 /// The parent pid in the text of `/proc/PID/stat` (the field after `(comm) state`; the
 /// command may itself hold spaces and parentheses, so the last `)` ends it).
 fn parent_pid(stat: &str) -> Option<u32> {
@@ -227,6 +235,12 @@ pub fn exists(path: &Path) -> bool {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn this_process_is_not_in_a_pid_namespace_of_its_own() {
+        assert!(!super::in_own_pid_namespace(std::process::id()));
+        assert!(!super::in_own_pid_namespace(u32::MAX));
+    }
+
     use super::*;
 
     /// This host: hybrid, v1 controllers under /sys/fs/cgroup/*, a v2 mount with no

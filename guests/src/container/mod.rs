@@ -349,7 +349,11 @@ impl ContainerProcess {
         if let Some(pid) = self.init.get() {
             return Some(*pid);
         }
-        let pid = cgroup::children_of(self.child.id()).into_iter().next()?;
+        // The runtime's first children may be its own set-up stages (runc's nsexec forks
+        // twice before the init), which exit: taking one of them would leave the cgroup and
+        // process views empty for good. The init is the child in a PID namespace of its own.
+        let pid =
+            cgroup::children_of(self.child.id()).into_iter().find(|p| cgroup::in_own_pid_namespace(*p))?;
         Some(*self.init.get_or_init(|| pid))
     }
 
