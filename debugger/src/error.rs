@@ -44,6 +44,9 @@ pub enum DebuggerError {
     /// The queue's rings cannot be read.
     #[error(transparent)]
     Queue(#[from] inspect::virtqueue::QueueError),
+    /// A checkpoint could not be taken, found or rewound to.
+    #[error(transparent)]
+    Checkpoint(#[from] vmm::checkpoint::CheckpointError),
     /// The machine refused a request (no such vCPU, a breakpoint outside memory, …).
     #[error(transparent)]
     Machine(#[from] MachineError),

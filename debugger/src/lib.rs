@@ -27,6 +27,7 @@
 #![warn(missing_docs)]
 
 mod breakpoints;
+mod checkpoints;
 mod command;
 pub mod control;
 mod error;

@@ -78,6 +78,16 @@ pub fn text(reply: &Reply) -> String {
                 stop(&w.stop)
             )
         }
+        Reply::Checkpoint(c) => checkpoint(c),
+        Reply::Checkpoints(c) => checkpoints(c),
+        Reply::Rewind(r) => rewind(r),
+        Reply::CheckpointDelete(d) => {
+            format!(
+                "deleted checkpoint {}; the checkpoints keep {}\n",
+                d.deleted.number,
+                mib(d.deleted.kept_bytes)
+            )
+        }
         Reply::Quit(_) => String::new(),
     }
 }
@@ -196,4 +206,85 @@ fn stop(s: &Stop) -> String {
         _ => vmm::report::describe(&s.reason),
     };
     format!("vCPU {} stopped: {what} at {:#x}{}: {}\n", s.vcpu, s.rip, named(&s.symbol), s.instruction)
+}
+
+fn mib(bytes: u64) -> String {
+    format!("{:.1} MiB", bytes as f64 / (1 << 20) as f64)
+}
+
+fn checkpoint(c: &CheckpointReply) -> String {
+    let (t, cp) = (&c.taken, &c.taken.checkpoint);
+    let name = if cp.name.is_empty() { String::new() } else { format!(" ({})", cp.name) };
+    let rip = cp.rips.get(c.vcpu).copied().unwrap_or_default();
+    format!(
+        "checkpoint {}{name}: vCPU {} at {rip:#x}{}; {} pages changed of {}, keeps {} (all checkpoints {} of {}), {:.1} ms\n",
+        cp.number,
+        c.vcpu,
+        named(&c.symbol),
+        cp.pages,
+        t.scanned_pages,
+        mib(cp.bytes),
+        mib(t.kept_bytes),
+        mib(t.limit_bytes),
+        t.elapsed_us as f64 / 1e3
+    )
+}
+
+fn checkpoints(c: &CheckpointsReply) -> String {
+    let l = &c.listing;
+    if l.checkpoints.is_empty() {
+        return "no checkpoints (`checkpoint [NAME]` takes one at a stop)\n".into();
+    }
+    let mut text = format!(
+        "  {:>3}  {:<12} {:<40} {:>12} {:>11} {:>8} {:>10}\n",
+        "#",
+        "name",
+        format!("rip (vCPU {})", c.vcpu),
+        "guest time",
+        "exits",
+        "pages",
+        "kept"
+    );
+    for (cp, symbol) in l.checkpoints.iter().zip(c.symbols.iter().chain(std::iter::repeat(&None))) {
+        let rip = cp.rips.get(c.vcpu).copied().unwrap_or_default();
+        let time = cp.guest_ns_since.map_or("?".into(), |ns| format!("{:+.3} s", ns as f64 / 1e9));
+        let name = if cp.name.is_empty() { "-" } else { &cp.name };
+        let _ = writeln!(
+            text,
+            "{} {:>3}  {:<12} {:<40} {:>12} {:>11} {:>8} {:>10}",
+            if cp.current { "*" } else { " " },
+            cp.number,
+            name,
+            format!("{rip:#x}{}", named(symbol)),
+            time,
+            cp.exits_since,
+            cp.pages,
+            mib(cp.bytes)
+        );
+    }
+    let _ = writeln!(
+        text,
+        "(* the guest's memory comes from it; guest time and exits are since each was taken) kept {} of {}",
+        mib(l.kept_bytes),
+        mib(l.limit_bytes)
+    );
+    text
+}
+
+fn rewind(r: &RewindReply) -> String {
+    let w = &r.rewound;
+    let rip = w.rips.get(r.vcpu).copied().unwrap_or_default();
+    let mut text = format!(
+        "rewound to checkpoint {}: {} pages written back, vCPUs and devices restored in {:.1} ms\nvCPU {} at {rip:#x}{}: {}\n",
+        w.number,
+        w.pages_written,
+        w.elapsed_us as f64 / 1e3,
+        r.vcpu,
+        named(&r.symbol),
+        r.instruction
+    );
+    for n in &w.notes {
+        let _ = writeln!(text, "note: {n}");
+    }
+    text
 }

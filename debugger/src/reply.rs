@@ -286,6 +286,58 @@ pub struct QuitReply {
     pub quit: bool,
 }
 
+/// `checkpoint [NAME]`.
+#[derive(Debug, Serialize)]
+pub struct CheckpointReply {
+    /// What was kept.
+    #[serde(flatten)]
+    pub taken: vmm::checkpoint::Taken,
+    /// The session's vCPU, whose RIP is shown.
+    #[serde(skip)]
+    pub vcpu: usize,
+    /// `symbol+offset` of its RIP.
+    #[serde(skip)]
+    pub symbol: Option<String>,
+}
+
+/// `checkpoints`.
+#[derive(Debug, Serialize)]
+pub struct CheckpointsReply {
+    /// The checkpoints and the bytes they keep.
+    #[serde(flatten)]
+    pub listing: vmm::checkpoint::Listing,
+    /// The session's vCPU, whose RIP is shown.
+    #[serde(skip)]
+    pub vcpu: usize,
+    /// `symbol+offset` of that RIP, per checkpoint.
+    #[serde(skip)]
+    pub symbols: Vec<Option<String>>,
+}
+
+/// `rewind N`.
+#[derive(Debug, Serialize)]
+pub struct RewindReply {
+    /// What was written back.
+    #[serde(flatten)]
+    pub rewound: vmm::checkpoint::Rewound,
+    /// The session's vCPU.
+    #[serde(skip)]
+    pub vcpu: usize,
+    /// `symbol+offset` of its RIP.
+    #[serde(skip)]
+    pub symbol: Option<String>,
+    /// The instruction at its RIP.
+    pub instruction: String,
+}
+
+/// `checkpoint delete N`.
+#[derive(Debug, Serialize)]
+pub struct CheckpointDeleteReply {
+    /// What is left.
+    #[serde(flatten)]
+    pub deleted: vmm::checkpoint::Deleted,
+}
+
 /// The result of one debugger command; its serde form is the command's JSON.
 #[derive(Debug, Serialize)]
 #[serde(untagged)]
@@ -332,6 +384,14 @@ pub enum Reply {
     Stop(Box<Stop>),
     /// `cont` stopped by a software watchpoint.
     WatchHit(Box<WatchHit>),
+    /// `checkpoint`.
+    Checkpoint(Box<CheckpointReply>),
+    /// `checkpoints`.
+    Checkpoints(Box<CheckpointsReply>),
+    /// `rewind`.
+    Rewind(Box<RewindReply>),
+    /// `checkpoint delete`.
+    CheckpointDelete(CheckpointDeleteReply),
     /// `quit`.
     Quit(QuitReply),
 }

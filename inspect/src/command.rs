@@ -99,6 +99,23 @@ pub enum Command {
     Exits,
     /// Which host kind this is.
     Host,
+    /// Keep the whole guest in memory to come back to (`checkpoint [NAME]`).
+    Checkpoint {
+        /// A name to know it by.
+        name: Option<String>,
+    },
+    /// The checkpoints kept.
+    Checkpoints,
+    /// Put the guest back as it was at a checkpoint (`rewind N`).
+    Rewind {
+        /// The checkpoint's number.
+        number: u64,
+    },
+    /// Forget a checkpoint (`checkpoint delete N`).
+    CheckpointDelete {
+        /// The checkpoint's number.
+        number: u64,
+    },
     /// The commands.
     Help,
     /// End the session.
@@ -222,6 +239,10 @@ pub const HELP: &[(&str, &str)] = &[
     ("vq DEVICE QUEUE", "decode a virtqueue: rings, chains in flight"),
     ("exits", "exit statistics: the VMM's and KVM's"),
     ("host", "the host kind"),
+    ("checkpoint [NAME]", "keep the whole guest in memory (only what changed since the last one)"),
+    ("checkpoints", "list them: number, name, RIP, guest time and exits since, bytes kept"),
+    ("rewind N", "memory, vCPUs and devices back as at checkpoint N (disks are not rewound)"),
+    ("checkpoint delete N", "forget checkpoint N"),
     ("quit", "end the session"),
 ];
 
@@ -306,6 +327,19 @@ pub fn parse(line: &str) -> Result<Command, ParseError> {
         "vq" => Command::Vq { device: num(0, 0)?, queue: num(1, 0)? },
         "exits" => Command::Exits,
         "host" => Command::Host,
+        "checkpoint" if rest.first() == Some(&"delete") => match rest.get(1) {
+            Some(_) if rest.len() == 2 => Command::CheckpointDelete { number: num(1, 0)? },
+            _ => return Err(ParseError("usage: checkpoint delete N".into())),
+        },
+        "checkpoint" if rest.len() > 1 => {
+            return Err(ParseError("checkpoint takes at most one word, its name".into()))
+        }
+        "checkpoint" => Command::Checkpoint { name: rest.first().map(|s| s.to_string()) },
+        "checkpoints" => Command::Checkpoints,
+        "rewind" | "restart" => match rest.as_slice() {
+            [_] => Command::Rewind { number: num(0, 0)? },
+            _ => return Err(ParseError(format!("usage: {verb} N (`checkpoints` lists them)"))),
+        },
         "help" | "?" => Command::Help,
         "quit" | "q" | "exit" => Command::Quit,
         other => return Err(ParseError(format!("unknown command {other:?}"))),
@@ -352,6 +386,23 @@ mod tests {
         assert!(parse("").is_err());
         assert_eq!(parse("xp 0x9000 64").unwrap(), Command::ReadPhys { addr: Addr::Number(0x9000), len: 64 });
         assert!(parse("xp/8 0x9000 64").unwrap_err().to_string().contains("length once"));
+    }
+
+    #[test]
+    fn checkpoint_commands() {
+        assert_eq!(parse("checkpoint").unwrap(), Command::Checkpoint { name: None });
+        assert_eq!(
+            parse("checkpoint before-bug").unwrap(),
+            Command::Checkpoint { name: Some("before-bug".into()) }
+        );
+        assert_eq!(parse("checkpoints").unwrap(), Command::Checkpoints);
+        assert_eq!(parse("rewind 2").unwrap(), Command::Rewind { number: 2 });
+        assert_eq!(parse("restart 0x3").unwrap(), Command::Rewind { number: 3 });
+        assert_eq!(parse("checkpoint delete 1").unwrap(), Command::CheckpointDelete { number: 1 });
+        assert!(parse("rewind").unwrap_err().to_string().contains("usage: rewind N"));
+        assert!(parse("rewind one").unwrap_err().to_string().contains("not a number"));
+        assert!(parse("checkpoint delete").unwrap_err().to_string().contains("usage: checkpoint delete N"));
+        assert!(parse("checkpoint a b").unwrap_err().to_string().contains("one word"));
     }
 
     /// The message of a command refused for its size.

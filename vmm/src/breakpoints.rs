@@ -136,6 +136,19 @@ impl Breakpoints {
         }
     }
 
+    /// Guest memory was overwritten with the guest's own bytes where `written` says (a
+    /// checkpoint's rewind): each breakpoint there takes the byte now there as its original
+    /// and gets its `int3` back.
+    pub fn rewritten(&self, written: impl Fn(Gpa) -> bool) {
+        for bp in self.table().values_mut().filter(|bp| written(bp.gpa)) {
+            let mut now = [0u8];
+            if read_phys_exact(&self.mem, bp.gpa, &mut now).is_ok() {
+                bp.original = now[0];
+                bp.armed = write_phys(&self.mem, bp.gpa, &[INT3]).is_ok();
+            }
+        }
+    }
+
     /// Replaces our `int3` bytes in `buf` (read from guest-physical `gpa`) with the original
     /// bytes, so debuggers and disassembly see the guest's code.
     pub fn hide_in(&self, gpa: Gpa, buf: &mut [u8]) {

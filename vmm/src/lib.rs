@@ -32,6 +32,7 @@
 pub mod arch;
 pub mod boot;
 pub mod breakpoints;
+pub mod checkpoint;
 pub mod devices;
 pub mod host;
 pub mod loader;

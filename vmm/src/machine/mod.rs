@@ -170,6 +170,8 @@ pub struct Machine {
     pub(crate) doorbell: Option<Doorbell>,
     /// KVM_GET_MSR_INDEX_LIST of the host: the MSRs a snapshot saves.
     msr_indices: Arc<[u32]>,
+    /// The debugger's checkpoints (`checkpoint`, `rewind N`), shared by every frontend.
+    checkpoints: crate::checkpoint::Store,
 }
 
 /// A Linux guest to boot.
@@ -417,6 +419,7 @@ impl Machine {
             cmdline,
             doorbell: None,
             msr_indices,
+            checkpoints: Default::default(),
         })
     }
 
@@ -458,6 +461,11 @@ impl Machine {
     /// The VM (for the VMM's own state savers; frontends ask the machine).
     pub(crate) fn vm(&self) -> &Vm {
         &self.vm
+    }
+
+    /// The checkpoints kept for this machine.
+    pub(crate) fn checkpoint_store(&self) -> &crate::checkpoint::Store {
+        &self.checkpoints
     }
 
     /// The port I/O bus (for the VMM's own state savers; frontends ask the machine).

@@ -39,6 +39,17 @@ pub(super) mod ioctls {
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_DEBUGREGS, KVMIO, 0xa1, kvm_bindings::kvm_debugregs);
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_XSAVE, KVMIO, 0xa4, kvm_bindings::kvm_xsave);
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_XCRS, KVMIO, 0xa6, kvm_bindings::kvm_xcrs);
+    // Writing it back on the vCPU's own thread: a checkpoint's rewind (vmm/src/checkpoint/).
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_FPU, KVMIO, 0x8d, kvm_bindings::kvm_fpu);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_LAPIC, KVMIO, 0x8f, kvm_bindings::kvm_lapic_state);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_MP_STATE, KVMIO, 0x99, kvm_bindings::kvm_mp_state);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_DEBUGREGS, KVMIO, 0xa2, kvm_bindings::kvm_debugregs);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_XSAVE, KVMIO, 0xa5, kvm_bindings::kvm_xsave);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_XCRS, KVMIO, 0xa7, kvm_bindings::kvm_xcrs);
+    // The VM's clock, interrupt controllers and PIT written back by the main thread.
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_CLOCK, KVMIO, 0x7b, kvm_bindings::kvm_clock_data);
+    vmm_sys_util::ioctl_ior_nr!(KVM_SET_IRQCHIP, KVMIO, 0x63, kvm_bindings::kvm_irqchip);
+    vmm_sys_util::ioctl_iow_nr!(KVM_SET_PIT2, KVMIO, 0xa0, kvm_bindings::kvm_pit_state2);
     // The VM's clock, read by the main thread for a snapshot.
     vmm_sys_util::ioctl_ior_nr!(KVM_GET_CLOCK, KVMIO, 0x7c, kvm_bindings::kvm_clock_data);
     // A Linux guest's interrupt controllers and PIT, read by the main thread for a snapshot.
@@ -138,6 +149,13 @@ fn entries(thread: Thread) -> Vec<Entry> {
                 ("KVM_GET_DEBUGREGS", KVM_GET_DEBUGREGS()),
                 ("KVM_GET_XSAVE", KVM_GET_XSAVE()),
                 ("KVM_GET_XCRS", KVM_GET_XCRS()),
+                // `rewind N` writes a checkpoint's state back on the vCPU's own thread.
+                ("KVM_SET_FPU", KVM_SET_FPU()),
+                ("KVM_SET_LAPIC", KVM_SET_LAPIC()),
+                ("KVM_SET_MP_STATE", KVM_SET_MP_STATE()),
+                ("KVM_SET_DEBUGREGS", KVM_SET_DEBUGREGS()),
+                ("KVM_SET_XSAVE", KVM_SET_XSAVE()),
+                ("KVM_SET_XCRS", KVM_SET_XCRS()),
                 // The doorbell's ioeventfd is registered by the vCPU whose write to its
                 // port exited first (devices/doorbell.rs: lazy registration).
                 ("KVM_IOEVENTFD", KVM_IOEVENTFD()),
@@ -229,6 +247,10 @@ fn entries(thread: Thread) -> Vec<Entry> {
                     // `migrate URI`: the dirty-page log on the memory slot.
                     ("KVM_SET_USER_MEMORY_REGION", ioctls::KVM_SET_USER_MEMORY_REGION()),
                     ("KVM_GET_DIRTY_LOG", ioctls::KVM_GET_DIRTY_LOG()),
+                    // `rewind N`: the VM's kvmclock, PICs, IOAPIC and PIT as checkpointed.
+                    ("KVM_SET_CLOCK", ioctls::KVM_SET_CLOCK()),
+                    ("KVM_SET_IRQCHIP", ioctls::KVM_SET_IRQCHIP()),
+                    ("KVM_SET_PIT2", ioctls::KVM_SET_PIT2()),
                 ],
             ));
         }

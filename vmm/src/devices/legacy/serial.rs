@@ -17,7 +17,7 @@ pub const COM1_IRQ: u32 = 4;
 
 /// The serial interrupt: an irqfd, or nothing when the VM has no irqchip.
 #[derive(Debug)]
-pub struct SerialIrq(Option<EventFd>);
+pub struct SerialIrq(Option<Arc<EventFd>>);
 
 impl Trigger for SerialIrq {
     type E = std::io::Error;
@@ -51,7 +51,7 @@ pub struct SerialPort {
 impl SerialPort {
     /// A UART writing to `console`, raising `irq` (if any) on interrupts.
     pub fn new(console: Console, irq: Option<EventFd>) -> Self {
-        Self { uart: Serial::new(SerialIrq(irq), ConsoleWriter(console)), bytes_out: 0 }
+        Self { uart: Serial::new(SerialIrq(irq.map(Arc::new)), ConsoleWriter(console)), bytes_out: 0 }
     }
 
     /// A guest `in` from register `offset`.
@@ -88,10 +88,27 @@ impl SerialPort {
         state: &vm_superio::SerialState,
         bytes_out: u64,
     ) -> Result<Self, String> {
-        let uart =
-            Serial::from_state(state, SerialIrq(irq), vm_superio::serial::NoEvents, ConsoleWriter(console))
-                .map_err(|e| e.to_string())?;
+        Self::with_state(console, SerialIrq(irq.map(Arc::new)), state, bytes_out)
+    }
+
+    fn with_state(
+        console: Console,
+        irq: SerialIrq,
+        state: &vm_superio::SerialState,
+        bytes_out: u64,
+    ) -> Result<Self, String> {
+        let uart = Serial::from_state(state, irq, vm_superio::serial::NoEvents, ConsoleWriter(console))
+            .map_err(|e| e.to_string())?;
         Ok(Self { uart, bytes_out })
+    }
+
+    /// Puts the UART back in `state` (a checkpoint's rewind), keeping its console and its
+    /// interrupt line. A receive FIFO longer than the 16550's 64 bytes is refused.
+    pub fn restore(&mut self, state: &vm_superio::SerialState, bytes_out: u64) -> Result<(), String> {
+        let irq = SerialIrq(self.uart.interrupt_evt().0.clone());
+        let console = self.uart.writer().0.clone();
+        *self = Self::with_state(console, irq, state, bytes_out)?;
+        Ok(())
     }
 
     /// Bytes written to the transmit register so far (including divisor-latch writes).

@@ -98,6 +98,9 @@ pub enum VcpuRequest {
     /// Read the vCPU's whole state (a paused or held vCPU only), after completing any
     /// port or MMIO access KVM still has pending.
     SaveState(super::state::SaveRequest, Sender<Result<super::state::VcpuState, VcpuError>>),
+    /// Write a whole saved state back (a paused or held vCPU only: a checkpoint's rewind);
+    /// answered with the MSRs KVM would not take.
+    RestoreState(std::sync::Arc<super::state::VcpuState>, Sender<Result<Vec<String>, VcpuError>>),
     /// Leave `KVM_RUN` and wait for requests without reporting a stop (a snapshot of a
     /// running guest); answered once out of the guest.
     Hold(Sender<()>),
@@ -162,6 +165,9 @@ impl Vcpu {
             VcpuRequest::SaveState(req, tx) => {
                 let _ = tx.send(self.save_state(&req));
             }
+            VcpuRequest::RestoreState(state, tx) => {
+                let _ = tx.send(self.restore_state(&state));
+            }
             VcpuRequest::Hold(tx) => {
                 self.held = true;
                 let _ = tx.send(());
@@ -209,6 +215,38 @@ impl Vcpu {
             op: e.op,
             source: e.source,
         })
+    }
+
+    /// Writes `s` back into a stopped vCPU. A port or MMIO read KVM still has pending is
+    /// completed first (as before saving), so it cannot land in the restored registers. The
+    /// guest's own DR0-DR7 come back with `s`; the debugger's breakpoints and watchpoints
+    /// (KVM_SET_GUEST_DEBUG) are programmed again over them. Running on from the restored
+    /// RIP steps over a breakpoint there, as after any stop; a sleep the guest asked for
+    /// since is forgotten.
+    fn restore_state(&mut self, s: &super::state::VcpuState) -> Result<Vec<String>, VcpuError> {
+        if self.state == RunState::Running && !self.held {
+            return Err(VcpuError::Running(self.index));
+        }
+        self.fd.set_kvm_immediate_exit(1);
+        let completed = self.fd.run().map(|_| ());
+        self.fd.set_kvm_immediate_exit(0);
+        match completed {
+            Err(e) if e.errno() != libc::EINTR => {
+                return Err(VcpuError::Ioctl { index: self.index, op: "KVM_RUN (immediate exit)", source: e })
+            }
+            _ => {}
+        }
+        let index = self.index;
+        let not_taken = super::state::restore(&self.fd, s).map_err(|e| VcpuError::Ioctl {
+            index,
+            op: e.op,
+            source: e.source,
+        })?;
+        self.applied_debug = None;
+        self.apply_guest_debug()?;
+        self.sleep_until = None;
+        self.step_over = super::StepOver::IfStillAt(s.regs.rip);
+        Ok(not_taken)
     }
 
     fn get_msrs(&self, indices: &[u32]) -> Result<Vec<(u32, u64)>, VcpuError> {

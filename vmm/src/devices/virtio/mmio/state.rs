@@ -98,6 +98,16 @@ impl MmioTransport {
         irq: Option<EventFd>,
         state: &MmioTransportState,
     ) -> Result<Self, String> {
+        let mut t = Self::new(device, mem, irq);
+        t.restore(state)?;
+        Ok(t)
+    }
+
+    /// Puts the transport back in `state` (a checkpoint's rewind; [`Self::from_state`]),
+    /// checked the same way; on an error nothing changes. The device and its interrupt
+    /// line stay.
+    pub fn restore(&mut self, state: &MmioTransportState) -> Result<(), String> {
+        let (device, mem) = (&self.device, &self.mem);
         let maxes = device.queue_max_sizes().to_vec();
         if state.queues.len() != maxes.len() || state.notifications.len() != maxes.len() {
             return Err(format!(
@@ -122,12 +132,12 @@ impl MmioTransport {
             let queue = Queue::try_from(QueueState::from(*q)).map_err(|e| format!("queue {i}: {e}"))?;
             let running =
                 state.status & status::DRIVER_OK != 0 && state.status & status::DEVICE_NEEDS_RESET == 0;
-            if running && queue.ready() && !queue.is_valid(&mem) {
+            if running && queue.ready() && !queue.is_valid(mem) {
                 return Err(format!("queue {i}'s rings do not lie in guest memory"));
             }
             queues.push(queue);
         }
-        let mut t = Self::new(device, mem, irq);
+        let t = self;
         t.queues = queues;
         t.queue_sel = state.queue_sel;
         t.device_features_sel = state.device_features_sel;
@@ -138,7 +148,7 @@ impl MmioTransport {
         t.notifications = state.notifications.clone();
         t.interrupts = state.interrupts;
         t.bad_accesses = state.bad_accesses;
-        Ok(t)
+        Ok(())
     }
 }
 
