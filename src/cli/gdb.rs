@@ -2,38 +2,34 @@
 
 use anyhow::Context;
 use std::path::Path;
-use std::sync::OnceLock;
 use std::time::Duration;
 use vmm::machine::{Machine, Outcome};
 
 /// vmscope's exit status when gdb killed the guest (as for SIGKILL).
 pub const EXIT_KILLED: u8 = 137;
 
-/// What `vmscope run`'s options say about gdb sessions, set once by [`configure`] before
-/// the guest boots (so every guest kind that serves gdb sees the same limits).
+/// What `vmscope run`'s options say about a gdb session.
 #[derive(Clone, Copy, Debug, Default)]
-struct Options {
+pub struct Options {
     /// `--timeout`: it bounds gdb sessions too.
-    limit: Option<Duration>,
+    pub limit: Option<Duration>,
     /// `--gdb-any-address`: a non-loopback address was confirmed.
-    any_address: bool,
+    pub any_address: bool,
+    /// `--gdb-wait`: the vCPUs are held before the first instruction until gdb continues.
+    pub held: bool,
 }
-
-static OPTIONS: OnceLock<Options> = OnceLock::new();
 
 /// Checks `--gdb`'s address before anything boots: a TCP address that is not loopback lets
 /// anyone who reaches it read and write guest memory, so it needs `--gdb-any-address`
-/// (and is then announced with a warning). Remembers `--timeout` for [`serve`].
-pub fn configure(args: &super::run::RunArgs) -> anyhow::Result<()> {
-    if let Some(addr) = args.gdb.as_ref().filter(|a| !a.is_local()) {
+/// (and is then announced with a warning).
+pub fn check_address(addr: Option<&gdb::ListenAddr>, any_address: bool) -> anyhow::Result<()> {
+    if let Some(addr) = addr.filter(|a| !a.is_local()) {
         anyhow::ensure!(
-            args.gdb_any_address,
+            any_address,
             "--gdb {addr} is not a loopback address: anyone who can reach it could read and write \
              the guest's memory; use 127.0.0.1 or unix:PATH, or add --gdb-any-address to confirm"
         );
     }
-    let limit = args.timeout.and_then(|t| Duration::try_from_secs_f64(t).ok()).filter(|d| !d.is_zero());
-    let _ = OPTIONS.set(Options { limit, any_address: args.gdb_any_address });
     Ok(())
 }
 
@@ -44,13 +40,9 @@ pub fn serve(
     addr: &gdb::ListenAddr,
     symbols: &inspect::symbols::SymbolTable,
     elf: Option<&Path>,
-    held: bool,
+    options: Options,
 ) -> anyhow::Result<Option<Outcome>> {
-    let options = OPTIONS.get().copied().unwrap_or_default();
-    anyhow::ensure!(
-        addr.is_local() || options.any_address,
-        "--gdb {addr} is not a loopback address; add --gdb-any-address to confirm"
-    );
+    check_address(Some(addr), options.any_address)?;
     let listener = gdb::Listener::bind(addr).with_context(|| format!("cannot listen for gdb on {addr}"))?;
     if !addr.is_local() {
         eprintln!(
@@ -71,7 +63,7 @@ pub fn serve(
         .map(|d| format!(" -iex 'add-auto-load-safe-path {}'", d.display()))
         .unwrap_or_default();
     eprintln!("vmscope: gdb can attach: gdb{helpers} {image} -ex 'target remote {}'", listener.gdb_target());
-    Ok(match gdb::serve(machine, &listener, symbols, held, options.limit)? {
+    Ok(match gdb::serve(machine, &listener, symbols, options.held, options.limit)? {
         gdb::ServeEnd::Guest(outcome) => Some(outcome),
         gdb::ServeEnd::Killed => {
             eprintln!("vmscope: gdb killed the guest");

@@ -5,13 +5,10 @@
 use anyhow::Context;
 use debugger::Output;
 use std::io::IsTerminal;
-use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use vmm::arch::x86_64::Ring;
+use std::time::Duration;
 use vmm::devices::console::Console;
-use vmm::machine::{GuestLayout, Machine};
+use vmm::machine::Machine;
 use vmm::migration::{command, Progress, Uri};
-use vmm::snapshot::meta::GuestMeta;
 use vmm::snapshot::RestoreOptions;
 
 /// How long the target waits for each frame once a source has connected.
@@ -64,24 +61,18 @@ pub fn end_source() -> ! {
     command::end_source()
 }
 
-/// Runs `vmscope run --incoming URI`: waits for one guest, runs it here (with `--script`,
-/// `--break`, `--gdb`, `--timeout` as for a restored one) and ends with it.
-pub fn run_incoming(args: &super::run::RunArgs, uri: &str) -> anyhow::Result<ExitCode> {
-    let process_start = Instant::now();
-    super::gdb::configure(args)?;
-    let debugging = !args.breaks.is_empty() || args.script.is_some() || args.gdb.is_some();
-    if let Some(t) = args.timeout {
-        anyhow::ensure!(t.is_finite() && t > 0.0, "--timeout must be a positive number of seconds, not {t}");
-    }
+/// Waits at `uri` (`vmscope run --incoming URI`) for one guest a source migrates here,
+/// receives it and restores it; says what came.
+pub fn receive(
+    uri: &str,
+    any_address: bool,
+    console: Console,
+    opts: RestoreOptions,
+) -> anyhow::Result<vmm::snapshot::Restored> {
     let uri: Uri = uri.parse()?;
-    let listener = uri.listen(args.incoming_any_address)?;
-    eprintln!("vmscope: waiting for a guest at {}", listener.uri());
-    let console = if args.json { Console::writer(std::io::stderr()) } else { Console::stdout() };
-    let opts = RestoreOptions {
-        start_paused: (debugging && args.gdb.is_none()) || args.gdb_wait,
-        keep_breakpoints: debugging,
-    };
+    let listener = uri.listen(any_address)?;
     let at = listener.uri();
+    eprintln!("vmscope: waiting for a guest at {at}");
     let stream = vmm::migration::accept(&listener)?;
     drop(listener);
     eprintln!("vmscope: a source connected; receiving its guest");
@@ -98,56 +89,5 @@ pub fn run_incoming(args: &super::run::RunArgs, uri: &str) -> anyhow::Result<Exi
         s.bytes,
         s.restore_us as f64 / 1e3
     );
-    let restored = received.restored;
-    for note in &restored.notes {
-        eprintln!("vmscope: {note}");
-    }
-    let machine = restored.machine;
-    let ring = match machine.layout() {
-        GuestLayout::Elf(l) => l.entry.ring,
-        // A Linux guest runs its kernel at CPL0.
-        _ => Ring::Ring0,
-    };
-    // A Linux guest's console reads this process's standard input from now on (unless a
-    // session reads its commands there); its shell gets a raw terminal, as under `run linux`.
-    let session_reads_stdin = debugging && args.script.is_none() && args.gdb.is_none();
-    let raw_tty = match &restored.meta.guest {
-        GuestMeta::Linux { cmdline, .. } if !session_reads_stdin => {
-            super::linux::forward_stdin(&machine);
-            if cmdline.split_whitespace().any(|w| w == "vmscope.shell=1") {
-                tui::rawtty::RawTty::enable()
-            } else {
-                None
-            }
-        }
-        _ => None,
-    };
-    vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
-    let symbols = symbols_of(&restored.meta.guest_name);
-    let outcome = if let Some(addr) = &args.gdb {
-        match super::gdb::serve(&machine, addr, &symbols, None, args.gdb_wait)? {
-            Some(outcome) => outcome,
-            None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
-        }
-    } else if debugging {
-        match super::session::run_for(&machine, &symbols, args, super::session::STOP_TIMEOUT)? {
-            Ok(outcome) => outcome,
-            Err(status) => return Ok(status),
-        }
-    } else {
-        machine.wait(args.timeout.map(Duration::from_secs_f64))
-    };
-    drop(raw_tty);
-    super::run::finish(args, &machine, outcome, process_start, ring, None, None)
-}
-
-/// The guest's symbols: the built-in unikernel's, or the ELF at the path the source names.
-fn symbols_of(name: &str) -> inspect::symbols::SymbolTable {
-    if name == super::run::UNIKERNEL_NAME {
-        return inspect::symbols::SymbolTable::from_elf(name, guests::unikernel::ELF).unwrap_or_default();
-    }
-    std::fs::read(name)
-        .ok()
-        .and_then(|bytes| inspect::symbols::SymbolTable::from_elf(name, &bytes).ok())
-        .unwrap_or_default()
+    Ok(received.restored)
 }

@@ -1,6 +1,5 @@
 //! The subcommands.
 
-pub mod container;
 pub mod doctor;
 pub mod gdb;
 pub mod guests;

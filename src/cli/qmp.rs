@@ -53,8 +53,7 @@ pub fn around(
 /// Waits for the guest's end; stops a QMP client causes do not end it. A client's `quit`
 /// does: the run ends as if the guest exited with 0 (its report and --stats-json, whose
 /// outcome says "qmp-quit"), and vmscope's status is 0, as QEMU's.
-pub fn wait(machine: &Machine, timeout: Option<f64>) -> Outcome {
-    let limit = timeout.map(Duration::from_secs_f64);
+pub fn wait(machine: &Machine, limit: Option<Duration>) -> Outcome {
     let Some(server) = SERVER.with(|c| c.borrow().clone()) else {
         return qmp::wait_for_guest(machine, limit);
     };

@@ -15,19 +15,6 @@ use vmm::machine::{Machine, Outcome};
 /// PVM is slow).
 pub const STOP_TIMEOUT: Duration = Duration::from_secs(120);
 
-/// Runs the session `args` asks for (`--break`, `--script`, `--json`, `--decoder`; `cont`
-/// waits `--timeout` or `default_wait`) and turns a `quit` into the exit status.
-pub fn run_for(
-    machine: &Machine,
-    symbols: &inspect::symbols::SymbolTable,
-    args: &super::run::RunArgs,
-    default_wait: Duration,
-) -> anyhow::Result<Result<Outcome, ExitCode>> {
-    let wait = args.timeout.map_or(default_wait, Duration::from_secs_f64);
-    Ok(run(machine, symbols, &args.breaks, args.script.as_deref(), args.json, args.decoder, wait)?
-        .ok_or_else(quit_status))
-}
-
 /// Runs the session; returns the outcome if the guest ended during it.
 pub fn run(
     machine: &Machine,

@@ -2,15 +2,11 @@
 //! (a new process that resumes the guest in it). Taking one is the `snapshot FILE` command
 //! of a debug session or gdb's `monitor`.
 
-use anyhow::Context;
 use clap::{Args, Subcommand};
 use std::path::{Path, PathBuf};
 use std::process::ExitCode;
-use std::time::{Duration, Instant};
-use vmm::arch::x86_64::Ring;
-use vmm::devices::console::Console;
 use vmm::snapshot::meta::GuestMeta;
-use vmm::snapshot::{RestoreOptions, Snapshot};
+use vmm::snapshot::Snapshot;
 
 /// Arguments of `vmscope snapshot`.
 #[derive(Args, Debug)]
@@ -322,108 +318,4 @@ pub fn print_probe(kvm: &vmm::vstate::kvm::KvmSystem) {
         }
         Err(e) => println!("snapshot state: no scratch VM could be made: {e}"),
     }
-}
-
-/// Runs `vmscope run --restore FILE`: the guest in FILE goes on in this process, with
-/// `--script`/`--break`/`--gdb` sessions as for a booted guest.
-pub fn run_restored(args: &super::run::RunArgs, file: &Path) -> anyhow::Result<ExitCode> {
-    let process_start = Instant::now();
-    super::gdb::configure(args)?;
-    let debugging = !args.breaks.is_empty() || args.script.is_some() || args.gdb.is_some();
-    if let Some(t) = args.timeout {
-        anyhow::ensure!(t.is_finite() && t > 0.0, "--timeout must be a positive number of seconds, not {t}");
-    }
-    let console = if args.json { Console::writer(std::io::stderr()) } else { Console::stdout() };
-    let opts = RestoreOptions {
-        start_paused: (debugging && args.gdb.is_none()) || args.gdb_wait,
-        keep_breakpoints: debugging,
-    };
-    let restored = vmm::snapshot::restore(file, opts, console)
-        .with_context(|| format!("cannot restore {}", file.display()))?;
-    let running_at = process_start.elapsed();
-    let machine = restored.machine;
-    for note in &restored.notes {
-        eprintln!("vmscope: {note}");
-    }
-    if args.verbose {
-        for msr in &restored.msrs_not_taken {
-            eprintln!("vmscope: not restored: {msr}");
-        }
-    }
-    let (ring, linux_shell) = match &restored.meta.guest {
-        GuestMeta::Elf { ring, .. } => (Ring::from_cpl(*ring).unwrap_or(Ring::Ring3), None),
-        GuestMeta::Linux { cmdline, .. } => {
-            (Ring::Ring0, Some(cmdline.split_whitespace().any(|w| w == "vmscope.shell=1")))
-        }
-    };
-    if args.verbose {
-        eprintln!(
-            "vmscope: restored {} ({} MiB, {} KiB not zero, taken on {}) in {:.3} ms; process start to guest running: {:.3} ms",
-            file.display(),
-            restored.meta.mem_bytes >> 20,
-            restored.meta.nonzero_bytes >> 10,
-            restored.meta.host_kind,
-            restored.elapsed.as_secs_f64() * 1e3,
-            running_at.as_secs_f64() * 1e3
-        );
-    }
-    // A Linux guest's console reads this process's standard input, as under `run linux`
-    // (unless a session reads its commands from there); its shell gets a raw terminal.
-    let session_reads_stdin = debugging && args.script.is_none() && args.gdb.is_none();
-    let raw_tty = match linux_shell {
-        Some(shell) if !session_reads_stdin => {
-            super::linux::forward_stdin(&machine);
-            if shell {
-                tui::rawtty::RawTty::enable()
-            } else {
-                None
-            }
-        }
-        _ => None,
-    };
-    let debug_image = debug_image_of(&restored.meta.guest_name);
-    if linux_shell.is_some() {
-        // ps, dmesg, uname in sessions read the guest with the kernel's DWARF.
-        inspect::linux::commands::set_vmlinux(&debug_image);
-    }
-    vmm::seccomp::install(vmm::seccomp::Thread::Main)?;
-    // Read only for a session or gdb: a kernel's DWARF vmlinux is over 50 MiB.
-    let symbols = || symbols_of(&restored.meta.guest_name, &debug_image);
-    let outcome = if let Some(addr) = &args.gdb {
-        match super::gdb::serve(&machine, addr, &symbols(), None, args.gdb_wait)? {
-            Some(outcome) => outcome,
-            None => return Ok(ExitCode::from(super::gdb::EXIT_KILLED)),
-        }
-    } else if debugging {
-        match super::session::run_for(&machine, &symbols(), args, super::session::STOP_TIMEOUT)? {
-            Ok(outcome) => outcome,
-            Err(status) => return Ok(status),
-        }
-    } else {
-        machine.wait(args.timeout.map(Duration::from_secs_f64))
-    };
-    drop(raw_tty);
-    super::run::finish(args, &machine, outcome, process_start, ring, None, None)
-}
-
-/// The guest's symbols: the built-in unikernel's, or those of the ELF with debug
-/// information that goes with the file the snapshot names.
-fn symbols_of(name: &str, debug_image: &Path) -> inspect::symbols::SymbolTable {
-    if name == super::run::UNIKERNEL_NAME {
-        return inspect::symbols::SymbolTable::from_elf(name, guests::unikernel::ELF).unwrap_or_default();
-    }
-    inspect::symbols::SymbolTable::from_elf_file(debug_image).unwrap_or_default()
-}
-
-/// The image with symbols for the guest file `name`: the kernel vmscope builds boots
-/// `vmlinux.stripped`, whose symbols are in the `vmlinux` beside it.
-fn debug_image_of(name: &str) -> PathBuf {
-    let path = Path::new(name);
-    if path.file_name().is_some_and(|f| f == "vmlinux.stripped") {
-        let full = path.with_file_name("vmlinux");
-        if full.exists() {
-            return full;
-        }
-    }
-    path.to_path_buf()
 }

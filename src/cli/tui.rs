@@ -6,8 +6,7 @@ use std::process::ExitCode;
 use std::sync::Arc;
 use vmm::arch::x86_64::Ring;
 use vmm::devices::console::Console;
-use vmm::machine::{ElfGuestConfig, LinuxGuestConfig, Machine};
-use vmm::vstate::vcpu::EmulationFixups;
+use vmm::machine::{ElfGuestConfig, Machine};
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 enum TuiGuest {
@@ -22,6 +21,9 @@ enum TuiGuest {
 /// What the guests run unless told: a tick a second, asleep in between (the unikernel
 /// through the VMM's sleep hypercall, the container with nanosleep), for about 11 days.
 pub const DEFAULT_WORKLOAD: &str = "ticks 1000000 --every 1000";
+
+/// The Linux guest's memory in the TUI, in MiB.
+const LINUX_MEM_MIB: u64 = 256;
 
 /// Arguments of `vmscope tui`.
 #[derive(Args, Debug)]
@@ -40,7 +42,7 @@ pub struct TuiArgs {
     workload: Vec<String>,
     /// Linux: attach this disk image as virtio-blk (`PATH,ro` read-only); the exits pane
     /// shows its queue activity and `:vq 0 0` decodes its request queue.
-    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = super::run::parse_disk)]
+    #[arg(long = "disk", value_name = "PATH[,ro]", value_parser = super::run::args::parse_disk)]
     disks: Vec<vmm::machine::DiskConfig>,
 }
 
@@ -143,28 +145,25 @@ fn start_unikernel(
 }
 
 fn start_linux(args: &TuiArgs, console: Console) -> anyhow::Result<(Machine, inspect::symbols::SymbolTable)> {
-    let pvm = vmm::host_kind() == inspect::HostKind::Pvm;
-    let opts = guests::linux::BuildOptions { progress: true, ..Default::default() };
-    let a = guests::linux::ensure_built(&opts).context("cannot build the Linux guest")?;
-    let kernel = std::fs::read(&a.vmlinux_stripped)
-        .with_context(|| format!("cannot read {}", a.vmlinux_stripped.display()))?;
-    let initrd = guests::linux::initramfs::build(
-        std::path::Path::new(guests::linux::initramfs::BUSYBOX),
-        guests::workload::ELF,
-    )?;
-    let cfg = LinuxGuestConfig {
-        disks: args.disks.clone(),
+    let preset = super::linux::prepare(super::linux::Choice {
+        kernel: None,
+        initrd: None,
+        cmdline: vec!["vmscope.shell=1".into()],
         boot: Default::default(),
-        kernel_name: "linux".into(),
-        kernel: kernel.into(),
-        initrd: Some(("initramfs".into(), initrd.into())),
-        cmdline: guests::linux::profile::cmdline(pvm, &["vmscope.shell=1".into()]),
-        mem_mib: 256,
+        mem_mib: LINUX_MEM_MIB,
         vcpus: 1,
+        disks: args.disks.clone(),
         start_paused: false,
-        fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
+        progress: true,
+    })?;
+    let m = Machine::boot_linux(&preset.config, console).context("cannot boot Linux")?;
+    let symbols = match &preset.debug_image {
+        Some(p) => {
+            // The `:ps`, `:dmesg`, `:uname` commands read the guest with the kernel's DWARF.
+            inspect::linux::commands::set_vmlinux(p);
+            inspect::symbols::SymbolTable::from_elf_file(p).unwrap_or_default()
+        }
+        None => Default::default(),
     };
-    let m = Machine::boot_linux(&cfg, console).context("cannot boot Linux")?;
-    let symbols = inspect::symbols::SymbolTable::from_elf_file(&a.vmlinux).unwrap_or_default();
     Ok((m, symbols))
 }

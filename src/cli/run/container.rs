@@ -1,34 +1,38 @@
 //! `vmscope run container`: the workload as a process in a real OCI container.
 
-use super::run::RunArgs;
+use super::args::{ContainerArgs, MachineArgs, ReportArgs};
 use anyhow::Context;
 use std::process::ExitCode;
 
 /// Runs `vmscope run container`.
-pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
-    let words: Vec<String> = args.workload.join(" ").split_whitespace().map(String::from).collect();
-    let limit = i64::try_from(args.mem.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
+pub fn run(
+    machine: &MachineArgs,
+    container: &ContainerArgs,
+    report: &ReportArgs,
+) -> anyhow::Result<ExitCode> {
+    let words: Vec<String> = machine.workload.join(" ").split_whitespace().map(String::from).collect();
+    let limit = i64::try_from(machine.mem.saturating_mul(1 << 20)).unwrap_or(i64::MAX);
     let bundle =
         guests::container::prepare_bundle(&words, Some(limit)).context("cannot prepare the container")?;
-    if args.verbose {
+    if report.verbose {
         eprintln!(
             "vmscope: host {}; container bundle {} run by {}, memory limit {} MiB",
             vmm::host_kind(),
             bundle.dir.display(),
-            args.runtime,
-            args.mem
+            container.runtime,
+            machine.mem
         );
-        eprintln!("vmscope: {}", guests::container::seccomp::report(&args.runtime));
+        eprintln!("vmscope: {}", guests::container::seccomp::report(&container.runtime));
         eprintln!("vmscope: {}", bundle.userns);
     }
-    let run = guests::container::run(&bundle, &args.runtime)?;
-    if args.verbose {
+    let run = guests::container::run(&bundle, &container.runtime)?;
+    if report.verbose {
         eprintln!("vmscope: the container ran for {:.3} ms", run.elapsed.as_secs_f64() * 1e3);
     }
     let failed = run.interrupted.is_none() && run.code != Some(0);
     // What the workload said on stderr is its reason: shown whenever it failed, not only
     // with -v.
-    if (args.verbose || failed) && !run.stderr.trim().is_empty() {
+    if (report.verbose || failed) && !run.stderr.trim().is_empty() {
         eprintln!("{}", tail(run.stderr.trim(), STDERR_LINES));
     }
     if let Some(signal) = run.interrupted {
@@ -41,7 +45,7 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
         Some(137) => {
             eprintln!(
                 "vmscope: the container was killed (SIGKILL): most likely by the OOM killer, over its memory limit of {} MiB (an interrupt or a `kill` ends it the same way)",
-                args.mem
+                machine.mem
             );
             ExitCode::from(137)
         }
@@ -52,7 +56,10 @@ pub fn run(args: &RunArgs) -> anyhow::Result<ExitCode> {
             ExitCode::from((c & 0xff) as u8)
         }
         None => {
-            eprintln!("vmscope: the container was killed by a signal (a memory limit of {} MiB?)", args.mem);
+            eprintln!(
+                "vmscope: the container was killed by a signal (a memory limit of {} MiB?)",
+                machine.mem
+            );
             ExitCode::from(125)
         }
     })
