@@ -7,7 +7,7 @@ use common::{stdout, vmscope_offline};
 use labs::measure::{Environment, Report, Summary};
 use std::path::Path;
 
-const LABS: [&str; 8] = [
+const LABS: [&str; 9] = [
     "boot-memory",
     "exits",
     "io-batching",
@@ -16,6 +16,7 @@ const LABS: [&str; 8] = [
     "page-tables",
     "request-in-flight",
     "throwaway",
+    "migration",
 ];
 
 /// What `vmscope run unikernel --ring 0 --break workload_hello --script walk.script`
@@ -44,6 +45,18 @@ chain 0: [0 gpa:0x2b0280+16] [1 gpa:0x1938400+1024 W] [2 gpa:0x2b0290+1 W]
 (vmscope) cont
 a request in flight
 vmscope: workload 'cat /mnt/hello.txt' exited with status 0
+";
+
+/// What lab 9's move.sh printed (the QMP client's lines around a completed migration).
+const MIGRATE_LOG: &str = "{'return': {}}
+event MIGRATION {\"status\": \"setup\"}
+event MIGRATION {\"status\": \"active\"}
+status: completed
+downtime: 41
+total-time: 1730
+rounds: 4
+query-status: postmigrate
+target ended with status 0
 ";
 
 fn report(suite: &str, quick: bool, metrics: &[(&str, &str, f64)]) -> Report {
@@ -266,6 +279,41 @@ fn passing_state(lab: &str, dir: &Path) {
                 "answers.toml",
                 "ms_per_machine = 8.1\nguest_share = 0.3\n\
                  what_makes_it_disposable = \"A process: exec, open /dev/kvm, mmap memory; the guest runs a third.\"\n",
+            );
+        }
+        "migration" => {
+            put(dir, "migrate.log", MIGRATE_LOG);
+            put(
+                dir,
+                "target.log",
+                "vmscope: received /root/.cache/vmscope/linux/x/vmlinux.stripped (256 MiB from a pvm host: 4 rounds)\n\
+                 dirty: second 4\ndirty: verified 2048 pages, 245760 writes\n",
+            );
+            put_report(
+                dir,
+                "migration.json",
+                &report(
+                    "migration",
+                    true,
+                    &[
+                        ("downtime, 64 MiB idle", "ms", 8.7),
+                        ("total time, 64 MiB idle", "ms", 124.0),
+                        ("rounds, 64 MiB idle", "rounds", 2.0),
+                        ("sent, 64 MiB idle", "MiB", 3.1),
+                        ("downtime, 64 MiB dirty 64 MiB/s", "ms", 17.0),
+                        ("total time, 64 MiB dirty 64 MiB/s", "ms", 190.0),
+                        ("rounds, 64 MiB dirty 64 MiB/s", "rounds", 4.0),
+                        ("downtime, 512 MiB idle", "ms", 19.5),
+                        ("rounds, 512 MiB idle", "rounds", 2.0),
+                    ],
+                ),
+            );
+            put(
+                dir,
+                "answers.toml",
+                "linux_downtime_ms = 41\nlinux_rounds = 4\nidle_downtime_ms = 8.5\ndirty_rounds = 4\n\
+                 why_precopy_converges = \"Each round sends what was dirtied during the last; it converges when the \
+                 dirty rate is below the bandwidth or the working set is small.\"\n",
             );
         }
         other => panic!("no fixture for lab {other}"),
@@ -561,4 +609,24 @@ fn throwaway_failures() {
     fails_with("throwaway", answer("ms_per_machine", "812"), &["ms_per_machine"]);
     fails_with("throwaway", answer("guest_share", "0.46"), &["the share at the other CPL"]);
     fails_with("throwaway", |d| put(d, "images.log", "a.elf: differ\n"), &["does not contain"]);
+}
+
+#[test]
+fn migration_failures() {
+    // The total time for the downtime; the idle guest's rounds for the dirtying one's; a
+    // migration that failed; a page lost.
+    fails_with("migration", answer("idle_downtime_ms", "124"), &["the total time of the same migration"]);
+    fails_with("migration", answer("idle_downtime_ms", "19.5"), &["the downtime of the 512 MiB guest"]);
+    fails_with("migration", answer("dirty_rounds", "2"), &["the rounds of the idle guest"]);
+    fails_with("migration", answer("linux_downtime_ms", "1730"), &["linux_downtime_ms"]);
+    fails_with(
+        "migration",
+        |d| put(d, "migrate.log", &MIGRATE_LOG.replace("status: completed", "status: failed")),
+        &["does not contain"],
+    );
+    fails_with(
+        "migration",
+        |d| put(d, "target.log", "dirty: MISMATCH at page 3: found 1, wrote 2049\n"),
+        &["does not contain"],
+    );
 }

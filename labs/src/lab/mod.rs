@@ -87,6 +87,7 @@ const TEXTS: &[(&str, &str)] = &[
     ("06-page-tables.md", include_str!("../../texts/06-page-tables.md")),
     ("07-request-in-flight.md", include_str!("../../texts/07-request-in-flight.md")),
     ("08-throwaway.md", include_str!("../../texts/08-throwaway.md")),
+    ("09-migration.md", include_str!("../../texts/09-migration.md")),
 ];
 
 /// Every built-in lab, in lab-number order. The texts are checked by the unit tests, so a
