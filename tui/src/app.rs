@@ -3,6 +3,7 @@
 //! runtime carries out on the machines, and the runtime feeds back [`GuestView`] updates.
 
 use crate::keys::{self, ESCAPE_KEY};
+use crate::processes::{ProcessKey, Processes};
 use crate::term::ConsoleTerm;
 use inspect::disasm::Instruction;
 use inspect::regs::{Regs, SpecialRegs};
@@ -57,6 +58,8 @@ pub struct GuestView {
     pub container: Option<ContainerInfo>,
     /// Virtio devices, one line each: queue notifications, interrupts, requests.
     pub virtio: Vec<String>,
+    /// For a Linux guest whose vmlinux vmscope has: its processes, read from its memory.
+    pub processes: Option<Processes>,
     /// Set by the runtime when the guest stops: the disassembly cursor moves to RIP, so `b`
     /// acts on the instruction the guest stopped at.
     pub cursor_to_rip: bool,
@@ -92,6 +95,7 @@ impl GuestView {
             insn_emulation: None,
             container: None,
             virtio: vec![],
+            processes: None,
             cursor_to_rip: false,
         }
     }
@@ -140,6 +144,8 @@ pub enum Pane {
     Registers,
     /// Exit statistics.
     Exits,
+    /// A Linux guest's processes (under its console).
+    Processes,
 }
 
 impl Pane {
@@ -150,6 +156,7 @@ impl Pane {
             Pane::Disasm => "disassembly",
             Pane::Registers => "registers",
             Pane::Exits => "exits",
+            Pane::Processes => "processes",
         }
     }
 
@@ -159,12 +166,16 @@ impl Pane {
             Pane::Console => format!("focus, {ESCAPE_KEY} leaves"),
             Pane::Disasm => "focus: ↑↓ cursor, b breakpoint, u run to, p page walk".into(),
             Pane::Registers | Pane::Exits => "focus: Tab next pane, ? help".into(),
+            Pane::Processes => "focus: ↑↓ select, p page tables, k kernel threads, r read now".into(),
         }
     }
 
+    /// The next pane in Tab order (the processes pane sits under the console, so it comes
+    /// right after it; guests without one skip it: [`App::next_pane`]).
     fn next(self) -> Pane {
         match self {
-            Pane::Console => Pane::Disasm,
+            Pane::Console => Pane::Processes,
+            Pane::Processes => Pane::Disasm,
             Pane::Disasm => Pane::Registers,
             Pane::Registers => Pane::Exits,
             Pane::Exits => Pane::Console,
@@ -195,6 +206,10 @@ pub enum Action {
     PageTable(usize, Option<u64>),
     /// Send bytes to the guest's serial port.
     SerialInput(usize, Vec<u8>),
+    /// Show a Linux guest's process's page tables and mappings (`pt --pid`, `mappings --pid`).
+    ProcessPageTables(usize, i64),
+    /// Read a Linux guest's task list now (also while it is paused).
+    ReadProcesses(usize),
     /// Leave.
     Quit,
 }
@@ -278,8 +293,9 @@ pub const KEYS: &[(&str, &str)] = &[
     ("u", "continue to the disassembly cursor"),
     ("g", "go to an address or symbol in the disassembly"),
     ("p", "page-table walk for the disassembly cursor"),
-    (":", "command line (regs, pt, x/N, xp/N, dis, sym, mappings, exits, …)"),
-    ("tab", "next pane (console, disassembly, registers, exits)"),
+    (":", "command line (regs, pt, x/N, xp/N, dis, sym, mappings, exits, …; Linux: ps, dmesg, uname, pt --pid N)"),
+    ("tab", "next pane (console, processes for Linux, disassembly, registers, exits)"),
+    ("processes", "a Linux guest's tasks read from its memory: ↑↓ select, Enter/p page tables and mappings, k kernel threads, r read now"),
     ("console", "with the console focused every key goes to the guest, as a terminal sends it (Ctrl-C interrupts the guest's command); PgUp/PgDn scroll its history"),
     ("Ctrl-]", "leave the console: keys go to vmscope again (Tab back to it)"),
     ("left/right", "previous / next guest"),
@@ -336,6 +352,22 @@ impl App {
         }
     }
 
+    /// The pane after the focused one in Tab order, for the selected guest.
+    pub fn next_pane(&self) -> Pane {
+        let next = self.focus.next();
+        if next == Pane::Processes && self.guest().is_none_or(|g| g.processes.is_none()) {
+            return next.next();
+        }
+        next
+    }
+
+    /// A guest without a processes pane cannot keep the focus there.
+    fn keep_focus_possible(&mut self) {
+        if self.focus == Pane::Processes && self.guest().is_none_or(|g| g.processes.is_none()) {
+            self.focus = Pane::Disasm;
+        }
+    }
+
     /// Handles one key; returns what the runtime must do.
     pub fn on_key(&mut self, key: Key) -> Vec<Action> {
         // The cursor stays where a stop put it, now as the person's own.
@@ -348,7 +380,7 @@ impl App {
         if self.focus == Pane::Console && self.prompt.is_none() && !self.show_help && self.overlay.is_none() {
             match key {
                 Key::Ctrl(']') => {
-                    self.focus = Pane::Disasm;
+                    self.focus = self.next_pane();
                     self.status = "keys go to vmscope (Tab until the console has focus to type again)".into();
                 }
                 Key::PageUp | Key::PageDown => {
@@ -400,6 +432,16 @@ impl App {
             }
             return vec![];
         }
+        if self.focus == Pane::Processes {
+            if let Some(p) = self.guests.get_mut(g).and_then(|v| v.processes.as_mut()) {
+                match p.on_key(key) {
+                    ProcessKey::Done => return vec![],
+                    ProcessKey::PageTables(pid) => return vec![Action::ProcessPageTables(g, pid)],
+                    ProcessKey::ReadNow => return vec![Action::ReadProcesses(g)],
+                    ProcessKey::NotMine => {}
+                }
+            }
+        }
         match key {
             Key::Char('q') => {
                 self.quit = true;
@@ -431,18 +473,20 @@ impl App {
                 vec![]
             }
             Key::Tab => {
-                self.focus = self.focus.next();
+                self.focus = self.next_pane();
                 self.status.clear();
                 vec![]
             }
             Key::Left => {
                 self.selected = (self.selected + self.guests.len().max(1) - 1) % self.guests.len().max(1);
                 self.disasm_cursor = 0;
+                self.keep_focus_possible();
                 vec![]
             }
             Key::Right => {
                 self.selected = (self.selected + 1) % self.guests.len().max(1);
                 self.disasm_cursor = 0;
+                self.keep_focus_possible();
                 vec![]
             }
             Key::Up => {

@@ -17,7 +17,9 @@
 #![warn(missing_docs)]
 
 pub mod app;
+pub mod guest_tasks;
 pub mod keys;
+pub mod processes;
 pub mod rawtty;
 pub mod runtime;
 pub mod signals;

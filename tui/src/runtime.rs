@@ -47,11 +47,25 @@ pub struct LiveGuest {
     /// The run a `g`, `s`, `n` or run-to started, until its stop (or a pause) comes.
     run: Option<debugger::Run>,
     dirty: bool,
+    /// A Linux guest's vmlinux (with DWARF) and the reader of its task list, for the
+    /// processes pane (`guest_tasks`).
+    linux: Option<LinuxTasks>,
+}
+
+/// Where a Linux guest's task list comes from.
+struct LinuxTasks {
+    /// Its vmlinux, when the frontend named it (else the reader finds it).
+    vmlinux: Option<std::path::PathBuf>,
+    /// Started at the first refresh (reading the DWARF takes a thread a second or more).
+    reader: Option<crate::guest_tasks::TaskReader>,
+    /// `r` asked for a read.
+    asked: bool,
 }
 
 impl LiveGuest {
     /// Wraps a booted machine whose console is `console`.
     pub fn new(name: &str, machine: Machine, console: Console, symbols: SymbolTable) -> Self {
+        let linux_kernel = symbols.resolve("init_task").is_some();
         Self {
             machine,
             console,
@@ -61,8 +75,33 @@ impl LiveGuest {
             goto: None,
             run: None,
             dirty: true,
+            // A Linux kernel's symbols: its processes pane reads the vmlinux `run linux`
+            // registered in this process, or the cached build (checked once read).
+            linux: linux_kernel.then(|| LinuxTasks {
+                vmlinux: inspect::linux::commands::vmlinux().map(std::path::Path::to_path_buf),
+                reader: None,
+                asked: false,
+            }),
         }
     }
+
+    /// Names the guest's vmlinux with DWARF: its processes pane and `:ps`, `:dmesg`,
+    /// `:pt --pid N` read the guest's structures with its offsets.
+    pub fn with_vmlinux(mut self, vmlinux: &std::path::Path) -> Self {
+        self.linux = Some(LinuxTasks { vmlinux: Some(vmlinux.to_path_buf()), reader: None, asked: false });
+        self
+    }
+}
+
+/// A Linux guest's task-list reader, started on first use (`symbols` are the guest's: where
+/// they put `init_task` checks the vmlinux).
+fn reader<'a>(
+    linux: &'a mut Option<LinuxTasks>,
+    symbols: &SymbolTable,
+) -> Option<&'a mut crate::guest_tasks::TaskReader> {
+    let l = linux.as_mut()?;
+    let init_task = symbols.resolve("init_task");
+    Some(l.reader.get_or_insert_with(|| crate::guest_tasks::TaskReader::new(l.vmlinux.clone(), init_task)))
 }
 
 /// A container the TUI shows beside the VMs: the runtime's process, the workload's output, and
@@ -191,7 +230,11 @@ pub fn run(
     let host = vmm::host_kind();
     let views = guests
         .iter()
-        .map(|g| GuestView::new(&g.name, g.machine.host().as_str(), g.machine.vcpu_count()))
+        .map(|g| {
+            let mut v = GuestView::new(&g.name, g.machine.host().as_str(), g.machine.vcpu_count());
+            v.processes = g.linux.as_ref().map(|_| Default::default());
+            v
+        })
         .chain(containers.iter().map(|c| GuestView::new(&c.name, host.as_str(), 0)))
         .chain(unavailable.iter().map(|u| GuestView::not_started(&u.name, host.as_str(), &u.reason, &u.fix)))
         .collect();
@@ -258,6 +301,7 @@ fn action_guest(action: &Action) -> Option<usize> {
             Some(*g)
         }
         Action::PageTable(g, _) | Action::SerialInput(g, _) => Some(*g),
+        Action::ProcessPageTables(g, _) | Action::ReadProcesses(g) => Some(*g),
         Action::Quit => None,
     }
 }
@@ -302,6 +346,16 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
                 None => Err(format!("no symbol or address {target:?}")),
             }
         }
+        Action::Command(_, line) if inspect::linux::commands::parse(&line).is_some() => {
+            // ps, dmesg, uname, pt/mappings --pid: read from the Linux guest's memory.
+            match linux_command(g, &line) {
+                Ok(text) => {
+                    app.overlay = Some((line.clone(), text));
+                    Ok(line)
+                }
+                Err(e) => Err(e),
+            }
+        }
         Action::Command(_, line) => match parse(&line) {
             Ok(Command::Step(n)) => m.step(0, n).map(|()| "stepping".into()).map_err(|e| e.to_string()),
             Ok(Command::Cont) => start(g, Go::Cont).map(|_| "running".into()),
@@ -335,6 +389,22 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
                 Err(e) => Err(e.to_string()),
             }
         }
+        Action::ProcessPageTables(_, pid) => {
+            let pt = linux_command(g, &format!("pt --pid {pid}"));
+            match pt.and_then(|root| Ok(root + &linux_command(g, &format!("mappings --pid {pid}"))?)) {
+                Ok(text) => {
+                    app.overlay = Some((format!("pid {pid}: page tables (esc closes)"), text));
+                    Ok(format!("page tables of pid {pid}"))
+                }
+                Err(e) => Err(e),
+            }
+        }
+        Action::ReadProcesses(_) => {
+            if let Some(l) = &mut g.linux {
+                l.asked = true;
+            }
+            Ok("reading the task list".into())
+        }
         Action::SerialInput(_, bytes) => {
             let taken = m.serial_input().send(&bytes);
             if taken == bytes.len() {
@@ -350,6 +420,30 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
         Ok(s) if !s.is_empty() => *status = s,
         Ok(_) => {}
         Err(e) => *status = format!("error: {e}"),
+    }
+}
+
+/// Runs a Linux command line on guest `g`: with its vmlinux when it has one, else the
+/// answer says what is missing.
+fn linux_command(g: &mut LiveGuest, line: &str) -> Result<String, String> {
+    let ctx = g.machine.paging_context(0).unwrap_or(inspect::paging::PagingContext::long_mode(0, false));
+    let mem = vmm::vstate::memory::PhysView(g.machine.memory());
+    let answer = match reader(&mut g.linux, &g.symbols) {
+        Some(reader) => reader.command(line, &mem, ctx),
+        None => inspect::linux::commands::execute_line(line, &mem, || ctx, None)
+            .map(|r| r.map(|r| r.text).map_err(|e| e.to_string())),
+    };
+    answer.unwrap_or_else(|| Err(format!("{line:?} is not a Linux command")))
+}
+
+/// Reads a Linux guest's task list into its processes pane when it is due.
+fn refresh_processes(view: &mut GuestView, g: &mut LiveGuest) {
+    let running = view.state == GuestState::Running;
+    let ctx = view.regs.as_ref().map(|(_, s)| inspect::paging::PagingContext::from_sregs(s));
+    let asked = g.linux.as_mut().is_some_and(|l| std::mem::take(&mut l.asked));
+    let mem = vmm::vstate::memory::PhysView(g.machine.memory());
+    if let (Some(r), Some(p)) = (reader(&mut g.linux, &g.symbols), view.processes.as_mut()) {
+        r.refresh(p, &mem, ctx, running, asked);
     }
 }
 
@@ -390,6 +484,7 @@ pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &m
             *status = format!("{}: {}", view.name, vmm::report::describe(&reason));
         }
     }
+    refresh_processes(view, g);
     let running = view.state == GuestState::Running;
     if !(g.dirty || running && sample) {
         return;

@@ -2,6 +2,7 @@
 //! and exit-rate sparklines of every guest sit side by side.
 
 use crate::app::{App, GuestState, GuestView, Pane, Prompt, KEYS};
+use crate::processes::Processes;
 use inspect::regs::{cr0, cr4, efer, rflags, Regs};
 use ratatui::buffer::Buffer;
 use ratatui::layout::{Constraint, Layout, Rect};
@@ -12,6 +13,8 @@ use tui_term::widget::PseudoTerminal;
 
 /// Guests whose consoles are shown side by side need this many columns each.
 const COLUMN_WIDTH: u16 = 36;
+/// The processes pane's least height: borders, the header and three processes.
+const PROCESS_ROWS_MIN: u16 = 6;
 
 fn state_text(s: &GuestState) -> (String, Color) {
     match s {
@@ -45,6 +48,8 @@ fn pane_block(title: String, pane: Pane, focus: Pane) -> Block<'static> {
 struct Areas {
     tabs: Rect,
     consoles: Rect,
+    /// A Linux guest's processes, under the consoles.
+    processes: Option<Rect>,
     regs: Rect,
     disasm: Rect,
     bottom: Rect,
@@ -65,6 +70,9 @@ impl Widget for &App {
             return;
         };
         self.render_consoles(a.consoles, buf);
+        if let (Some(r), Some(p)) = (a.processes, &guest.processes) {
+            self.render_processes(p, r, buf);
+        }
         self.render_registers(guest, a.regs, buf);
         self.render_disasm(guest, a.disasm, buf);
         self.render_exits(guest, a.bottom, buf);
@@ -116,7 +124,15 @@ impl App {
         let cols = register_columns(right.width);
         let reg_rows = 17u16.div_ceil(cols) + 3 + 2;
         let [regs, disasm] = Layout::vertical([Constraint::Max(reg_rows), Constraint::Min(6)]).areas(right);
-        Areas { tabs, consoles, regs, disasm, bottom, status }
+        // The selected Linux guest's processes take the lower part of the console column.
+        let (consoles, processes) = if self.guest().is_some_and(|g| g.processes.is_some()) {
+            let [c, p] = Layout::vertical([Constraint::Percentage(60), Constraint::Min(PROCESS_ROWS_MIN)])
+                .areas(consoles);
+            (c, Some(p))
+        } else {
+            (consoles, None)
+        };
+        Areas { tabs, consoles, processes, regs, disasm, bottom, status }
     }
 
     /// The console panes shown in `area`: (guest, pane).
@@ -181,6 +197,60 @@ impl App {
                 term = term.cursor(tui_term::widget::Cursor::default().visibility(false));
             }
             term.render(col, buf);
+        }
+    }
+
+    fn render_processes(&self, p: &Processes, area: Rect, buf: &mut Buffer) {
+        let focused = self.focus == Pane::Processes;
+        let visible = p.visible();
+        let mut title = format!("processes ({} tasks", p.rows.len());
+        if p.hidden() > 0 {
+            title.push_str(&format!(", {} kernel threads hidden: k", p.hidden()));
+        }
+        if let Some(t) = p.read_time {
+            title.push_str(&format!(", read in {:.1} ms", t.as_secs_f64() * 1e3));
+        }
+        title.push(')');
+        let b = pane_block(title, Pane::Processes, self.focus);
+        let inner = b.inner(area);
+        b.render(area, buf);
+        // The page-table root only where it fits beside the name.
+        let wide = inner.width >= 44;
+        let mut header = format!("{:>5} {:>5} S {:<17}", "PID", "PPID", "COMM");
+        if wide {
+            header.push_str("PGD");
+        }
+        let mut lines = vec![Line::styled(header, Style::default().add_modifier(Modifier::BOLD))];
+        // A note wraps over up to three rows (a corrupt list's reason is long).
+        let note_rows = p
+            .note
+            .as_ref()
+            .map_or(0, |n| (n.chars().count() as u16).div_ceil(inner.width.max(1)).clamp(1, 3));
+        let rows = inner.height.saturating_sub(1 + note_rows) as usize;
+        let selected = p.selected_row().unwrap_or(0);
+        let first = (selected + 1).saturating_sub(rows);
+        for (i, r) in visible.iter().enumerate().skip(first).take(rows) {
+            let comm = if r.is_kernel_thread() { format!("[{}]", r.comm) } else { r.comm.clone() };
+            let mut text = format!("{:>5} {:>5} {} {comm:<17}", r.pid, r.ppid, r.state);
+            if wide {
+                text.push_str(&r.pgd.map_or("-".to_string(), |g| format!("{g:#x}")));
+            }
+            let style = if focused && i == selected {
+                Style::default().add_modifier(Modifier::REVERSED)
+            } else {
+                Style::default()
+            };
+            lines.push(Line::styled(text, style));
+        }
+        if visible.is_empty() && p.reads > 0 {
+            lines.push(Line::raw("(no processes)"));
+        }
+        let [list, note] = Layout::vertical([Constraint::Min(1), Constraint::Length(note_rows)]).areas(inner);
+        Paragraph::new(lines).render(list, buf);
+        if let Some(n) = &p.note {
+            Paragraph::new(Line::styled(n.clone(), Style::default().fg(Color::Yellow)))
+                .wrap(Wrap { trim: true })
+                .render(note, buf);
         }
     }
 
