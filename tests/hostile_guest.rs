@@ -29,6 +29,7 @@
 //! | ring-garbage | the shared byte ring's head a terabyte ahead, then behind the tail | the consumer counts 2 errors and copies nothing |
 //! | unknown case | `hostile nope` | exit 2 and the list of cases |
 //! | 34 virtio cases | see [`VIRTIO_CASES`] | the guest's view (status register, used ring, request status) and the device's counters |
+//! | queue-of-loops | a full queue (256) of chains that all run round one loop through the table, all in flight, not notified | `vq 0 0` in a session stopped at `hostile_queue_posted` prints 256 chains, the loop named at its descriptor, cut at 1024 descriptors in all with a line per cut chain; the guest goes on |
 
 mod common;
 use common::{host_is_pvm, stderr, stdout, vmscope};
@@ -515,4 +516,56 @@ fn virtio_cases_without_a_disk_say_so() {
     let run = hostile("desc-loop", &[]);
     assert_eq!(run.code, Some(3));
     assert_eq!(said(&run, "desc-loop"), "no virtio-mmio device at 0xd0000000 (run with --disk IMAGE)");
+}
+
+/// A full queue of chains that all run round one loop through the descriptor table (every
+/// descriptor says NEXT), all in flight: the session's `vq` decodes and prints a bounded
+/// amount (inspect::virtqueue's MAX_CHAIN_DESCRIPTORS, MAX_DECODED_DESCRIPTORS), names the
+/// loop at the descriptor it comes back to, and says where it cut.
+#[test]
+fn a_queue_of_looping_chains_prints_bounded() {
+    let dir = tempfile::tempdir().unwrap();
+    let disk = dir.path().join("disk.img");
+    std::fs::write(&disk, vec![0xabu8; 32 * 512]).unwrap();
+    let script = dir.path().join("s");
+    std::fs::write(&script, "vq 0 0\ncont\n").unwrap();
+    let o = vmscope(&[
+        "run",
+        "unikernel",
+        "--ring",
+        "0",
+        "--disk",
+        disk.to_str().unwrap(),
+        "--workload",
+        "hostile queue-of-loops",
+        "--break",
+        "hostile_queue_posted",
+        "--script",
+        script.to_str().unwrap(),
+        "--timeout",
+        "120",
+    ]);
+    let (out, err) = (stdout(&o), stderr(&o));
+    assert!(!err.contains("panicked"), "{err}");
+    assert_eq!(o.status.code(), Some(0), "{out}\n{err}");
+    assert!(out.contains("virtio-blk queue 0: size 256  avail.idx 256  used.idx 0  in flight 256"), "{out}");
+    let chains: Vec<&str> = out.lines().filter(|l| l.starts_with("chain ")).collect();
+    assert_eq!(chains.len(), 256, "{out}");
+    // Chain k runs k, k+1, …, 255, 0, …, k-1 and meets k again: 256 descriptors, the most
+    // one chain is followed for, and then the loop. Four such chains spend the queue's 1024.
+    for (k, chain) in chains.iter().enumerate().take(4) {
+        assert_eq!(chain.matches(" [").count(), 256, "{chain}");
+        assert!(
+            chain
+                .ends_with(&format!("ERROR: the chain loops at descriptor {k}: it was already in the chain")),
+            "{chain}"
+        );
+    }
+    for chain in &chains[4..] {
+        assert!(
+            chain.ends_with("ERROR: truncated: the chains in flight hold more than 1024 descriptors in all, the most decoded"),
+            "{chain}"
+        );
+    }
+    assert!(out.contains("hostile queue-of-loops: 256 chains posted, status 0xf used 0"), "{out}");
 }

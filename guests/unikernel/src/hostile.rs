@@ -73,7 +73,8 @@ hypercall-straddle hypercall-wrap hypercall-huge-len hypercall-too-long hypercal
 hypercall-arg-straddle exit-code-wide ud2 compat-ud2 protected-ud2 real-ud2 int3 hlt wrmsr cr3-outside pt-outside-ram \
 pd-outside-ram spin ring-garbage, and with --disk: ";
 
-fn done(name: &[u8]) -> Line {
+/// The start of every case's line, `hostile NAME: `, for the case to finish.
+pub(crate) fn done(name: &[u8]) -> Line {
     let mut l = Line::new();
     l.str(b"hostile ").str(name).str(b": ");
     l

@@ -4,6 +4,7 @@
 //! used ring's index and first length, the request's status byte (0xff = untouched).
 
 use crate::console::Line;
+use crate::hostile;
 use crate::virtio::{
     self, blk, reg, status, Device, Layout, QUEUE_SIZE, VIRTQ_DESC_F_NEXT, VIRTQ_DESC_F_WRITE,
 };
@@ -17,7 +18,7 @@ queue-size-zero setup-after-driver-ok notify-before-setup notify-missing-queue n
 desc-loop indices-far-ahead next-out-of-range buffer-outside-ram buffer-straddles-ram \
 status-read-only header-writable header-short rings-outside-ram ring-straddles-ram reset-mid-request \
 sector-out-of-range sector-overflow write-read-only unsupported-type chain-overwrites-itself \
-avail-idx-backwards";
+avail-idx-backwards queue-of-loops";
 
 /// Runs case `name`; `None` if there is no such case.
 pub fn run(boot: &BootInfo, name: &[u8]) -> Option<u32> {
@@ -56,6 +57,7 @@ pub fn run(boot: &BootInfo, name: &[u8]) -> Option<u32> {
         b"unsupported-type",
         b"chain-overwrites-itself",
         b"avail-idx-backwards",
+        b"queue-of-loops",
     ];
     if !cases.contains(&name) {
         return None;
@@ -63,13 +65,12 @@ pub fn run(boot: &BootInfo, name: &[u8]) -> Option<u32> {
     let dev = match Device::find() {
         Ok(d) => d,
         Err(e) => {
-            Line::new().str(b"hostile ").str(name).str(b": ").str(e).str(b"\n").send();
+            hostile::done(name).str(e).str(b"\n").send();
             return Some(3);
         }
     };
     let l = Layout::at(boot.free_start);
-    let mut out = Line::new();
-    out.str(b"hostile ").str(name).str(b": ");
+    let mut out = hostile::done(name);
     run_case(boot, name, &dev, &l, &mut out);
     out.str(b"\n").send();
     Some(0)
@@ -96,6 +97,17 @@ fn submit(dev: &Device, l: &Layout) {
 /// A well-formed read of one sector into the data page (descriptors 0-2).
 fn read_sector(l: &Layout, sector: u64) {
     virtio::request(l, blk::IN, sector, l.data, 512, VIRTQ_DESC_F_WRITE);
+}
+
+/// What most cases do: bring the device up with queue 0 at `l`, write a read of sector 0
+/// in descriptors 0-2, let `spoil` break one thing about it, post it, notify, and append
+/// the outcome.
+fn one_request(dev: &Device, l: &Layout, out: &mut Line, spoil: impl FnOnce()) {
+    dev.bring_up(l);
+    read_sector(l, 0);
+    spoil();
+    submit(dev, l);
+    outcome(out, dev, l);
 }
 
 fn run_case(boot: &BootInfo, name: &[u8], dev: &Device, l: &Layout, out: &mut Line) {
@@ -201,11 +213,7 @@ fn run_case(boot: &BootInfo, name: &[u8], dev: &Device, l: &Layout, out: &mut Li
         }
         // Moving the descriptor table after DRIVER_OK, then a request.
         b"setup-after-driver-ok" => {
-            dev.bring_up(l);
-            dev.write(reg::QUEUE_DESC_LOW, (mem + 0x1000) as u32);
-            read_sector(l, 0);
-            submit(dev, l);
-            outcome(out, dev, l);
+            one_request(dev, l, out, || dev.write(reg::QUEUE_DESC_LOW, (mem + 0x1000) as u32))
         }
         // A request posted and notified before any set-up.
         b"notify-before-setup" => {
@@ -231,13 +239,9 @@ fn run_case(boot: &BootInfo, name: &[u8], dev: &Device, l: &Layout, out: &mut Li
             outcome(out, dev, l);
         }
         // Header → data → header → … : a chain that loops.
-        b"desc-loop" => {
-            dev.bring_up(l);
-            read_sector(l, 0);
-            virtio::desc(l, 1, l.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0);
-            submit(dev, l);
-            outcome(out, dev, l);
-        }
+        b"desc-loop" => one_request(dev, l, out, || {
+            virtio::desc(l, 1, l.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 0)
+        }),
         // The available index 200 entries ahead of a queue of 8.
         b"indices-far-ahead" => {
             dev.bring_up(l);
@@ -247,45 +251,22 @@ fn run_case(boot: &BootInfo, name: &[u8], dev: &Device, l: &Layout, out: &mut Li
             outcome(out, dev, l);
         }
         // A chain whose `next` is past the end of the table.
-        b"next-out-of-range" => {
-            dev.bring_up(l);
-            read_sector(l, 0);
-            virtio::desc(l, 1, l.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, QUEUE_SIZE + 3);
-            submit(dev, l);
-            outcome(out, dev, l);
-        }
+        b"next-out-of-range" => one_request(dev, l, out, || {
+            virtio::desc(l, 1, l.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, QUEUE_SIZE + 3)
+        }),
         // A data buffer in the hole above memory, then one across memory's end.
         b"buffer-outside-ram" | b"buffer-straddles-ram" => {
-            dev.bring_up(l);
             let at = if name == b"buffer-outside-ram" { 0xe000_0000 } else { mem - 256 };
-            virtio::request(l, blk::IN, 0, at, 512, VIRTQ_DESC_F_WRITE);
-            submit(dev, l);
-            outcome(out, dev, l);
+            one_request(dev, l, out, || virtio::request(l, blk::IN, 0, at, 512, VIRTQ_DESC_F_WRITE));
         }
         // The status descriptor without the WRITE flag: nothing for the device to write.
-        b"status-read-only" => {
-            dev.bring_up(l);
-            read_sector(l, 0);
-            virtio::desc(l, 2, l.status_byte(), 1, 0, 0);
-            submit(dev, l);
-            outcome(out, dev, l);
-        }
+        b"status-read-only" => one_request(dev, l, out, || virtio::desc(l, 2, l.status_byte(), 1, 0, 0)),
         // The header in a device-writable descriptor (no readable header at all).
-        b"header-writable" => {
-            dev.bring_up(l);
-            read_sector(l, 0);
-            virtio::desc(l, 0, l.header, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1);
-            submit(dev, l);
-            outcome(out, dev, l);
-        }
+        b"header-writable" => one_request(dev, l, out, || {
+            virtio::desc(l, 0, l.header, 16, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, 1)
+        }),
         // A header of 8 bytes instead of 16, followed straight by the status byte.
-        b"header-short" => {
-            dev.bring_up(l);
-            read_sector(l, 0);
-            virtio::desc(l, 0, l.header, 8, VIRTQ_DESC_F_NEXT, 2);
-            submit(dev, l);
-            outcome(out, dev, l);
-        }
+        b"header-short" => one_request(dev, l, out, || virtio::desc(l, 0, l.header, 8, VIRTQ_DESC_F_NEXT, 2)),
         // The used ring in the hole above memory; then the available ring across the end
         // of memory.
         b"rings-outside-ram" | b"ring-straddles-ram" => {
@@ -316,34 +297,28 @@ fn run_case(boot: &BootInfo, name: &[u8], dev: &Device, l: &Layout, out: &mut Li
             for i in 0..0x3000u64 {
                 virtio::w8(l.desc + i, 0);
             }
-            dev.bring_up(l);
-            read_sector(l, 0);
-            submit(dev, l);
             out.str(b"; again ");
-            outcome(out, dev, l);
+            one_request(dev, l, out, || {});
         }
         // Reads at the capacity and at sector 2^64 - 1; a write (read-only disk); a
         // request type that does not exist.
         b"sector-out-of-range" | b"sector-overflow" | b"write-read-only" | b"unsupported-type" => {
-            dev.bring_up(l);
-            let capacity = u64::from(dev.read(reg::CONFIG)) | (u64::from(dev.read(reg::CONFIG + 4)) << 32);
-            match name {
-                b"sector-out-of-range" => read_sector(l, capacity),
-                b"sector-overflow" => read_sector(l, u64::MAX),
-                b"write-read-only" => virtio::request(l, blk::OUT, 0, l.data, 512, 0),
-                _ => virtio::request(l, 0xdead, 0, l.data, 512, VIRTQ_DESC_F_WRITE),
-            }
-            submit(dev, l);
-            outcome(out, dev, l);
+            one_request(dev, l, out, || {
+                let capacity =
+                    u64::from(dev.read(reg::CONFIG)) | (u64::from(dev.read(reg::CONFIG + 4)) << 32);
+                match name {
+                    b"sector-out-of-range" => read_sector(l, capacity),
+                    b"sector-overflow" => read_sector(l, u64::MAX),
+                    b"write-read-only" => virtio::request(l, blk::OUT, 0, l.data, 512, 0),
+                    _ => virtio::request(l, 0xdead, 0, l.data, 512, VIRTQ_DESC_F_WRITE),
+                }
+            })
         }
         // A read whose data buffer is the queue's own descriptor table and available ring:
         // the device overwrites the chain it is working on with the disk's bytes (0xab),
         // and the available index with 0xabab.
         b"chain-overwrites-itself" => {
-            dev.bring_up(l);
-            virtio::request(l, blk::IN, 0, l.desc, 0x2000, VIRTQ_DESC_F_WRITE);
-            submit(dev, l);
-            outcome(out, dev, l);
+            one_request(dev, l, out, || virtio::request(l, blk::IN, 0, l.desc, 0x2000, VIRTQ_DESC_F_WRITE))
         }
         // One good request, then the available index moved back to 0 and a notification.
         b"avail-idx-backwards" => {
@@ -354,6 +329,31 @@ fn run_case(boot: &BootInfo, name: &[u8], dev: &Device, l: &Layout, out: &mut Li
             dev.notify(0);
             outcome(out, dev, l);
         }
+        // A full queue (the device's largest, at most 256 entries: the layout's page)
+        // whose descriptors all say NEXT, one ring through the whole table, with every
+        // entry in flight and no notification, so the device never looks. The guest then
+        // calls `hostile_queue_posted`, where a debugger stops to print the queue (`vq 0 0`
+        // must stay bounded), and goes on.
+        b"queue-of-loops" => {
+            dev.negotiate();
+            let size = dev.read(reg::QUEUE_NUM_MAX).clamp(1, 256) as u16;
+            dev.setup_queue(l, u32::from(size));
+            dev.driver_ok();
+            for i in 0..size {
+                virtio::desc(l, i, l.data, 512, VIRTQ_DESC_F_WRITE | VIRTQ_DESC_F_NEXT, (i + 1) % size);
+                virtio::make_available(l, size, i);
+            }
+            out.dec(u64::from(hostile_queue_posted(size))).str(b" chains posted, ");
+            outcome(out, dev, l);
+        }
         _ => {}
     }
+}
+
+/// Where a debugger stops (`--break hostile_queue_posted`) to look at the queue
+/// `queue-of-loops` posted; returns the queue size it was given.
+#[no_mangle]
+#[inline(never)]
+pub extern "C" fn hostile_queue_posted(size: u16) -> u16 {
+    core::hint::black_box(size)
 }
