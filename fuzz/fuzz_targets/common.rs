@@ -70,7 +70,9 @@ pub fn display_len(value: &impl std::fmt::Display) -> usize {
 /// all, bytes of text: `inspect::virtqueue::MAX_*`, the bound every frontend's `vq`
 /// printout shares), prints it as the `vq` command does, and returns the length of the text.
 pub fn check_queue(snapshot: &inspect::virtqueue::QueueSnapshot) -> usize {
-    use inspect::virtqueue::{MAX_CHAIN_DESCRIPTORS, MAX_DECODED_CHAINS, MAX_DECODED_DESCRIPTORS, MAX_TEXT_BYTES};
+    use inspect::virtqueue::{
+        MAX_CHAIN_DESCRIPTORS, MAX_DECODED_CHAINS, MAX_DECODED_DESCRIPTORS, MAX_TEXT_BYTES,
+    };
     assert!(snapshot.in_flight.len() <= MAX_DECODED_CHAINS);
     let mut total = 0;
     for chain in &snapshot.in_flight {
