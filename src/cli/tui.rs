@@ -70,8 +70,7 @@ pub fn run(args: TuiArgs) -> anyhow::Result<ExitCode> {
             TuiGuest::Linux if !explicit && guests::linux::cached().is_none() => Err(anyhow::anyhow!(
                 "its kernel is not built yet (a one-time build of about 8 minutes, then cached)"
             )),
-            TuiGuest::Linux => start_linux(&args, console.clone())
-                .map(|(m, symbols)| live.push(tui::LiveGuest::new("linux", m, console, symbols))),
+            TuiGuest::Linux => start_linux(&args, console).map(|g| live.push(g)),
         };
         if let Err(e) = started {
             unavailable.push(tui::Unavailable { fix: fix_for(g, &e), reason: super::chain(&e), name });
@@ -144,7 +143,7 @@ fn start_unikernel(
     Ok((m, symbols))
 }
 
-fn start_linux(args: &TuiArgs, console: Console) -> anyhow::Result<(Machine, inspect::symbols::SymbolTable)> {
+fn start_linux(args: &TuiArgs, console: Console) -> anyhow::Result<tui::LiveGuest> {
     let preset = super::linux::prepare(super::linux::Choice {
         kernel: None,
         initrd: None,
@@ -156,14 +155,12 @@ fn start_linux(args: &TuiArgs, console: Console) -> anyhow::Result<(Machine, ins
         start_paused: false,
         progress: true,
     })?;
-    let m = Machine::boot_linux(&preset.config, console).context("cannot boot Linux")?;
-    let symbols = match &preset.debug_image {
-        Some(p) => {
-            // The `:ps`, `:dmesg`, `:uname` commands read the guest with the kernel's DWARF.
-            inspect::linux::commands::set_vmlinux(p);
-            inspect::symbols::SymbolTable::from_elf_file(p).unwrap_or_default()
-        }
-        None => Default::default(),
+    let m = Machine::boot_linux(&preset.config, console.clone()).context("cannot boot Linux")?;
+    let Some(vmlinux) = &preset.debug_image else {
+        return Ok(tui::LiveGuest::new("linux", m, console, Default::default()));
     };
-    Ok((m, symbols))
+    let symbols = inspect::symbols::SymbolTable::from_elf_file(vmlinux).unwrap_or_default();
+    // The processes pane and `:ps`, `:dmesg`, `:pt --pid N` read the guest with the kernel's
+    // DWARF.
+    Ok(tui::LiveGuest::new("linux", m, console, symbols).with_vmlinux(vmlinux))
 }
