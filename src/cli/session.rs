@@ -46,33 +46,7 @@ pub fn run(
             println!("error: {e}");
         }
     };
-    let exec = |session: &mut Debugger, line: &str| {
-        inspect::command::parse(line)
-            .map_err(anyhow::Error::from)
-            .and_then(|c| Ok(render::output(session.execute(&c)?)))
-    };
-    for b in breaks {
-        let line = format!("break {b}");
-        match exec(&mut session, &line) {
-            Ok(out) => emit(&line, &out),
-            Err(e) => {
-                // Before the guest enables paging (Linux entered through PVH), a kernel
-                // address cannot be translated to write an int3 there; a hardware
-                // breakpoint matches the linear address instead, as with QEMU's gdbstub.
-                let hline = format!("hbreak {b}");
-                match exec(&mut session, &hline) {
-                    Ok(out) => {
-                        eprintln!(
-                            "vmscope: {b} is not mapped yet ({}); using a hardware breakpoint",
-                            super::chain(&e)
-                        );
-                        emit(&hline, &out)
-                    }
-                    Err(_) => anyhow::bail!("cannot set the breakpoint {b}: {}", super::chain(&e)),
-                }
-            }
-        }
-    }
+    plant_breakpoints(&mut session, breaks, &emit)?;
     // With breakpoints, run to the first stop before taking commands; without, commands
     // start with the guest paused before its first instruction.
     if !breaks.is_empty() {
@@ -101,28 +75,9 @@ pub fn run(
             }
             continue;
         }
-        if let Some(r) = vmm::snapshot::command::execute_line(machine, line) {
-            match r {
-                Ok(o) => emit(line, &Output { text: o.text, json: o.json, ended: None }),
-                Err(e) => fail(line, &e),
-            }
-            continue;
-        }
-        if let Some(r) = super::qmp::session_dump(machine, symbols, line) {
+        if let Some(r) = answer_beside_the_debugger(machine, symbols, line) {
             match r {
                 Ok(out) => emit(line, &out),
-                Err(e) => fail(line, &e),
-            }
-            continue;
-        }
-        // ps, dmesg, uname, pt/mappings --pid: inspect::linux reads the Linux guest.
-        let mem = vmm::vstate::memory::PhysView(machine.memory());
-        let ctx = || machine.paging_context(0).unwrap_or(inspect::paging::PagingContext::long_mode(0, false));
-        if let Some(r) =
-            inspect::linux::commands::execute_line(line, &mem, ctx, inspect::linux::commands::vmlinux())
-        {
-            match r {
-                Ok(o) => emit(line, &Output { text: o.text, json: o.json, ended: None }),
                 Err(e) => fail(line, &e),
             }
             continue;
@@ -148,6 +103,59 @@ pub fn run(
         }
     }
     Ok(None)
+}
+
+/// Sets `--break` breakpoints, each as `break X`, or as `hbreak X` where X is not mapped
+/// yet: before the guest enables paging (Linux entered through PVH), a kernel address
+/// cannot be translated to write an int3 there; a hardware breakpoint matches the linear
+/// address instead, as with QEMU's gdbstub.
+fn plant_breakpoints(
+    session: &mut Debugger,
+    breaks: &[String],
+    emit: &dyn Fn(&str, &Output),
+) -> anyhow::Result<()> {
+    let exec = |line: &str| {
+        inspect::command::parse(line)
+            .map_err(anyhow::Error::from)
+            .and_then(|c| Ok(render::output(session.execute(&c)?)))
+    };
+    for b in breaks {
+        let line = format!("break {b}");
+        let e = match exec(&line) {
+            Ok(out) => {
+                emit(&line, &out);
+                continue;
+            }
+            Err(e) => e,
+        };
+        let hline = format!("hbreak {b}");
+        let out = exec(&hline)
+            .map_err(|_| anyhow::anyhow!("cannot set the breakpoint {b}: {}", super::chain(&e)))?;
+        eprintln!("vmscope: {b} is not mapped yet ({}); using a hardware breakpoint", super::chain(&e));
+        emit(&hline, &out);
+    }
+    Ok(())
+}
+
+/// The session commands answered beside the debugger core: `snapshot FILE`, `dump FILE`,
+/// and the Linux guest's `ps`, `dmesg`, `uname`, `pt --pid`, `mappings --pid` (read with
+/// the kernel's DWARF by `inspect::linux`). `None` when `line` is none of them.
+fn answer_beside_the_debugger(
+    machine: &Machine,
+    symbols: &inspect::symbols::SymbolTable,
+    line: &str,
+) -> Option<Result<Output, String>> {
+    let plain = |text: String, json: serde_json::Value| Output { text, json, ended: None };
+    if let Some(r) = vmm::snapshot::command::execute_line(machine, line) {
+        return Some(r.map(|o| plain(o.text, o.json)).map_err(|e| e.to_string()));
+    }
+    if let Some(r) = super::qmp::session_dump(machine, symbols, line) {
+        return Some(r);
+    }
+    let mem = vmm::vstate::memory::PhysView(machine.memory());
+    let ctx = || machine.paging_context(0).unwrap_or(inspect::paging::PagingContext::long_mode(0, false));
+    let r = inspect::linux::commands::execute_line(line, &mem, ctx, inspect::linux::commands::vmlinux())?;
+    Some(r.map(|o| plain(o.text, o.json)).map_err(|e| e.to_string()))
 }
 
 /// The longest script file `--script` reads.
