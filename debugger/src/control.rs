@@ -46,7 +46,7 @@ pub struct Run {
 pub struct StopEvent {
     /// Which vCPU.
     pub vcpu: usize,
-    /// Why.
+    /// What stopped it: a breakpoint, a step, a pause, the guest's end.
     pub reason: StopReason,
     /// Its state at the stop.
     pub snapshot: Box<VcpuSnapshot>,

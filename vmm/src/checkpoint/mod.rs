@@ -79,7 +79,7 @@ pub enum CheckpointError {
     Device {
         /// The device.
         device: String,
-        /// Why.
+        /// What the device said of the state.
         detail: String,
     },
     /// Guest memory could not be written back.

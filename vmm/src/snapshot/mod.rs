@@ -99,7 +99,7 @@ pub enum SnapshotError {
     Device {
         /// The device.
         device: &'static str,
-        /// Why.
+        /// What the device said of the state.
         detail: String,
     },
 }
