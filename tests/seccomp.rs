@@ -103,10 +103,16 @@ fn seccomp_modes(pid: u32) -> BTreeMap<String, u32> {
 /// [`seccomp_modes`] once every thread in `want` is there with its filter (mode 2), or
 /// after a bound: what the threads were then, for the assertion to show.
 fn modes_when_filtered(pid: u32, want: &[&str]) -> BTreeMap<String, u32> {
+    modes_when(pid, want, 2)
+}
+
+/// [`seccomp_modes`] once every thread in `want` is there (named: a thread just spawned
+/// still bears the process's name) in seccomp mode `mode`, or after a bound.
+fn modes_when(pid: u32, want: &[&str], mode: u32) -> BTreeMap<String, u32> {
     let deadline = std::time::Instant::now() + Duration::from_secs(60);
     loop {
         let modes = seccomp_modes(pid);
-        if want.iter().all(|t| modes.get(*t) == Some(&2)) || std::time::Instant::now() > deadline {
+        if want.iter().all(|t| modes.get(*t) == Some(&mode)) || std::time::Instant::now() > deadline {
             return modes;
         }
         std::thread::sleep(Duration::from_millis(20));
@@ -254,7 +260,9 @@ fn gdb_with_an_empty_cache_writes_the_elf_under_the_main_filter() {
 #[test]
 fn no_seccomp_leaves_every_thread_unfiltered() {
     let (mut child, addr) = serve(&["--no-seccomp"], "127.0.0.1:0");
-    let modes = seccomp_modes(child.id());
+    // The vCPU and doorbell threads may not have named themselves yet when gdb's address is
+    // announced (on a busy host): wait for them, with a bound.
+    let modes = modes_when(child.id(), &["main", "vcpu0", "doorbell-0x503"], 0);
     assert!(modes.len() >= 3 && modes.values().all(|&m| m == 0), "{modes:?}");
     let out = gdb(&addr, &["continue"]);
     assert!(out.contains("exited normally"), "{out}");

@@ -17,7 +17,7 @@
 //! # fn f(machine: &vmm::machine::Machine) -> Result<(), vmm::checkpoint::CheckpointError> {
 //! let first = vmm::checkpoint::take(machine, Some("before-the-bug"))?;
 //! // … the guest runs on …
-//! let back = vmm::checkpoint::rewind(machine, first.checkpoint.number)?;
+//! let back = vmm::checkpoint::rewind(machine, first.checkpoint.number.into())?;
 //! println!("{} pages written back", back.pages_written);
 //! # Ok(()) }
 //! ```
