@@ -193,37 +193,11 @@ impl Vcpu {
         Ok(())
     }
 
-    /// The whole state; refused while the vCPU runs. KVM finishes an `in` or MMIO read
-    /// only on the next `KVM_RUN`, so one run with `immediate_exit` set completes it
-    /// without entering the guest (KVM's documented way before saving state).
-    fn save_state(&mut self, req: &super::state::SaveRequest) -> Result<super::state::VcpuState, VcpuError> {
-        if self.state == RunState::Running && !self.held {
-            return Err(VcpuError::Running(self.index));
-        }
-        self.fd.set_kvm_immediate_exit(1);
-        let completed = self.fd.run().map(|_| ());
-        self.fd.set_kvm_immediate_exit(0);
-        match completed {
-            Err(e) if e.errno() == libc::EINTR => {}
-            Err(e) => {
-                return Err(VcpuError::Ioctl { index: self.index, op: "KVM_RUN (immediate exit)", source: e })
-            }
-            Ok(_) => {}
-        }
-        super::state::save(&self.fd, req).map_err(|e| VcpuError::Ioctl {
-            index: self.index,
-            op: e.op,
-            source: e.source,
-        })
-    }
-
-    /// Writes `s` back into a stopped vCPU. A port or MMIO read KVM still has pending is
-    /// completed first (as before saving), so it cannot land in the restored registers. The
-    /// guest's own DR0-DR7 come back with `s`; the debugger's breakpoints and watchpoints
-    /// (KVM_SET_GUEST_DEBUG) are programmed again over them. Running on from the restored
-    /// RIP steps over a breakpoint there, as after any stop; a sleep the guest asked for
-    /// since is forgotten.
-    fn restore_state(&mut self, s: &super::state::VcpuState) -> Result<Vec<String>, VcpuError> {
+    /// Readies a stopped vCPU for its state to be read or written: refused while it runs.
+    /// KVM finishes an `in` or MMIO read only on the next `KVM_RUN`, so one run with
+    /// `immediate_exit` set completes it without entering the guest (KVM's documented way
+    /// before saving state); then nothing pending can land in saved or restored registers.
+    fn complete_pending_io(&mut self) -> Result<(), VcpuError> {
         if self.state == RunState::Running && !self.held {
             return Err(VcpuError::Running(self.index));
         }
@@ -232,10 +206,29 @@ impl Vcpu {
         self.fd.set_kvm_immediate_exit(0);
         match completed {
             Err(e) if e.errno() != libc::EINTR => {
-                return Err(VcpuError::Ioctl { index: self.index, op: "KVM_RUN (immediate exit)", source: e })
+                Err(VcpuError::Ioctl { index: self.index, op: "KVM_RUN (immediate exit)", source: e })
             }
-            _ => {}
+            _ => Ok(()),
         }
+    }
+
+    /// The whole state, once any pending read is completed ([`Self::complete_pending_io`]).
+    fn save_state(&mut self, req: &super::state::SaveRequest) -> Result<super::state::VcpuState, VcpuError> {
+        self.complete_pending_io()?;
+        super::state::save(&self.fd, req).map_err(|e| VcpuError::Ioctl {
+            index: self.index,
+            op: e.op,
+            source: e.source,
+        })
+    }
+
+    /// Writes `s` back into a stopped vCPU, once any pending read is completed (as before
+    /// saving), so it cannot land in the restored registers. The guest's own DR0-DR7 come
+    /// back with `s`; the debugger's breakpoints and watchpoints (KVM_SET_GUEST_DEBUG) are
+    /// programmed again over them. Running on from the restored RIP steps over a breakpoint
+    /// there, as after any stop; a sleep the guest asked for since is forgotten.
+    fn restore_state(&mut self, s: &super::state::VcpuState) -> Result<Vec<String>, VcpuError> {
+        self.complete_pending_io()?;
         let index = self.index;
         let not_taken = super::state::restore(&self.fd, s).map_err(|e| VcpuError::Ioctl {
             index,
