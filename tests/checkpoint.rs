@@ -2,7 +2,9 @@
 //! script session and through gdb's `monitor`, on the unikernel's `ticks N [SPIN]`
 //! workload, whose numbered console lines show that the guest truly went back: the tick
 //! after a checkpoint is printed again after a rewind, and `TICKS_SEQ` (the last number
-//! printed) reads as it was at the checkpoint.
+//! printed) reads as it was at the checkpoint. A Linux guest rewinds too: stopped in
+//! `hrtimer_nanosleep` by its user-space `ticks` workload, its registers, the kernel's
+//! `jiffies` and its console go back to the checkpoint.
 
 mod common;
 use common::{stderr, stdout, vmscope};
@@ -174,6 +176,73 @@ fn ring3_rewind_of_a_running_guest_repeats_its_ticks() {
     let printed = ticks(&stderr(&o));
     let twice = printed.iter().filter(|&&t| t == k + 2).count();
     assert_eq!(twice, 2, "tick {} printed before and after the rewind: {printed:?}", k + 2);
+}
+
+/// A Linux guest at a breakpoint its workload reaches through a system call: `ticks 4
+/// --every 50` prints a line, then sleeps 50 ms in `nanosleep`, whose kernel side stops at
+/// `hrtimer_nanosleep`. A checkpoint after `tick 1`; `cont` prints `tick 2` and stops in the
+/// next sleep, with `jiffies` advanced (the guest slept 50 ms of its clock); `rewind 1` puts
+/// the registers and `jiffies` back as they were at the checkpoint, and `cont` prints
+/// `tick 2` again: the kernel's timers and the tty go on from the checkpoint. Then the
+/// workload runs to its end (status 4).
+#[test]
+fn linux_rewind_goes_back_to_the_sleep_after_the_first_tick() {
+    let script = "\
+checkpoint
+regs
+x/8 jiffies
+cont
+x/8 jiffies
+rewind 1
+regs
+x/8 jiffies
+cont
+x/8 jiffies
+delete hrtimer_nanosleep
+cont
+";
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("script");
+    std::fs::write(&path, script).unwrap();
+    // The bound only ends a hung boot (about two minutes of kernel emulation on PVM).
+    let o = vmscope(&[
+        "run",
+        "linux",
+        "--json",
+        "--workload",
+        "ticks 4 --every 50",
+        "--break",
+        "hrtimer_nanosleep",
+        "--timeout",
+        "1200",
+        "--script",
+        path.to_str().unwrap(),
+    ]);
+    let lines: Vec<Value> = stdout(&o)
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap_or_else(|e| panic!("{e}: {l}\n{}", stderr(&o))))
+        .collect();
+    let fail = || format!("{}\n{}", stdout(&o), stderr(&o));
+    // With --json the console is on stderr: tick 2 is printed again after the rewind.
+    assert_eq!(ticks(&stderr(&o)), vec![1, 2, 2, 3, 4], "{}", fail());
+    assert_eq!(o.status.code(), Some(4), "the workload ran to its end from the checkpoint: {}", fail());
+
+    let jiffies: Vec<u64> = all(&lines, "x/8 jiffies").iter().map(|v| word(v)).collect();
+    assert_eq!(jiffies.len(), 4, "{}", fail());
+    assert!(jiffies[1] > jiffies[0], "the guest slept 50 ms of its clock after the checkpoint: {jiffies:?}");
+    assert_eq!(jiffies[2], jiffies[0], "jiffies is back as at the checkpoint: {jiffies:?}");
+    assert!(jiffies[3] > jiffies[0], "and the clock goes on from there: {jiffies:?}");
+
+    let regs = all(&lines, "regs");
+    assert_eq!(regs.len(), 2, "{}", fail());
+    assert!(regs[0]["result"].is_object(), "{}", regs[0]);
+    assert_eq!(regs[0]["result"], regs[1]["result"], "vCPU 0's registers are the checkpoint's");
+    let rewound = &all(&lines, "rewind 1")[0]["result"];
+    assert_eq!(rewound["number"], 1, "{rewound}");
+    assert!(
+        rewound["pages_written"].as_u64().unwrap_or(0) > 0,
+        "the pages the guest wrote went back: {rewound}"
+    );
 }
 
 /// A vmscope serving gdb on a free loopback port, the guest held before its first
