@@ -4,6 +4,7 @@
 //! protocol ([`super::zero_page`]): a `vmlinux` without a PVH note, and a bzImage, which
 //! decompresses itself first (slow where the kernel runs in an instruction emulator).
 
+use super::mptable::{self, MpTableError};
 use super::pvh::{self, Module};
 use super::zero_page;
 use crate::arch::x86_64::gdt::{self, Descriptor};
@@ -74,6 +75,9 @@ pub enum LinuxBootError {
         /// Its length.
         len: usize,
     },
+    /// The MP table for this many vCPUs.
+    #[error("cannot describe the processors to the kernel")]
+    MpTable(#[from] MpTableError),
     /// Writing boot structures.
     #[error("cannot write the boot structures")]
     Memory(#[from] MemoryError),
@@ -211,7 +215,7 @@ fn load_kernel(
 }
 
 /// Loads `kernel` and `initrd` into `mem` and writes the boot structures of the protocol
-/// `choice` leads to.
+/// `choice` leads to, and an MP table for `vcpus` processors (either protocol).
 pub fn setup(
     mem: &GuestMemory,
     kernel_name: &str,
@@ -219,6 +223,7 @@ pub fn setup(
     initrd: Option<(&str, &[u8])>,
     cmdline: &str,
     choice: BootChoice,
+    vcpus: usize,
 ) -> Result<LinuxLayout, LinuxBootError> {
     if cmdline.len() >= pvh::layout::CMDLINE_MAX {
         return Err(LinuxBootError::CmdlineTooLong { len: cmdline.len() });
@@ -226,6 +231,7 @@ pub fn setup(
     if let Some((name, bytes)) = initrd {
         check_initrd(name, bytes)?;
     }
+    let (mp_gpa, mp_table) = mptable::build(vcpus)?;
     let loaded = load_kernel(mem, kernel_name, kernel, choice)?;
     let size = mem_size(mem);
     let kernel_end = loaded.kernel_end;
@@ -268,6 +274,7 @@ pub fn setup(
             }
         }
     }
+    write_phys(mem, mp_gpa, &mp_table)?;
     Ok(LinuxLayout {
         entry: loaded.entry,
         kernel_end,
@@ -355,7 +362,7 @@ mod tests {
     #[test]
     fn rejects_what_is_not_a_kernel_or_initrd() {
         let mem = create_guest_memory(64 << 20).unwrap();
-        let e = setup(&mem, "notes.txt", b"hello", None, "", BootChoice::Auto).unwrap_err();
+        let e = setup(&mem, "notes.txt", b"hello", None, "", BootChoice::Auto, 1).unwrap_err();
         assert_eq!(
             e.to_string(),
             "notes.txt is not a vmlinux ELF kernel: give vmscope a vmlinux (ELF) or a bzImage"
@@ -363,11 +370,11 @@ mod tests {
         let mut bz = vec![0u8; 0x300];
         bz[0x202..0x206].copy_from_slice(b"HdrS");
         assert!(is_bzimage(&bz));
-        let e = setup(&mem, "bzImage", &bz, None, "", BootChoice::Pvh).unwrap_err();
+        let e = setup(&mem, "bzImage", &bz, None, "", BootChoice::Pvh, 1).unwrap_err();
         assert!(e.to_string().contains("only the 64-bit boot protocol"), "{e}");
         // A truncated bzImage: linux-loader's checks.
         assert!(matches!(
-            setup(&mem, "bzImage", &bz, None, "", BootChoice::Auto),
+            setup(&mem, "bzImage", &bz, None, "", BootChoice::Auto, 1),
             Err(LinuxBootError::Load { .. })
         ));
         assert!(check_initrd("x.cpio", b"070701000").is_ok());
@@ -375,7 +382,7 @@ mod tests {
         assert!(matches!(check_initrd("notes.txt", b"hello"), Err(LinuxBootError::NotCpio { .. })));
         // An ELF without a PVH note (a unikernel-style image).
         let elf = crate::test_utils::tiny_elf(0x20_0000, &[0xf4], 62);
-        let e = setup(&mem, "tiny", &elf, None, "", BootChoice::Auto).unwrap_err();
+        let e = setup(&mem, "tiny", &elf, None, "", BootChoice::Auto, 1).unwrap_err();
         assert!(e.to_string().contains("does not look like a Linux kernel"), "{e}");
     }
 

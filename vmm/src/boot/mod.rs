@@ -2,5 +2,6 @@
 
 pub mod elf_guest;
 pub mod linux;
+pub mod mptable;
 pub mod pvh;
 pub mod zero_page;

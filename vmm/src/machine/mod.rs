@@ -316,7 +316,8 @@ impl Machine {
         let mmio = Self::build_virtio_devices(Some(&vm), &mem, &cfg.disks)?;
         let cmdline = with_device_args(&cfg.cmdline, &mmio.kernel_cmdline());
         let initrd = cfg.initrd.as_ref().map(|(n, b)| (n.as_str(), &b[..]));
-        let layout = linux::setup(&mem, &cfg.kernel_name, &cfg.kernel, initrd, &cmdline, cfg.boot)?;
+        let layout =
+            linux::setup(&mem, &cfg.kernel_name, &cfg.kernel, initrd, &cmdline, cfg.boot, cfg.vcpus)?;
         let irq = irqfd(&vm, COM1_IRQ)?;
         let serial = Arc::new(Mutex::new(SerialPort::new(console.clone(), Some(irq))));
         let bus = PortIoBus::new(serial, Hypercalls::new(mem.clone(), console)).with_mmio(mmio);
