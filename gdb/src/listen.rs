@@ -431,7 +431,7 @@ mod tests {
         assert!(std::path::Path::new("/dev/kvm").exists(), "this test needs /dev/kvm (hardware KVM or PVM)");
         let cfg = vmm::machine::ElfGuestConfig {
             name: "jmp-self".into(),
-            elf: std::sync::Arc::from(vmm::test_utils::tiny_elf(0x10_0000, &[0xeb, 0xfe], 62)),
+            elf: vmm::test_utils::tiny_elf(0x10_0000, &[0xeb, 0xfe], 62).into(),
             cmdline: String::new(),
             mem_mib: 16,
             vcpus: 1,

@@ -3,7 +3,6 @@
 use anyhow::Context;
 use clap::{Args, ValueEnum};
 use std::process::ExitCode;
-use std::sync::Arc;
 use vmm::arch::x86_64::Ring;
 use vmm::devices::console::Console;
 use vmm::machine::{ElfGuestConfig, Machine};
@@ -128,7 +127,7 @@ fn start_unikernel(
 ) -> anyhow::Result<(Machine, inspect::symbols::SymbolTable)> {
     let cfg = ElfGuestConfig {
         name: "unikernel".into(),
-        elf: Arc::from(guests::unikernel::ELF),
+        elf: guests::unikernel::ELF.into(),
         cmdline: args.workload.join(" "),
         mem_mib: 64,
         vcpus: 1,

@@ -1,7 +1,6 @@
 //! Boots hand-assembled guests under the real KVM to check the VMM's exit handling and
 //! its error paths, independently of the unikernel.
 
-use std::sync::Arc;
 use std::time::Duration;
 use vmm::arch::x86_64::Ring;
 use vmm::devices::console::Console;
@@ -23,7 +22,7 @@ fn boot(code: &[u8], ring: Ring) -> (Machine, Console) {
     let console = Console::buffer();
     let cfg = ElfGuestConfig {
         name: "tiny".into(),
-        elf: Arc::from(tiny_elf(ENTRY, code, 62)),
+        elf: tiny_elf(ENTRY, code, 62).into(),
         cmdline: String::new(),
         mem_mib: 16,
         vcpus: 1,

@@ -6,11 +6,10 @@ use super::drive::{drive, Driven};
 use super::{report, UNIKERNEL_NAME};
 use anyhow::Context;
 use std::process::ExitCode;
-use std::sync::Arc;
 use std::time::Instant;
 use vmm::arch::x86_64::Ring;
 use vmm::devices::console::Console;
-use vmm::machine::{ElfGuestConfig, Machine};
+use vmm::machine::{ElfGuestConfig, ElfImage, Machine};
 
 /// What a PVM host's CPL0 emulation failure most likely means.
 const PVM_CPL0_HINT: &str = "this host is PVM, where CPL0 guest code runs in KVM's instruction emulator; some instructions (SSE, int3, …) are not emulated. Try --ring 3.";
@@ -31,11 +30,12 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
             "--break needs --ring 0 on this PVM host: PVM delivers a CPL3 int3 to the guest, not to vmscope"
         );
     }
-    let (name, elf): (String, Arc<[u8]>) = match &args.elf {
+    let (name, elf): (String, ElfImage) = match &args.elf {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
             (path.display().to_string(), bytes.into())
         }
+        // Borrowed from the binary, not copied: only the segments the boot loads are read.
         None => (UNIKERNEL_NAME.into(), guests::unikernel::ELF.into()),
     };
     let workload = &args.machine.workload;
@@ -70,7 +70,11 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
         machine: &machine,
         symbols: &symbols,
         image: args.elf.as_deref(),
-        qmp_symbols: ::qmp::SymbolSource::Elf(cfg.name.clone(), cfg.elf.clone()),
+        // QMP keeps its own copy of a built-in image, so it is made only when QMP is there.
+        qmp_symbols: match &args.debug.qmp {
+            Some(_) => ::qmp::SymbolSource::Elf(cfg.name.clone(), cfg.elf.to_arc()),
+            None => ::qmp::SymbolSource::None,
+        },
         session_wait: crate::cli::session::STOP_TIMEOUT,
     };
     let outcome = match drive(guest, debug)? {

@@ -130,6 +130,10 @@ impl crate::vstate::bus::GuestBus for PortIoBus {
     fn mmio_write(&self, addr: u64, data: &[u8]) -> bool {
         self.mmio.write(addr, data)
     }
+
+    fn flush_output(&self) {
+        self.console().flush();
+    }
 }
 
 fn com1_offset(port: u16) -> Option<u8> {

@@ -3,8 +3,10 @@
 //! [`Machine`] (and its vCPU handles); none of them touches KVM.
 
 mod debug;
+mod image;
 
 pub use debug::{DebugError, HwBreakpoint, HwKind, HwSlots};
+pub use image::ElfImage;
 
 use crate::arch::x86_64::regs::{long_mode_regs, long_mode_sregs};
 use crate::arch::x86_64::{vcpu, Ring};
@@ -78,13 +80,16 @@ pub enum MachineError {
     },
 }
 
+/// How often [`Machine::wait`] writes out guest output that waits for its line to end.
+const CONSOLE_TICK: Duration = Duration::from_millis(20);
+
 /// What to boot and how.
 #[derive(Clone, Debug)]
 pub struct ElfGuestConfig {
     /// Name for messages (the path, or "unikernel").
     pub name: String,
-    /// The ELF image.
-    pub elf: Arc<[u8]>,
+    /// The ELF image (borrowed when it is the built-in unikernel: see [`ElfImage`]).
+    pub elf: ElfImage,
     /// The command line handed to the guest.
     pub cmdline: String,
     /// Guest memory in MiB.
@@ -579,16 +584,19 @@ impl Machine {
     fn wait_until(&self, limit: Option<Duration>, past_pauses: bool) -> Outcome {
         let deadline = limit.and_then(|l| Instant::now().checked_add(l));
         loop {
-            let event = match deadline {
-                Some(d) => match self.events.recv_timeout(d.saturating_duration_since(Instant::now())) {
-                    Ok(e) => e,
-                    Err(RecvTimeoutError::Timeout) => return self.time_out(limit.unwrap_or_default()),
-                    Err(RecvTimeoutError::Disconnected) => return self.all_gone(),
-                },
-                None => match self.events.recv() {
-                    Ok(e) => e,
-                    Err(_) => return self.all_gone(),
-                },
+            // Wakes every CONSOLE_TICK to write out an unfinished line of guest output
+            // (a prompt) that no exit has flushed, while the guest computes.
+            let left = deadline.map_or(CONSOLE_TICK, |d| d.saturating_duration_since(Instant::now()));
+            let event = match self.events.recv_timeout(left.min(CONSOLE_TICK)) {
+                Ok(e) => e,
+                Err(RecvTimeoutError::Timeout) if deadline.is_some_and(|d| Instant::now() >= d) => {
+                    return self.time_out(limit.unwrap_or_default())
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    self.bus.console().flush();
+                    continue;
+                }
+                Err(RecvTimeoutError::Disconnected) => return self.all_gone(),
             };
             if let VcpuEventKind::Stopped { reason, snapshot } = event.kind {
                 if past_pauses && reason == StopReason::Paused {

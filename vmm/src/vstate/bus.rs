@@ -27,4 +27,8 @@ pub trait GuestBus: Send + Sync {
     fn mmio_read(&self, addr: u64, data: &mut [u8]) -> bool;
     /// An MMIO store to `addr`; false when no device is mapped there.
     fn mmio_write(&self, addr: u64, data: &[u8]) -> bool;
+    /// Writes out guest output the devices hold back to batch it (see
+    /// `devices::console`). The vCPU calls it when the guest ends a batch: before a device
+    /// read, a sleep, a stop.
+    fn flush_output(&self) {}
 }

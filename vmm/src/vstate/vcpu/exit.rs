@@ -158,7 +158,9 @@ impl Vcpu {
                     PioOutcome::Reset => Next::Stop(StopReason::Reset),
                     _ if stepping => Next::CompleteIo,
                     PioOutcome::Sleep(d) => {
-                        // The run loop waits it out (serving requests) before the next run.
+                        // The run loop waits it out (serving requests) before the next run;
+                        // what the guest printed shows meanwhile.
+                        self.bus.flush_output();
                         self.sleep_until = Some(Instant::now() + d);
                         Next::Continue
                     }
@@ -167,10 +169,14 @@ impl Vcpu {
                 (ExitKey::io_out(port), next)
             }
             Ok(VcpuExit::IoIn(port, data)) => {
+                // A guest that reads a device (a UART's status, its input) has ended a batch
+                // of output: it may wait for an answer to what it printed.
+                self.bus.flush_output();
                 self.bus.pio_read(port, data);
                 (ExitKey::io_in(port), if stepping { Next::CompleteIo } else { Next::Continue })
             }
             Ok(VcpuExit::MmioRead(addr, data)) => {
+                self.bus.flush_output();
                 if !self.bus.mmio_read(addr, data) {
                     // Nothing there: reads of unbacked addresses return all ones.
                     data.fill(0xff);

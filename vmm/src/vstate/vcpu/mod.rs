@@ -251,6 +251,7 @@ impl Vcpu {
             }
         }
         kick::register_current_thread(std::ptr::null_mut());
+        self.bus.flush_output();
         let _ = events.send(VcpuEvent { vcpu: self.index, kind: VcpuEventKind::Ended });
     }
 
@@ -269,6 +270,8 @@ impl Vcpu {
 
     /// Pauses and reports why.
     fn stop(&mut self, reason: StopReason) {
+        // Whoever hears of the stop reads the guest's output up to it.
+        self.bus.flush_output();
         self.state = RunState::Paused;
         self.steps_left = 0;
         let snapshot = Box::new(self.snapshot());
