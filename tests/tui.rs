@@ -2,7 +2,9 @@
 //! see RIP change, set a breakpoint, continue and see it hit, open the page-table view,
 //! quit, and check the terminal was restored; the default workload's ticks; typing at the
 //! Linux shell (Backspace, Ctrl-C, `q` in the console); and SIGTERM/SIGHUP/SIGINT ending the
-//! TUI and `run linux --shell` with the terminal restored (`stty -a` of the pane).
+//! TUI and `run linux --shell` with the terminal restored (`stty -a` of the pane); `:migrate`
+//! moving the TUI's unikernel to a `vmscope run --incoming` with no tick lost or repeated,
+//! and a failed move (no target) leaving it ticking in the TUI with the reason shown.
 
 mod common;
 use std::process::Command;
@@ -320,4 +322,147 @@ fn a_signal_ends_run_linux_shell_with_the_terminal_restored() {
         let stty = t.stty();
         assert!(stty.contains(" icanon") && stty.contains(" echo "), "SIG{signal}: cooked again:\n{stty}");
     }
+}
+
+/// The highest `tick N` in the console pane.
+fn last_tick(screen: &str) -> Option<u64> {
+    console_lines(screen).iter().filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok()).max()
+}
+
+/// `:migrate unix:…` moves the TUI's ticking unikernel to a `vmscope run --incoming`: the
+/// TUI says where it went (tab, console, the summary), stops driving it, and the target
+/// prints the ticks that follow the last one the TUI showed, with none lost or repeated.
+#[test]
+fn migrate_moves_the_tuis_unikernel_to_a_target_with_no_tick_lost() {
+    use std::io::BufRead;
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("unix:{}", dir.path().join("m.sock").display());
+    let (mut target, err) = common::spawn_with_stderr_lines(&["run", "--incoming", &uri, "--timeout", "600"]);
+    loop {
+        let line = err.recv_timeout(Duration::from_secs(300)).expect("the target says where it waits");
+        if line.contains("waiting for a guest at") {
+            break;
+        }
+    }
+    let t = Tmux::start(&format!(
+        "{bin} tui unikernel --workload 'ticks 1000000 --every 200'; echo VMSCOPE-EXITED $?; sleep 30"
+    ));
+    t.wait_for("the unikernel's ticks", |s| last_tick(s) >= Some(3));
+    t.keys(&[":", &format!("migrate {uri}"), "Enter"]);
+    let s = t.wait_for("the move's end", |s| s.contains("migrated (esc closes)"));
+    assert!(s.contains(&format!("migrated to {uri}")) && s.contains("downtime"), "{s}");
+    assert!(s.contains("round 0"), "the summary lists the rounds:\n{s}");
+    assert!(s.contains("[migrated to unix:"), "the tab says where the guest went:\n{s}");
+    t.keys(&["Escape"]);
+    let s = t.wait_for("the console", |s| !s.contains("migrated (esc closes)"));
+    let last = last_tick(&s).unwrap_or_else(|| panic!("no tick in the console:\n{s}"));
+    let flat: String = console_lines(&s).concat().replace(' ', "");
+    assert!(flat.contains("[vmscope]migratedto"), "the console says where it went:\n{s}");
+
+    // The target goes on from the next tick.
+    let out = std::io::BufReader::new(target.stdout.take().unwrap());
+    let mut got = vec![];
+    for line in out.lines().map_while(Result::ok) {
+        if let Some(n) = line.strip_prefix("tick ").and_then(|n| n.trim().parse::<u64>().ok()) {
+            got.push(n);
+            if got.len() == 3 {
+                break;
+            }
+        }
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+    assert_eq!(got, vec![last + 1, last + 2, last + 3], "the target ticks on from tick {last}");
+
+    // The TUI no longer drives it: a step is refused with the reason, and q quits.
+    t.keys(&["s"]);
+    let s = t.wait_for("the refusal", |s| s.contains("nothing here drives unikernel"));
+    assert_eq!(last_tick(&s), Some(last), "the source printed nothing more:\n{s}");
+    t.keys(&["q"]);
+    let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
+    assert!(s.contains("VMSCOPE-EXITED 0"), "{s}");
+}
+
+/// A move to an address where no target listens fails at once: the reason is shown, the
+/// guest runs on in the TUI (its ticks go on) and the TUI still drives it.
+#[test]
+fn migrate_to_a_missing_target_leaves_the_guest_running_in_the_tui() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("unix:{}", dir.path().join("nobody.sock").display());
+    let t = Tmux::start(&format!(
+        "{bin} tui unikernel --workload 'ticks 1000000 --every 200'; echo VMSCOPE-EXITED $?; sleep 30"
+    ));
+    t.wait_for("the unikernel's ticks", |s| last_tick(s) >= Some(2));
+    t.keys(&[":", &format!("migrate {uri}"), "Enter"]);
+    let s = t.wait_for("the failure", |s| s.contains("migration failed (esc closes)"));
+    assert!(s.contains("failed; the guest runs on here"), "{s}");
+    assert!(s.contains("nobody.sock"), "the reason names the address:\n{s}");
+    t.keys(&["Escape"]);
+    let s = t.wait_for("the console", |s| !s.contains("migration failed (esc closes)"));
+    let flat: String = console_lines(&s).concat().replace(' ', "");
+    assert!(flat.contains("failed;theguestrunsonhere"), "the console says so too:\n{s}");
+    let before = last_tick(&s).unwrap_or(0);
+    let s = t.wait_for("more ticks", |s| last_tick(s) > Some(before) && s.contains("unikernel [running]"));
+    // Still driven here: a pause works.
+    t.keys(&["Space"]);
+    t.wait_for("the pause", |s| s.contains("[paused"));
+    t.keys(&["q"]);
+    let s2 = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
+    assert!(s2.contains("VMSCOPE-EXITED 0"), "{s2}\n(before: {s})");
+}
+
+/// `:checkpoint` and `:rewind 1` at the TUI's prompt (the debugger core's commands): the
+/// guest goes back to the checkpoint — TICKS_SEQ reads as it did, the console pane marks
+/// where the rewound guest's output starts, and the ticks after the mark repeat those that
+/// followed the checkpoint.
+#[test]
+fn checkpoint_and_rewind_at_the_tuis_prompt() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let t = Tmux::start(&format!(
+        "{bin} tui unikernel --workload 'ticks 1000000 --every 200'; echo VMSCOPE-EXITED $?; sleep 30"
+    ));
+    t.wait_for("the unikernel's ticks", |s| last_tick(s) >= Some(2));
+    // The first byte of TICKS_SEQ (the last tick printed), from `x/8`'s overlay.
+    let seq = |t: &Tmux| -> u64 {
+        t.keys(&[":", "x/8 TICKS_SEQ", "Enter"]);
+        let s = t.wait_for("x/8's answer", |s| s.contains(" 00 00 00 00 00 00 "));
+        let line = s.lines().find(|l| l.contains(" 00 00 00 00 00 00 ")).unwrap();
+        let bytes: Vec<&str> = line.split_whitespace().filter(|w| w.len() == 2).collect();
+        t.keys(&["Escape"]);
+        t.wait_for("the overlay to close", |s| !s.contains(" 00 00 00 00 00 00 "));
+        u64::from_str_radix(bytes[0], 16).unwrap_or_else(|e| panic!("{e}: {line}"))
+    };
+    t.keys(&["Space"]);
+    t.wait_for("the pause", |s| s.contains("[paused"));
+    t.keys(&[":", "checkpoint", "Enter"]);
+    let s = t.wait_for("the checkpoint", |s| s.contains("checkpoint 1: vCPU 0 at"));
+    assert!(!s.contains("error"), "{s}");
+    t.keys(&["Escape"]);
+    let k = seq(&t);
+    t.keys(&["c"]);
+    t.wait_for("ticks after the checkpoint", |s| last_tick(s) >= Some(k + 2));
+    t.keys(&["Space"]);
+    t.wait_for("the pause", |s| s.contains("[paused"));
+    assert!(seq(&t) >= k + 2, "the guest ran on after the checkpoint");
+    t.keys(&[":", "rewind 1", "Enter"]);
+    let s = t.wait_for("the rewind", |s| s.contains("rewound to checkpoint 1:"));
+    assert!(!s.contains("error"), "{s}");
+    t.keys(&["Escape"]);
+    assert_eq!(seq(&t), k, "TICKS_SEQ is back as at the checkpoint");
+    t.keys(&["c"]);
+    // The ticks under the mark start again after the checkpoint's.
+    let s = t.wait_for("ticks after the rewind", |s| {
+        let lines = console_lines(s);
+        let mark = lines.iter().position(|l| l.starts_with("[vmscope] rewound"));
+        mark.is_some_and(|m| lines[m..].iter().any(|l| l.starts_with("tick ")))
+    });
+    let lines = console_lines(&s);
+    let mark = lines.iter().position(|l| l.starts_with("[vmscope] rewound")).unwrap();
+    let after: Vec<u64> =
+        lines[mark..].iter().filter_map(|l| l.strip_prefix("tick ")?.trim().parse().ok()).collect();
+    assert_eq!(after[0], k + 1, "the first tick after the rewind follows the checkpoint's:\n{s}");
+    t.keys(&["q"]);
+    t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED 0"));
 }

@@ -20,6 +20,10 @@ pub enum GuestState {
     Exited(u32),
     /// Ended by a fault.
     Faulted(String),
+    /// Moving to `vmscope run --incoming` at this address (`:migrate`); it runs meanwhile.
+    Migrating(String),
+    /// Moved to the target at this address: it runs there, and this pane no longer drives it.
+    Migrated(String),
     /// Could not be started on this host; the others run.
     NotStarted {
         /// Why, in one sentence.
@@ -293,7 +297,8 @@ pub const KEYS: &[(&str, &str)] = &[
     ("u", "continue to the disassembly cursor"),
     ("g", "go to an address or symbol in the disassembly"),
     ("p", "page-table walk for the disassembly cursor"),
-    (":", "command line (regs, pt, x/N, xp/N, dis, sym, mappings, exits, …; Linux: ps, dmesg, uname, pt --pid N)"),
+    (":", "command line (regs, pt, x/N, xp/N, dis, sym, mappings, exits, checkpoint, rewind N, …; Linux: ps, dmesg, uname, pt --pid N)"),
+    (":migrate", "migrate URI [--downtime-ms N] [--max-rounds N]: move the guest to `vmscope run --incoming URI` (unix:PATH, tcp:HOST:PORT); migrate_cancel gives up"),
     ("tab", "next pane (console, processes for Linux, disassembly, registers, exits)"),
     ("processes", "a Linux guest's tasks read from its memory: ↑↓ select, Enter/p page tables and mappings, k kernel threads, r read now"),
     ("console", "with the console focused every key goes to the guest, as a terminal sends it (Ctrl-C interrupts the guest's command); PgUp/PgDn scroll its history"),

@@ -34,7 +34,7 @@ pub struct TaskReader {
 }
 
 /// The text of an error and its causes, `: `-joined.
-fn chain(e: &dyn std::error::Error) -> String {
+pub(crate) fn chain(e: &dyn std::error::Error) -> String {
     let mut s = e.to_string();
     let mut cause = e.source();
     while let Some(c) = cause {

@@ -19,6 +19,7 @@
 pub mod app;
 pub mod guest_tasks;
 pub mod keys;
+pub mod migration;
 pub mod processes;
 pub mod rawtty;
 pub mod runtime;

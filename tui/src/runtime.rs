@@ -18,6 +18,7 @@ use ratatui::Terminal;
 use std::io::{Read, Stdout};
 use std::time::{Duration, Instant};
 use vmm::devices::console::Console;
+use vmm::devices::legacy::serial::SerialInput;
 use vmm::machine::{Machine, Outcome};
 use vmm::vstate::vcpu::StopReason;
 
@@ -34,8 +35,10 @@ pub enum TuiError {
 
 /// A guest the TUI drives.
 pub struct LiveGuest {
-    /// The machine.
-    pub machine: Machine,
+    /// The machine, or where it went (`:migrate`).
+    place: Place,
+    /// Its serial input (typing reaches the guest while it moves, too).
+    serial: SerialInput,
     /// Its console (a buffer the TUI drains).
     pub console: Console,
     /// Its symbols.
@@ -50,6 +53,23 @@ pub struct LiveGuest {
     /// A Linux guest's vmlinux (with DWARF) and the reader of its task list, for the
     /// processes pane (`guest_tasks`).
     linux: Option<LinuxTasks>,
+}
+
+/// Where a guest's machine is.
+enum Place {
+    /// Here: the TUI drives it.
+    Here(Box<Machine>),
+    /// On its way to a target: the migration thread has it (`crate::migration`).
+    Moving(crate::migration::Moving),
+    /// Moved to the target at `to`, where it runs; the machine here is held for good.
+    Moved {
+        /// The target's address.
+        to: String,
+        /// Kept (held) until the TUI ends.
+        _held: Box<Machine>,
+    },
+    /// The migration thread ended without handing the machine back (it panicked).
+    Lost,
 }
 
 /// Where a Linux guest's task list comes from.
@@ -67,7 +87,8 @@ impl LiveGuest {
     pub fn new(name: &str, machine: Machine, console: Console, symbols: SymbolTable) -> Self {
         let linux_kernel = symbols.resolve("init_task").is_some();
         Self {
-            machine,
+            serial: machine.serial_input(),
+            place: Place::Here(Box::new(machine)),
             console,
             symbols,
             name: name.into(),
@@ -90,6 +111,33 @@ impl LiveGuest {
     pub fn with_vmlinux(mut self, vmlinux: &std::path::Path) -> Self {
         self.linux = Some(LinuxTasks { vmlinux: Some(vmlinux.to_path_buf()), reader: None, asked: false });
         self
+    }
+
+    /// The machine, while it is here.
+    fn machine(&self) -> Option<&Machine> {
+        match &self.place {
+            Place::Here(m) => Some(m),
+            _ => None,
+        }
+    }
+
+    /// Why nothing here can act on the guest now (its machine is not here).
+    fn away(&self) -> String {
+        match &self.place {
+            Place::Here(_) => String::new(),
+            // The point first: the status line is cut at the terminal's width.
+            Place::Moving(mv) => format!(
+                "wait: {} is moving to {} ({} gives up)",
+                self.name,
+                mv.uri,
+                crate::migration::CANCEL_COMMAND
+            ),
+            Place::Moved { to, .. } => format!(
+                "nothing here drives {}: it migrated to {to} and runs in that `vmscope run --incoming`",
+                self.name
+            ),
+            Place::Lost => format!("{}'s migration thread failed; the guest cannot be driven", self.name),
+        }
     }
 }
 
@@ -231,7 +279,8 @@ pub fn run(
     let views = guests
         .iter()
         .map(|g| {
-            let mut v = GuestView::new(&g.name, g.machine.host().as_str(), g.machine.vcpu_count());
+            let (host, vcpus) = g.machine().map_or((host, 0), |m| (m.host(), m.vcpu_count()));
+            let mut v = GuestView::new(&g.name, host.as_str(), vcpus);
             v.processes = g.linux.as_ref().map(|_| Default::default());
             v
         })
@@ -281,7 +330,8 @@ pub fn run(
             last_sample = Instant::now();
         }
         for (i, g) in guests.iter_mut().enumerate() {
-            refresh(&mut app.guests[i], g, sample, &mut app.status);
+            let shown = Shown { status: &mut app.status, overlay: &mut app.overlay };
+            refresh(&mut app.guests[i], g, sample, shown);
         }
         if sample {
             let offset = guests.len();
@@ -311,8 +361,75 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
     let Some(g_index) = action_guest(&action) else { return };
     let Some(g) = guests.get_mut(g_index) else { return };
     g.dirty = true;
-    let m = &g.machine;
-    let result: Result<String, String> = match action {
+    let result = match action {
+        Action::SerialInput(_, bytes) if !matches!(g.place, Place::Moved { .. }) => {
+            // The guest runs while it moves: a Linux shell takes typing until it is held.
+            let taken = g.serial.send(&bytes);
+            if taken == bytes.len() {
+                Ok(String::new())
+            } else {
+                Err("the guest's serial input is full".into())
+            }
+        }
+        Action::Command(_, line) if line.trim() == crate::migration::CANCEL_COMMAND => match &g.place {
+            Place::Moving(mv) => {
+                mv.cancel();
+                Ok(format!("giving up the move to {}; the guest runs on here", mv.uri))
+            }
+            _ => Err("no migration is in progress".into()),
+        },
+        Action::Command(_, line) if vmm::migration::command::parse_line(&line).is_some() => {
+            start_migration(app, g, g_index, &line)
+        }
+        _ if g.machine().is_none() => Err(g.away()),
+        action => apply_here(app, g, g_index, action),
+    };
+    let status = &mut app.status;
+    match result {
+        Ok(s) if !s.is_empty() => *status = s,
+        Ok(_) => {}
+        Err(e) => *status = format!("error: {e}"),
+    }
+}
+
+/// `:migrate URI …`: the guest moves on a thread of its own (`crate::migration`) while the
+/// screen goes on; `refresh` shows its progress and its end.
+fn start_migration(app: &mut App, g: &mut LiveGuest, index: usize, line: &str) -> Result<String, String> {
+    if g.machine().is_none() {
+        return Err(g.away());
+    }
+    let (uri, opts) = match vmm::migration::command::parse_line(line) {
+        Some(Ok(parsed)) => parsed,
+        Some(Err(e)) => return Err(crate::guest_tasks::chain(&e)),
+        None => return Err(format!("{line:?} is not a migrate command")),
+    };
+    // A step-over's temporary breakpoint must not travel with the guest. (Giving it up
+    // pauses the guest: if the move fails, the guest is back here paused, as the view says.)
+    if let (Place::Here(m), Some(run)) = (&g.place, g.run.take()) {
+        Debugger::new(m, &g.symbols, Duration::ZERO).cancel(Some(run));
+    }
+    let Place::Here(machine) = std::mem::replace(&mut g.place, Place::Lost) else {
+        return Err(g.away());
+    };
+    match crate::migration::start(*machine, uri, opts) {
+        Ok(moving) => {
+            let view = &mut app.guests[index];
+            view.state = GuestState::Migrating(moving.uri.clone());
+            let line = moving.status_line(&g.name);
+            g.place = Place::Moving(moving);
+            Ok(line)
+        }
+        Err((machine, why)) => {
+            g.place = Place::Here(machine);
+            Err(why)
+        }
+    }
+}
+
+/// Carries out one action on a guest whose machine is here.
+fn apply_here(app: &mut App, g: &mut LiveGuest, g_index: usize, action: Action) -> Result<String, String> {
+    let Place::Here(m) = &g.place else { return Err(g.away()) };
+    match action {
         Action::Pause(_) => {
             Debugger::new(m, &g.symbols, Duration::ZERO).cancel(g.run.take());
             Ok("pausing".into())
@@ -369,7 +486,17 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
                 let session = Debugger::new(m, &g.symbols, Duration::from_secs(5));
                 match session.execute(&cmd) {
                     Ok(reply) => {
-                        app.overlay = Some((line.clone(), render::text(&reply)));
+                        let text = render::text(&reply);
+                        if matches!(cmd, Command::Rewind { .. }) {
+                            // The console pane cannot be rewound: say where the guest's
+                            // output starts again.
+                            let first = text.lines().next().unwrap_or_default();
+                            let note = format!(
+                                "\r\n\x1b[7m[vmscope] {first}: the output below follows it\x1b[0m\r\n"
+                            );
+                            let _ = app.guests[g_index].push_console(note.as_bytes());
+                        }
+                        app.overlay = Some((line.clone(), text));
                         Ok(line)
                     }
                     Err(e) => Err(e.to_string()),
@@ -405,29 +532,17 @@ pub fn apply(app: &mut App, guests: &mut [LiveGuest], action: Action) {
             }
             Ok("reading the task list".into())
         }
-        Action::SerialInput(_, bytes) => {
-            let taken = m.serial_input().send(&bytes);
-            if taken == bytes.len() {
-                Ok(String::new())
-            } else {
-                Err("the guest's serial input is full".into())
-            }
-        }
+        Action::SerialInput(..) => Err(g.away()),
         Action::Quit => Ok(String::new()),
-    };
-    let status = &mut app.status;
-    match result {
-        Ok(s) if !s.is_empty() => *status = s,
-        Ok(_) => {}
-        Err(e) => *status = format!("error: {e}"),
     }
 }
 
 /// Runs a Linux command line on guest `g`: with its vmlinux when it has one, else the
 /// answer says what is missing.
 fn linux_command(g: &mut LiveGuest, line: &str) -> Result<String, String> {
-    let ctx = g.machine.paging_context(0).unwrap_or(inspect::paging::PagingContext::long_mode(0, false));
-    let mem = vmm::vstate::memory::PhysView(g.machine.memory());
+    let Place::Here(machine) = &g.place else { return Err(g.away()) };
+    let ctx = machine.paging_context(0).unwrap_or(inspect::paging::PagingContext::long_mode(0, false));
+    let mem = vmm::vstate::memory::PhysView(machine.memory());
     let answer = match reader(&mut g.linux, &g.symbols) {
         Some(reader) => reader.command(line, &mem, ctx),
         None => inspect::linux::commands::execute_line(line, &mem, || ctx, None)
@@ -438,10 +553,11 @@ fn linux_command(g: &mut LiveGuest, line: &str) -> Result<String, String> {
 
 /// Reads a Linux guest's task list into its processes pane when it is due.
 fn refresh_processes(view: &mut GuestView, g: &mut LiveGuest) {
+    let Place::Here(machine) = &g.place else { return };
     let running = view.state == GuestState::Running;
     let ctx = view.regs.as_ref().map(|(_, s)| inspect::paging::PagingContext::from_sregs(s));
     let asked = g.linux.as_mut().is_some_and(|l| std::mem::take(&mut l.asked));
-    let mem = vmm::vstate::memory::PhysView(g.machine.memory());
+    let mem = vmm::vstate::memory::PhysView(machine.memory());
     if let (Some(r), Some(p)) = (reader(&mut g.linux, &g.symbols), view.processes.as_mut()) {
         r.refresh(p, &mem, ctx, running, asked);
     }
@@ -450,19 +566,107 @@ fn refresh_processes(view: &mut GuestView, g: &mut LiveGuest) {
 /// Starts a run through the debugger core, which does not block: its stop comes through
 /// `refresh`. Whether every vCPU runs (not just one step).
 fn start(g: &mut LiveGuest, go: Go) -> Result<bool, String> {
-    let run = Debugger::new(&g.machine, &g.symbols, Duration::ZERO).start(go).map_err(|e| e.to_string())?;
+    let Place::Here(m) = &g.place else { return Err(g.away()) };
+    let run = Debugger::new(m, &g.symbols, Duration::ZERO).start(go).map_err(|e| e.to_string())?;
     let resumed = run.resumed;
     g.run = Some(run);
     Ok(resumed)
 }
 
-/// Updates a view from its machine.
-pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &mut String) {
-    let answer = view.push_console(&g.console.take_buffer());
-    if !answer.is_empty() {
-        let _ = g.machine.serial_input().send(&answer);
+/// Follows a move in progress (`:migrate`): its progress in the status line, and its end —
+/// the guest gone to the target (the pane says where), or back here running (the pane
+/// says why). Whether the machine is here to refresh the view from.
+fn follow_move(
+    view: &mut GuestView,
+    g: &mut LiveGuest,
+    status: &mut String,
+    overlay: &mut Option<(String, String)>,
+) -> bool {
+    let Place::Moving(mv) = &mut g.place else {
+        return matches!(g.place, Place::Here(_));
+    };
+    let uri = mv.uri.clone();
+    let finished = match mv.poll() {
+        Some(f) => f,
+        None if mv.lost() => {
+            g.place = Place::Lost;
+            *status = format!("error: {}", g.away());
+            view.state = GuestState::Faulted("the migration thread failed".into());
+            return false;
+        }
+        None => {
+            if mv.take_fresh() {
+                *status = mv.status_line(&view.name);
+            }
+            return false;
+        }
+    };
+    // What the guest printed before it was held comes before the note.
+    let _ = view.push_console(&g.console.take_buffer());
+    g.dirty = true;
+    match finished {
+        crate::migration::Finished::Moved { machine, summary } => {
+            let note = format!(
+                "\r\n\x1b[7m[vmscope] migrated to {uri}: it runs there now; this pane no longer drives it\x1b[0m\r\n"
+            );
+            let _ = view.push_console(note.as_bytes());
+            *overlay = Some((
+                format!("{}: migrated (esc closes)", view.name),
+                format!("{summary}\n\nThe guest runs in the `vmscope run --incoming` at {uri} now;\nits vCPUs here stay held until this TUI ends."),
+            ));
+            *status = format!(
+                "{}: migrated to {uri}: downtime {:.2} ms, total {:.1} ms, {} rounds, {:.1} MiB sent",
+                view.name,
+                summary.downtime_us as f64 / 1e3,
+                summary.total_us as f64 / 1e3,
+                summary.rounds.len(),
+                summary.bytes as f64 / (1 << 20) as f64
+            );
+            view.state = GuestState::Migrated(uri.clone());
+            g.place = Place::Moved { to: uri, _held: machine };
+            false
+        }
+        crate::migration::Finished::Failed { machine, reason } => {
+            let why = format!("migration to {uri} failed; the guest runs on here: {reason}");
+            let _ = view.push_console(format!("\r\n\x1b[7m[vmscope] {why}\x1b[0m\r\n").as_bytes());
+            // One cause a line: the overlay does not wrap.
+            *overlay = Some((
+                format!("{}: migration failed (esc closes)", view.name),
+                format!(
+                    "migration to {uri} failed; the guest runs on here:\n  {}",
+                    reason.replace(": ", ":\n  ")
+                ),
+            ));
+            *status = format!("error: {why}");
+            // It was resumed for the move; a stop since then comes through its events.
+            view.state = GuestState::Running;
+            g.place = Place::Here(machine);
+            true
+        }
     }
-    let dbg = Debugger::new(&g.machine, &g.symbols, Duration::ZERO);
+}
+
+/// The app's lines that any guest's refresh may write: the status line and the overlay.
+pub struct Shown<'a> {
+    /// The one-line status.
+    pub status: &'a mut String,
+    /// The text overlay.
+    pub overlay: &'a mut Option<(String, String)>,
+}
+
+/// Updates a view from its machine.
+pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, shown: Shown<'_>) {
+    let Shown { status, overlay } = shown;
+    let answer = view.push_console(&g.console.take_buffer());
+    if !answer.is_empty() && !matches!(g.place, Place::Moved { .. }) {
+        let _ = g.serial.send(&answer);
+    }
+    if !follow_move(view, g, status, overlay) {
+        return;
+    }
+    refresh_processes(view, g);
+    let Place::Here(m) = &g.place else { return };
+    let dbg = Debugger::new(m, &g.symbols, Duration::ZERO);
     while let Some(ev) = dbg.poll(&mut g.run, Duration::ZERO) {
         let reason = ev.reason;
         g.dirty = true;
@@ -475,7 +679,7 @@ pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &m
             (None, r) => {
                 // The other vCPUs stop too (all-stop).
                 if ev.vcpu == 0 {
-                    g.machine.pause_all();
+                    m.pause_all();
                 }
                 GuestState::Paused(short_reason(r))
             }
@@ -484,16 +688,15 @@ pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &m
             *status = format!("{}: {}", view.name, vmm::report::describe(&reason));
         }
     }
-    refresh_processes(view, g);
     let running = view.state == GuestState::Running;
     if !(g.dirty || running && sample) {
         return;
     }
-    if let Some(action_resumed) = resumed_since(view, g) {
+    if let Some(action_resumed) = resumed_since(view, m) {
         view.state = action_resumed;
     }
     g.dirty = false;
-    if let Ok(s) = g.machine.snapshot(0) {
+    if let Ok(s) = m.snapshot(0) {
         if let Some((old, _)) = view.regs {
             if old != s.regs {
                 view.prev_regs = Some(old);
@@ -501,7 +704,7 @@ pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &m
         }
         view.regs = Some((s.regs, s.sregs));
         let at = g.goto.unwrap_or(s.regs.rip);
-        if let Ok(code) = g.machine.read_virt(0, Gva(at), DISASM_LINES * 15) {
+        if let Ok(code) = m.read_virt(0, Gva(at), DISASM_LINES * 15) {
             view.disasm = disasm::disassemble(
                 &code,
                 at,
@@ -513,20 +716,19 @@ pub fn refresh(view: &mut GuestView, g: &mut LiveGuest, sample: bool, status: &m
             .into_iter()
             .map(|i| {
                 let sym = g.symbols.locate(i.address).map(|l| l.to_string());
-                let bp = g.machine.breakpoints().contains(i.address);
+                let bp = m.breakpoints().contains(i.address);
                 (i, sym, bp)
             })
             .collect();
         }
     }
     if sample || !running {
-        let stats = g.machine.exit_stats();
+        let stats = m.exit_stats();
         view.push_rate(stats.delta(&g.last_exits).total());
         view.top_exits = stats.rows().into_iter().take(4).map(|(k, c)| (k.to_string(), c.count)).collect();
         g.last_exits = stats;
-        view.insn_emulation =
-            g.machine.kvm_stats().into_iter().find(|(n, _)| n == "insn_emulation").map(|(_, v)| v);
-        view.virtio = g.machine.virtio_devices().iter().map(virtio_line).collect();
+        view.insn_emulation = m.kvm_stats().into_iter().find(|(n, _)| n == "insn_emulation").map(|(_, v)| v);
+        view.virtio = m.virtio_devices().iter().map(virtio_line).collect();
     }
 }
 
@@ -546,11 +748,11 @@ fn virtio_line(d: &vmm::devices::MmioDeviceInfo) -> String {
 }
 
 /// After `resume`/`step` actions the machine runs again: reflect it in the view.
-fn resumed_since(view: &GuestView, g: &LiveGuest) -> Option<GuestState> {
+fn resumed_since(view: &GuestView, m: &Machine) -> Option<GuestState> {
     if !matches!(view.state, GuestState::Paused(_)) {
         return None;
     }
-    let s = g.machine.snapshot(0).ok()?;
+    let s = m.snapshot(0).ok()?;
     (s.state == vmm::vstate::vcpu::RunState::Running).then_some(GuestState::Running)
 }
 

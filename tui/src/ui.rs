@@ -23,6 +23,8 @@ fn state_text(s: &GuestState) -> (String, Color) {
         GuestState::Exited(code) => (format!("exited {code}"), Color::Blue),
         GuestState::Faulted(why) => (format!("faulted: {why}"), Color::Red),
         GuestState::NotStarted { .. } => ("not started".into(), Color::DarkGray),
+        GuestState::Migrating(to) => (format!("migrating to {to}"), Color::Magenta),
+        GuestState::Migrated(to) => (format!("migrated to {to}"), Color::Blue),
     }
 }
 
