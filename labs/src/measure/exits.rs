@@ -175,22 +175,66 @@ fn sample(
     Ok(())
 }
 
-/// One run of the raw KVM loop: µs per port I/O exit.
+/// µs per port I/O exit of the raw KVM loop: (its time for `n` exits − its time for 0) /
+/// `n`, as the vmscope figures are taken, so neither side counts its first entry.
 fn raw_sample(ring: u8, n: u64) -> Result<f64, MeasureError> {
-    let r =
-        vmm::vstate::raw_loop::run(if ring == 3 { Ring::Ring3 } else { Ring::Ring0 }, n).map_err(|e| {
-            MeasureError::GuestFailed {
-                args: format!("raw KVM loop, CPL{ring}, {n} exits"),
-                detail: e.to_string(),
-            }
-        })?;
-    if r.port_exits != n {
+    let args = format!("raw KVM loop, CPL{ring}, {n} exits");
+    let iterations = u32::try_from(n)
+        .map_err(|_| MeasureError::GuestFailed { args: args.clone(), detail: "too many exits".into() })?;
+    let run = |count: u32| {
+        vmm::vstate::raw_loop::run(if ring == 3 { Ring::Ring3 } else { Ring::Ring0 }, count)
+            .map_err(|e| MeasureError::GuestFailed { args: args.clone(), detail: e.to_string() })
+    };
+    let (zero, many) = (run(0)?, run(iterations)?);
+    if many.port_exits != n {
         return Err(MeasureError::GuestFailed {
-            args: format!("raw KVM loop, CPL{ring}, {n} exits"),
-            detail: format!("{} exits on the loop port", r.port_exits),
+            args,
+            detail: format!("{} exits on the loop port", many.port_exits),
         });
     }
-    Ok(r.ns_per_exit() / 1e3)
+    Ok(many.ns.saturating_sub(zero.ns).max(1) as f64 / n as f64 / 1e3)
+}
+
+/// The raw loop's own guest code as ELF files for `vmscope run --elf`, with 0 and N
+/// iterations; removed when dropped.
+struct LoopElves {
+    zero: std::path::PathBuf,
+    many: std::path::PathBuf,
+}
+
+impl LoopElves {
+    fn write(n: u64) -> Result<Self, MeasureError> {
+        let iterations = u32::try_from(n).unwrap_or(u32::MAX);
+        let dir = std::env::temp_dir();
+        let path = |count: u32| dir.join(format!("vmscope-measure-loop-{}-{count}.elf", std::process::id()));
+        let (zero, many) = (path(0), path(iterations));
+        for (p, count) in [(&zero, 0), (&many, iterations)] {
+            std::fs::write(p, vmm::vstate::raw_loop::loop_elf(count)).map_err(|e| {
+                MeasureError::GuestFailed { args: format!("writing {}", p.display()), detail: e.to_string() }
+            })?;
+        }
+        Ok(Self { zero, many })
+    }
+}
+
+impl Drop for LoopElves {
+    fn drop(&mut self) {
+        let _ = std::fs::remove_file(&self.zero);
+        let _ = std::fs::remove_file(&self.many);
+    }
+}
+
+/// µs per exit of the raw loop's guest code run by `vmscope run --elf` at `ring`: (wall time
+/// with `n` exits − wall time with 0) / `n`, the console to a pipe.
+fn vmscope_loop_sample(opts: &Options, elves: &LoopElves, ring: u8, n: u64) -> Result<f64, MeasureError> {
+    let ring_s = ring.to_string();
+    let time = |elf: &std::path::Path| -> Result<f64, MeasureError> {
+        let elf = elf.to_string_lossy();
+        let args = ["--elf", &elf, "--ring", &ring_s, "--timeout", "300"];
+        Ok(run_guest(&opts.bin, &args)?.ok(&args)?.exit_s)
+    };
+    let (t0, t1) = (time(&elves.zero)?, time(&elves.many)?);
+    Ok((t1 - t0).max(1e-9) * 1e6 / n as f64)
 }
 
 /// `a[i] / b[i]` for the runs both have.
@@ -234,7 +278,7 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
     let n: u64 = if opts.quick { 2_000 } else { 20_000 };
     let env = Environment::here();
     let policies = [Seccomp::On, Seccomp::Off];
-    let bar = progress(opts, (runs * 2 * KINDS.len() * 2 * policies.len()) as u64, "exits");
+    let bar = progress(opts, (runs * 2 * (KINDS.len() * policies.len() + 1) * 2) as u64, "exits");
     let mut metrics = vec![];
     let mut notes = vec![
         format!("round trip = (wall time of {n} exits - wall time of 0) / {n}: guest instruction, KVM exit, VMM handler, re-entry"),
@@ -242,11 +286,41 @@ pub(super) fn run(opts: &Options) -> Result<Report, MeasureError> {
         format!("timed in the guest = the workload's own loop of {n}, between two wall-clock hypercalls, / {n}"),
         format!("KVM counters per op = (vCPU 0's counter after {n} ops - after 0 ops) / {n}, from KVM_GET_STATS_FD"),
         "seccomp: every figure is measured with the VMM's filters on (the default) and, in the rows marked \"seccomp off\", with --no-seccomp; the runs alternate between the two".into(),
-        format!("raw KVM loop = {n} `out` instructions to port 0x3f8 run by vmm::vstate::raw_loop in the measuring process (one vCPU, KVM_RUN, look at the exit, run again; no devices, statistics, threads or seccomp), timed from the first KVM_RUN to the last exit, / {n}; one run after each pair of vmscope runs of a port I/O kind, a sample being the mean of a run's two"),
+        format!("raw KVM loop = {n} `out` instructions to port 0x3f8 run by vmm::vstate::raw_loop in the measuring process (one vCPU, KVM_RUN, look at the exit, run again; no devices, statistics, threads or seccomp), (time from the first KVM_RUN to the exit with {n} - with 0) / {n}, as vmscope's figures are differences; one run after each pair of vmscope runs of a port I/O kind, a sample being the mean of a run's two"),
+        format!("`out` loop = the raw loop's own guest code (vmm::vstate::raw_loop::loop_code: {n} `out`s to 0x3f8, then the exit port) run both by the raw loop and by `vmscope run --elf` (serial port, console to a pipe, seccomp on), alternating which goes first; vmscope's figure is (wall time with {n} - with 0) / {n}; the ratio is taken run by run"),
         "vmscope over the raw KVM loop = the kind's round trip (seccomp on) / the raw loop's per-exit time, run by run; the raw loop writes nothing, while vmscope also copies the byte to its console (a pipe here)".into(),
     ];
+    let elves = LoopElves::write(n)?;
     for ring in [3u8, 0] {
         let ring_s = ring.to_string();
+        // The floor and vmscope on the very same guest code, interleaved, the order swapped
+        // every run so that neither always runs on a host the other has just warmed.
+        let (mut loop_vmscope, mut loop_raw) = (vec![], vec![]);
+        for run in 0..runs {
+            if run % 2 == 0 {
+                loop_vmscope.push(vmscope_loop_sample(opts, &elves, ring, n)?);
+                loop_raw.push(raw_sample(ring, n)?);
+            } else {
+                loop_raw.push(raw_sample(ring, n)?);
+                loop_vmscope.push(vmscope_loop_sample(opts, &elves, ring, n)?);
+            }
+            bar.inc(2);
+        }
+        metrics.extend(Summary::of(
+            &format!("`out` loop, CPL{ring}: vmscope run --elf (round trip)"),
+            "us",
+            &loop_vmscope,
+        ));
+        metrics.extend(Summary::of(
+            &format!("`out` loop, CPL{ring}: raw KVM loop (round trip)"),
+            "us",
+            &loop_raw,
+        ));
+        metrics.extend(Summary::of(
+            &format!("`out` loop, CPL{ring}: vmscope over the raw KVM loop (same code)"),
+            "x",
+            &ratios(&loop_vmscope, &loop_raw),
+        ));
         // Per run, the raw loop's samples beside each port I/O kind.
         let mut raw_by_run: Vec<Vec<f64>> = vec![vec![]; runs];
         for kind in &KINDS {
