@@ -4,10 +4,11 @@
 //! a lab works the same on PVM and on hardware KVM, where the right answer may differ.
 
 use super::header::{
-    Best, CheckSpec, ChoiceCheck, JsonCheck, LogCheck, LoggedCheck, NumberCheck, ReportCheck, TextCheck,
-    MAX_TOLERANCE, READING_SLACK,
+    Best, CheckSpec, ChoiceCheck, JsonCheck, LogCheck, LoggedCheck, NumberCheck, ReportCheck, RowMatch,
+    TextCheck, MAX_TOLERANCE, READING_SLACK,
 };
 use super::select::{convert, in_base_unit, Figure, Selector};
+use super::table::Table;
 use super::Lab;
 use crate::measure::Report;
 use inspect::HostKind;
@@ -415,18 +416,16 @@ impl WorkDir<'_> {
 
     fn logged_check(&self, c: &LoggedCheck) -> CheckResult {
         let label = format!("{}: {}", c.key, c.question);
-        let nth = match c.occurrence {
-            1 => "first".to_string(),
-            2 => "second".to_string(),
-            n => format!("{n}th"),
-        };
-        let where_from = format!("{nth} line with {:?} in {}, after {:?}", c.line, c.file, c.after);
         let given = match self.answer(&c.key, &label, "\"0x…\"") {
             Ok(toml::Value::Integer(i)) => Ok(*i as f64),
             Ok(toml::Value::Float(f)) => Ok(*f),
-            Ok(toml::Value::String(s)) => {
-                parse_value(s).ok_or_else(|| format!("{s:?} is not a number or a 0x… address"))
-            }
+            Ok(toml::Value::String(s)) => parse_value(s).ok_or_else(|| {
+                if s.trim().starts_with("0x") && u64::from_str_radix(s.trim()[2..].trim(), 16).is_ok() {
+                    format!("{s:?} is above 2^53, larger than any value this check reads (a kernel address?)")
+                } else {
+                    format!("{s:?} is not a number or a 0x… address")
+                }
+            }),
             Ok(v) => Err(format!("{v} is not a number")),
             Err(r) => return r,
         };
@@ -434,35 +433,30 @@ impl WorkDir<'_> {
             Ok(g) => g,
             Err(e) => return CheckResult::fail(label, e, None),
         };
+        // The answer as the learner wrote it, for naming the mistake.
+        let written = match self.answers.as_ref().ok().and_then(|a| a.get(&c.key)) {
+            Some(toml::Value::String(s)) => s.trim().to_string(),
+            _ => num(given),
+        };
         let text = match self.read(&c.file) {
             Ok(b) => String::from_utf8_lossy(&b).into_owned(),
             Err(e) => return CheckResult::fail(label, e, c.hint.clone()),
         };
-        let token = text
-            .lines()
-            .filter(|l| l.contains(&c.line))
-            .nth(c.occurrence - 1)
-            .and_then(|l| l.split_once(&c.after))
-            .and_then(|(_, rest)| rest.split_whitespace().next());
-        let token = token.map(|t| t.trim_end_matches(TRAILING));
-        let Some((token, expected)) = token.and_then(|t| parse_value(t).map(|v| (t, v))) else {
-            let detail = format!("{} has no value at the {where_from}", c.file);
-            return CheckResult::fail(label, detail, c.hint.clone());
+        let nth = match c.occurrence {
+            1 => "first".to_string(),
+            2 => "second".to_string(),
+            n => format!("{n}th"),
         };
-        let same = if token.contains('.') {
-            (given - expected).abs() <= 0.01 * expected.abs()
-        } else {
-            given == expected
+        let verdict = match (&c.after, &c.column, &c.row) {
+            (Some(after), _, _) => logged_after(&text, c, after, &nth, given),
+            (None, Some(column), Some(row)) => {
+                logged_in_table(&text, c, column, row, &nth, (given, &written))
+            }
+            _ => Err(("the check does not say where its value is".to_string(), None)),
         };
-        if same {
-            CheckResult::pass(label, format!("{token}, as {} says", c.file))
-        } else {
-            let shown = if token.starts_with("0x") { format!("{:#x}", given as u64) } else { num(given) };
-            CheckResult::fail(
-                label,
-                format!("{shown} is not what vmscope printed"),
-                Some(c.hint.clone().unwrap_or_else(|| format!("look at the {where_from}"))),
-            )
+        match verdict {
+            Ok(detail) => CheckResult::pass(label, detail),
+            Err((detail, hint)) => CheckResult::fail(label, detail, hint.or_else(|| c.hint.clone())),
         }
     }
 
@@ -479,6 +473,101 @@ impl WorkDir<'_> {
             CheckResult::fail(label, "the answer misses the key idea".into(), c.hint.clone())
         }
     }
+}
+
+/// Whether `given` is the printed `token`'s value: integers exactly, decimals within 1 %.
+fn same_value(given: f64, token: &str) -> bool {
+    match parse_value(token) {
+        Some(v) if token.contains('.') => (given - v).abs() <= 0.01 * v.abs(),
+        Some(v) => given == v,
+        None => false,
+    }
+}
+
+/// `given` as the learner would read it beside `token`: hex for an address.
+fn shown(given: f64, token: &str) -> String {
+    if token.starts_with("0x") && given >= 0.0 {
+        format!("{:#x}", given as u64)
+    } else {
+        num(given)
+    }
+}
+
+/// A `logged` verdict: what was found, or why it failed and, when the check's own hint
+/// would not help, a better one.
+type Verdict = Result<String, (String, Option<String>)>;
+
+/// The `after` form: the word after `after` on the chosen line.
+fn logged_after(text: &str, c: &LoggedCheck, after: &str, nth: &str, given: f64) -> Verdict {
+    let where_from = format!("{nth} line with {:?} in {}, after {after:?}", c.line, c.file);
+    let token = text
+        .lines()
+        .filter(|l| l.contains(&c.line))
+        .nth(c.occurrence - 1)
+        .and_then(|l| l.split_once(after))
+        .and_then(|(_, rest)| rest.split_whitespace().next())
+        .map(|t| t.trim_end_matches(TRAILING));
+    let Some(token) = token.filter(|t| parse_value(t).is_some()) else {
+        return Err((format!("{} has no value at the {where_from}", c.file), None));
+    };
+    if same_value(given, token) {
+        Ok(format!("{token}, as {} says", c.file))
+    } else {
+        Err((
+            format!("{} is not what vmscope printed", shown(given, token)),
+            Some(c.hint.clone().unwrap_or_else(|| format!("look at the {where_from}"))),
+        ))
+    }
+}
+
+/// The `column` + `row` form: a cell of the table under the chosen line. A wrong answer
+/// that is another cell of the table is named (the PPID for the PID, another process's
+/// PID), so the learner sees which mistake it was.
+fn logged_in_table(
+    text: &str,
+    c: &LoggedCheck,
+    column: &str,
+    row: &RowMatch,
+    nth: &str,
+    (given, given_text): (f64, &str),
+) -> Verdict {
+    let header = format!("the table under the {nth} line with {:?} in {}", c.line, c.file);
+    let Some(table) = Table::under(text, &c.line, c.occurrence) else {
+        return Err((format!("{} has no {nth} line with {:?}", c.file, c.line), None));
+    };
+    let (Some(col), Some(key)) = (table.column(column), table.column(&row.column)) else {
+        let names = table.columns.join(" ");
+        return Err((
+            format!("{header} has no column {column} or {} (its columns: {names})", row.column),
+            None,
+        ));
+    };
+    let which = format!("the row whose {} is {:?}", row.column, row.equals);
+    let Some(cell) = table.find(col, key, &row.equals) else {
+        return Err((format!("{header} has no row whose {} is {:?}", row.column, row.equals), None));
+    };
+    let token = table.text(cell).trim_end_matches(TRAILING);
+    if parse_value(token).is_none() {
+        return Err((format!("the {column} on {which} in {} is {token:?}, not a value", c.file), None));
+    }
+    if same_value(given, token) {
+        return Ok(format!("{token}, the {column} on {which} in {}", c.file));
+    }
+    let mistake =
+        table.cells_where(cell, |t| same_value(given, t.trim_end_matches(TRAILING))).first().map(|m| {
+            if m.row == cell.row {
+                format!("{given_text} is the {} on {which}, not its {column}", table.columns[m.column])
+            } else {
+                let other = &table.rows[m.row][key];
+                format!(
+                    "{given_text} is the {} of the row whose {} is {other:?}, not of {:?}",
+                    table.columns[m.column], row.column, row.equals
+                )
+            }
+        });
+    let detail = mistake.unwrap_or_else(|| format!("{given_text} is not what {} says", c.file));
+    let hint = c.hint.clone().unwrap_or_else(|| format!("read the {column} column on {which} in {}", c.file));
+    Err((detail, Some(hint)))
 }
 
 #[cfg(test)]
@@ -791,6 +880,66 @@ mod tests {
         assert_eq!(parse_value("0x_10"), Some(16.0));
         assert_eq!(parse_value("2.5,"), Some(2.5));
         assert_eq!(parse_value("0xffffffffffffffff"), None);
+    }
+
+    /// vmscope's `ps` and busybox's, as saved logs (real runs, cut).
+    const PS_LOG: &str = "(vmscope) ps\n   PID   TGID S COMM             TASK               PGD
+     0      0 R swapper/0        0xffffffff82a0c940 -
+     2      2 S kthreadd         0xffff888000219000 -
+    31     31 S sh               0xffff8880002ac000 0x2d9000
+    32     32 S sleep            0xffff8880002c3000 0x2dd000
+    35     35 S miner            0xffff8880002b0000 0x2ef000
+(vmscope) quit
+";
+
+    const IN_TABLE: &str = "[[checks]]\nkind = \"logged\"\nkey = \"pid\"\nquestion = \"q\"\nfile = \"ps.log\"\nline = \"PGD\"\ncolumn = \"PID\"\nrow = { column = \"COMM\", equals = \"miner\" }";
+
+    #[test]
+    fn logged_check_reads_the_cell_on_the_row_asked_for() {
+        let d = TempDir::new("table");
+        d.put("ps.log", PS_LOG);
+        d.put(ANSWERS, "pid = 35");
+        let r = one(IN_TABLE, &d);
+        assert!(r.passed && r.detail.contains("the PID on the row whose COMM is \"miner\""), "{r:?}");
+        let pgd = IN_TABLE
+            .replace("column = \"PID\"", "column = \"PGD\"")
+            .replace("key = \"pid\"", "key = \"pgd\"");
+        d.put(ANSWERS, "pgd = \"0x2ef000\"");
+        assert!(one(&pgd, &d).passed);
+        // Each plausible mistake is named: another process's PID, a kernel thread's, a value
+        // from another column of the right row.
+        for (answer, why) in [
+            ("32", "32 is the PID of the row whose COMM is \"sleep\", not of \"miner\""),
+            ("2", "2 is the PID of the row whose COMM is \"kthreadd\""),
+            ("\"0x2ef000\"", "0x2ef000 is the PGD on the row whose COMM is \"miner\", not its PID"),
+            ("36", "36 is not what ps.log says"),
+        ] {
+            d.put(ANSWERS, &format!("pid = {answer}"));
+            let r = one(IN_TABLE, &d);
+            assert!(!r.passed && r.detail.contains(why), "{answer}: {r:?}");
+            assert!(r.hint.unwrap().contains("read the PID column"), "{answer}");
+        }
+        d.put(ANSWERS, "pid = \"0xffff8880002b0000\"");
+        assert!(one(IN_TABLE, &d).detail.contains("above 2^53"));
+        d.put(ANSWERS, "pgd = \"0x2dd000\"");
+        assert!(one(&pgd, &d).detail.contains("0x2dd000 is the PGD of the row whose COMM is \"sleep\""));
+        // What the log lacks is said, with what it has.
+        d.put(ANSWERS, "pid = 35");
+        d.put("ps.log", &PS_LOG.replace("miner ", "other "));
+        assert!(one(IN_TABLE, &d).detail.contains("has no row whose COMM is \"miner\""));
+        d.put("ps.log", "(vmscope) ps\nerror: no vmlinux\n");
+        assert!(one(IN_TABLE, &d).detail.contains("ps.log has no first line with \"PGD\""));
+        let ppid = IN_TABLE.replace("column = \"PID\"", "column = \"PPID\"");
+        d.put("ps.log", PS_LOG);
+        let r = one(&ppid, &d);
+        assert!(
+            r.detail.contains("has no column PPID or COMM (its columns: PID TGID S COMM TASK PGD)"),
+            "{r:?}"
+        );
+        // A kernel thread has no page-table root: `-` is not a value.
+        let kthread = pgd.replace("\"miner\"", "\"kthreadd\"");
+        d.put(ANSWERS, "pgd = 0");
+        assert!(one(&kthread, &d).detail.contains("is \"-\", not a value"));
     }
 
     #[test]

@@ -214,10 +214,17 @@ pub struct Confusable {
     pub over: Option<Selector>,
 }
 
-/// `kind = "logged"`: the answer must equal the value that follows `after` on the
-/// `occurrence`-th line of `file` that contains `line` (`0x…` hex or decimal). Values that
-/// are read, not measured, have no spread: integers must match exactly, decimals within
-/// 1 % (the rounding of a printed figure).
+/// `kind = "logged"`: the answer must equal a value a step printed into a saved log, read
+/// one of two ways:
+///
+/// - `after`: the word that follows `after` on the `occurrence`-th line of `file` that
+///   contains `line` (`cr3 0x9000`, `index 31`);
+/// - `column` + `row`: in the table whose header is that line (its words are the column
+///   names; [`super::table`]), the cell in column `column` on the row whose `row.column` is
+///   `row.equals` ("the PID on the row whose COMM is miner").
+///
+/// The value is `0x…` hex or decimal. Values that are read, not measured, have no spread:
+/// integers must match exactly, decimals within 1 % (the rounding of a printed figure).
 #[derive(Clone, Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct LoggedCheck {
@@ -227,15 +234,55 @@ pub struct LoggedCheck {
     pub question: String,
     /// The saved output in the work directory.
     pub file: String,
-    /// Text the line holding the value contains.
+    /// Text the line holding the value (or the table's header line) contains.
     pub line: String,
     /// Which such line (1 = the first).
     #[serde(default = "first")]
     pub occurrence: usize,
     /// The value is the word right after this text on that line.
-    pub after: String,
+    pub after: Option<String>,
+    /// The value is in the column with this name, in the table under that line…
+    pub column: Option<String>,
+    /// …on the row this picks.
+    pub row: Option<RowMatch>,
     /// Advice shown when the check fails.
     pub hint: Option<String>,
+}
+
+/// Which row of a table a `logged` check reads: the first whose cell in `column` is
+/// exactly `equals`.
+#[derive(Clone, Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RowMatch {
+    /// A column name of the header.
+    pub column: String,
+    /// The whole cell (the last column's cell is the rest of the line: `sleep 1001`).
+    pub equals: String,
+}
+
+impl LoggedCheck {
+    /// Whether the check says where its value is in exactly one way: `(field, message)`.
+    fn validate_place(&self) -> Result<(), (&'static str, &'static str)> {
+        let word = |s: &str| !s.is_empty() && !s.contains(char::is_whitespace);
+        if self.occurrence == 0 {
+            return Err(("occurrence", "counts from 1"));
+        }
+        match (&self.after, &self.column, &self.row) {
+            (Some(a), None, None) if !a.is_empty() => Ok(()),
+            (Some(_), None, None) => Err(("after", "must not be empty")),
+            (None, Some(c), Some(r)) if word(c) && word(&r.column) && !r.equals.trim().is_empty() => Ok(()),
+            (None, Some(_), Some(_)) => Err((
+                "column",
+                "`column` and `row.column` must be one column name each (no spaces), `row.equals` a cell",
+            )),
+            (None, Some(_), None) => {
+                Err(("row", "`column` needs `row = { column = \"…\", equals = \"…\" }`"))
+            }
+            (None, None, Some(_)) => Err(("column", "`row` needs the `column` the value is in")),
+            (None, None, None) => Err(("after", "say where the value is: `after`, or `column` and `row`")),
+            (Some(_), _, _) => Err(("after", "use `after` or `column` and `row`, not both")),
+        }
+    }
 }
 
 fn first() -> usize {
@@ -320,10 +367,8 @@ impl CheckSpec {
             CheckSpec::Logged(c) if no_file(&c.file) => {
                 bad("file", "must be a file name in the lab directory")
             }
-            CheckSpec::Logged(c) if c.line.is_empty() || c.after.is_empty() => {
-                bad("after", "`line` and `after` must say where the value is")
-            }
-            CheckSpec::Logged(c) if c.occurrence == 0 => bad("occurrence", "counts from 1"),
+            CheckSpec::Logged(c) if c.line.is_empty() => bad("line", "must say which line holds the value"),
+            CheckSpec::Logged(c) => c.validate_place().or_else(|(f, m)| bad(f, m)),
             CheckSpec::Choice(c) if c.choices.len() < 2 => bad("choices", "needs at least two choices"),
             CheckSpec::Choice(c) => {
                 for (name, s) in &c.choices {

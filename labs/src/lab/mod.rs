@@ -7,6 +7,7 @@
 //! - [`header`]: the machine-readable header, including the checks it declares;
 //! - [`select`]: picking a figure out of a [`crate::measure::Report`] by words in its name;
 //! - [`check`]: running the checks against a work directory;
+//! - [`table`]: one cell of a table a step printed (`ps`), for the `logged` check;
 //! - [`runner`]: walking through the steps, running the commands the learner agrees to.
 //!
 //! ```
@@ -19,6 +20,7 @@ pub mod check;
 pub mod header;
 pub mod runner;
 pub mod select;
+pub mod table;
 #[cfg(test)]
 pub(crate) mod test_utils;
 pub mod text;

@@ -375,6 +375,33 @@ target remote :1234
     }
 
     #[test]
+    fn a_logged_check_says_where_its_value_is_in_one_way() {
+        let logged = |place: &str| {
+            with_header(&format!(
+                "{BASE}[[checks]]\nkind = \"logged\"\nkey = \"a\"\nquestion = \"q\"\nfile = \"ps.log\"\nline = \"PID\"\n{place}\n"
+            ))
+        };
+        let row = "row = { column = \"COMM\", equals = \"miner\" }";
+        assert!(Lab::parse("ok.md", &logged("after = \"pid\"")).is_ok());
+        assert!(Lab::parse("ok.md", &logged(&format!("column = \"PID\"\n{row}"))).is_ok());
+        for (place, field, says) in [
+            ("", "after", "`after`, or `column` and `row`"),
+            ("after = \"\"", "after", "must not be empty"),
+            (&format!("after = \"pid\"\ncolumn = \"PID\"\n{row}") as &str, "after", "not both"),
+            ("column = \"PID\"", "row", "needs `row"),
+            (row, "column", "needs the `column`"),
+            (&format!("column = \"P ID\"\n{row}"), "column", "no spaces"),
+            ("column = \"PID\"\nrow = { column = \"COMM\", equals = \" \" }", "column", "a cell"),
+            ("after = \"pid\"\noccurrence = 0", "occurrence", "counts from 1"),
+        ] {
+            let e = err(&logged(place));
+            assert!(e.contains(&format!("field `checks[0].{field}`")) && e.contains(says), "{place}: {e}");
+        }
+        let e = err(&logged("column = \"PID\"\nrow = { column = \"COMM\", is = \"miner\" }"));
+        assert!(e.contains("is"), "{e}");
+    }
+
+    #[test]
     fn wrong_type_inside_a_check_is_found_by_its_value() {
         let e = err(&with_header(&format!(
             "{BASE}[[checks]]\nkind = \"report\"\nfile = \"a.json\"\nsuite = \"s\"\nfull = \"yes\"\n"
