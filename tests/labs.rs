@@ -7,7 +7,7 @@ use common::{stdout, vmscope_offline};
 use labs::measure::{Environment, Report, Summary};
 use std::path::Path;
 
-const LABS: [&str; 9] = [
+const LABS: [&str; 10] = [
     "boot-memory",
     "exits",
     "io-batching",
@@ -17,6 +17,7 @@ const LABS: [&str; 9] = [
     "request-in-flight",
     "throwaway",
     "migration",
+    "looking-inside",
 ];
 
 /// What `vmscope run unikernel --ring 0 --break workload_hello --script walk.script`
@@ -57,6 +58,55 @@ total-time: 1730
 rounds: 4
 query-status: postmigrate
 target ended with status 0
+";
+
+/// What lab 10's steps saved on a PVM host (a real run, kernel threads cut): the guest's own
+/// `ps` with miner hidden from its /proc, vmscope's `ps` over QMP, drgn's table and stack,
+/// and the container step.
+const GUEST_PS_LOG: &str = "/ # ps -o pid,ppid,comm
+PID   PPID  COMMAND
+    1     0 init
+    2     0 kthreadd
+    3     2 rcu_gp
+   30     1 sh
+   33    30 sleep
+   36    30 ps
+";
+
+const OUTSIDE_PS_LOG: &str = "   PID   TGID S COMM             TASK               PGD
+     0      0 R swapper/0        0xffffffff81813600 -
+     1      1 S init             0xffff88800015b000 0x29c000
+     2      2 S kthreadd         0xffff888000162000 -
+     3      3 I rcu_gp           0xffff888000168000 -
+    30     30 S sh               0xffff8880002b0000 0x2a6000
+    33     33 S sleep            0xffff8880002ae000 0x2d9000
+    34     34 S miner            0xffff8880002d6000 0x2c0000
+";
+
+const DRGN_LOG: &str = "   PID   PPID S COMM
+     1      0 S init
+     2      0 S kthreadd
+     3      2 I rcu_gp
+    30      1 S sh
+    33     30 S sleep
+    34     30 S miner
+
+the kernel stack of miner:
+#0  context_switch (kernel/sched/core.c:5257:2)
+#1  __schedule (kernel/sched/core.c:6584:8)
+#2  schedule (kernel/sched/core.c:6660:3)
+#3  do_nanosleep (kernel/time/hrtimer.c:2092:4)
+#4  hrtimer_nanosleep (kernel/time/hrtimer.c:2140:8)
+#5  common_nsleep_timens (kernel/time/posix-timers.c:1286:9)
+#6  __do_sys_clock_nanosleep (kernel/time/posix-timers.c:1314:9)
+";
+
+const CONTAINER_LOG: &str = "  PID  PPID      PIDNS COMMAND         COMMAND
+27121 27119 4026531836 vmscope         vmscope run container --workload ticks 30 0 --every 1000
+27125 27121 4026531836 vmscope         /work/main/target/release/vmscope oci-runtime run --bundle /tmp/vmscope-bundles-0/bundle-27121-0-6eafebb2eef6f8fe bundle-27121-0-6eafebb2eef6f8fe
+27129 27125 4026532179 workload        /bin/workload ticks 30 0 --every 1000
+inside its PID namespace the workload is pid 1
+its root file system, from the host: bin dev etc proc sys tmp 
 ";
 
 fn report(suite: &str, quick: bool, metrics: &[(&str, &str, f64)]) -> Report {
@@ -314,6 +364,22 @@ fn passing_state(lab: &str, dir: &Path) {
                 "linux_downtime_ms = 41\nlinux_rounds = 4\nidle_downtime_ms = 8.5\ndirty_rounds = 4\n\
                  why_precopy_converges = \"Each round sends what was dirtied during the last; it converges when the \
                  dirty rate is below the bandwidth or the working set is small.\"\n",
+            );
+        }
+        "looking-inside" => {
+            put(dir, "intrude.log", "a miner and an empty directory: done\nan ordinary process: running\nthe miner, ticking once a second: running\nhide it: an empty directory over /proc/PID: done\nminer is hidden from the guest's /proc\n");
+            put(dir, "guest-ps.log", GUEST_PS_LOG);
+            put(dir, "outside-ps.log", OUTSIDE_PS_LOG);
+            put(dir, "drgn.log", DRGN_LOG);
+            put(dir, "container.log", CONTAINER_LOG);
+            put(
+                dir,
+                "answers.toml",
+                "sleep_pid = 33\nminer_pid = 34\nminer_pgd = \"0x2c0000\"\nminer_ppid = 30\ncontainer_host_pid = 27129\n\
+                 container_inner_pid = 1\nminer_waits_in = \"clock_nanosleep\"\n\
+                 why_ps_misses_it = \"ps lists /proc; an empty directory was mounted over /proc/34.\"\n\
+                 what_each_needs = \"A console in the guest; the vmlinux's DWARF; DWARF and QMP.\"\n\
+                 what_the_host_sees = \"Its task list in memory, unless a kernel rootkit edits it; a container's host reads /proc.\"\n",
             );
         }
         other => panic!("no fixture for lab {other}"),
@@ -628,5 +694,80 @@ fn migration_failures() {
         "migration",
         |d| put(d, "target.log", "dirty: MISMATCH at page 3: found 1, wrote 2049\n"),
         &["does not contain"],
+    );
+}
+
+#[test]
+fn looking_inside_failures() {
+    // The guest's ps: the PPID (the shell) for sleep's PID, a kernel thread's PID.
+    fails_with(
+        "looking-inside",
+        answer("sleep_pid", "30"),
+        &["30 is the PPID on the row whose COMMAND is \"sleep\""],
+    );
+    fails_with(
+        "looking-inside",
+        answer("sleep_pid", "2"),
+        &["2 is the PID of the row whose COMMAND is \"kthreadd\""],
+    );
+    // vmscope's ps: another process's PID (sleep's, the shell's), the kernel thread's, a
+    // number nobody has; another process's page-table root, the PID for the PGD.
+    fails_with(
+        "looking-inside",
+        answer("miner_pid", "33"),
+        &["33 is the PID of the row whose COMM is \"sleep\", not of \"miner\""],
+    );
+    fails_with(
+        "looking-inside",
+        answer("miner_pid", "30"),
+        &["30 is the PID of the row whose COMM is \"sh\""],
+    );
+    fails_with(
+        "looking-inside",
+        answer("miner_pid", "2"),
+        &["2 is the PID of the row whose COMM is \"kthreadd\""],
+    );
+    fails_with("looking-inside", answer("miner_pid", "35"), &["35 is not what outside-ps.log says"]);
+    fails_with(
+        "looking-inside",
+        answer("miner_pgd", "\"0x2d9000\""),
+        &["0x2d9000 is the PGD of the row whose COMM is \"sleep\""],
+    );
+    fails_with(
+        "looking-inside",
+        answer("miner_pgd", "34"),
+        &["34 is the PID on the row whose COMM is \"miner\", not its PGD"],
+    );
+    fails_with("looking-inside", answer("miner_pgd", "\"0xffff8880002d6000\""), &["above 2^53"]);
+    // drgn: miner's own PID for its parent's; init for the shell that started it.
+    fails_with(
+        "looking-inside",
+        answer("miner_ppid", "34"),
+        &["34 is the PID on the row whose COMM is \"miner\", not its PPID"],
+    );
+    fails_with(
+        "looking-inside",
+        answer("miner_ppid", "1"),
+        &["1 is the PPID of the row whose COMM is \"sh\""],
+    );
+    // The container: its PID inside for the host's, the runtime's PID for the workload's.
+    fails_with("looking-inside", answer("container_host_pid", "1"), &["1 is not what container.log says"]);
+    fails_with(
+        "looking-inside",
+        answer("container_host_pid", "27125"),
+        &["27125 is the PPID on the row whose COMMAND is \"workload\""],
+    );
+    fails_with("looking-inside", answer("container_inner_pid", "27129"), &["container_inner_pid"]);
+    fails_with("looking-inside", answer("miner_waits_in", "\"sleep\""), &["misses the key idea"]);
+    // miner not hidden; a ps from a guest whose ps died at start.
+    fails_with(
+        "looking-inside",
+        |d| put(d, "intrude.log", "hide it: did not work in 10 tries\n"),
+        &["does not contain"],
+    );
+    fails_with(
+        "looking-inside",
+        |d| put(d, "guest-ps.log", "/ # ps -o pid,ppid,comm\nSegmentation fault\n"),
+        &["guest-ps.log has no first line with \"PPID\""],
     );
 }

@@ -90,6 +90,7 @@ const TEXTS: &[(&str, &str)] = &[
     ("07-request-in-flight.md", include_str!("../../texts/07-request-in-flight.md")),
     ("08-throwaway.md", include_str!("../../texts/08-throwaway.md")),
     ("09-migration.md", include_str!("../../texts/09-migration.md")),
+    ("10-looking-inside.md", include_str!("../../texts/10-looking-inside.md")),
 ];
 
 /// Every built-in lab, in lab-number order. The texts are checked by the unit tests, so a
