@@ -4,7 +4,8 @@
 //! Linux shell (Backspace, Ctrl-C, `q` in the console); and SIGTERM/SIGHUP/SIGINT ending the
 //! TUI and `run linux --shell` with the terminal restored (`stty -a` of the pane); `:migrate`
 //! moving the TUI's unikernel to a `vmscope run --incoming` with no tick lost or repeated,
-//! and a failed move (no target) leaving it ticking in the TUI with the reason shown.
+//! a failed move (no target) leaving it ticking in the TUI with the reason shown, the Linux
+//! shell moved and answering in the target, and `:checkpoint`/`:rewind` at the prompt.
 
 mod common;
 use std::process::Command;
@@ -465,4 +466,65 @@ fn checkpoint_and_rewind_at_the_tuis_prompt() {
     assert_eq!(after[0], k + 1, "the first tick after the rewind follows the checkpoint's:\n{s}");
     t.keys(&["q"]);
     t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED 0"));
+}
+
+/// The same move for the TUI's Linux guest at its shell: typed at in the console pane,
+/// moved with `:migrate`, and the shell answers in the target's terminal (`run --incoming`
+/// feeds its standard input to the guest's console).
+#[test]
+fn migrate_moves_the_tuis_linux_shell_to_a_target_where_it_answers() {
+    use std::io::{BufRead, Write};
+    use std::process::Stdio;
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let dir = tempfile::tempdir().unwrap();
+    let uri = format!("unix:{}", dir.path().join("m.sock").display());
+    let mut target = Command::new(bin)
+        .args(["run", "--incoming", &uri, "--timeout", "1800"])
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .stderr(Stdio::null())
+        .spawn()
+        .unwrap();
+    let (tx, out) = std::sync::mpsc::channel();
+    let stdout = target.stdout.take().unwrap();
+    std::thread::spawn(move || {
+        for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
+            let _ = tx.send(line);
+        }
+    });
+    let t = Tmux::start(&format!("{bin} tui linux; echo VMSCOPE-EXITED $?; sleep 60"));
+    // The kernel boots in KVM's emulator on PVM: minutes on a busy host.
+    t.wait_within("the shell prompt", Duration::from_secs(1800), |s| {
+        console_lines(s).iter().any(|l| l.starts_with("/ #"))
+    });
+    t.keys(&["Tab", "Tab", "Tab"]);
+    t.wait_for("console focus", |s| s.contains("console: keys go to the guest"));
+    t.keys(&["echo before-$((40+2))", "Enter"]);
+    t.wait_within("the shell's answer", Duration::from_secs(300), |s| {
+        console_lines(s).iter().any(|l| l == "before-42")
+    });
+    t.keys(&["C-]", ":", &format!("migrate {uri}"), "Enter"]);
+    let s =
+        t.wait_within("the move's end", Duration::from_secs(600), |s| s.contains("migrated (esc closes)"));
+    assert!(s.contains("linux [migrated to unix:"), "{s}");
+    // Typing before the target has let the guest run could be lost: ask until it answers.
+    let stdin = target.stdin.as_mut().unwrap();
+    let deadline = Instant::now() + Duration::from_secs(600);
+    let mut seen = vec![];
+    'asking: loop {
+        stdin.write_all(b"echo moved-$((6*7))\n").unwrap();
+        stdin.flush().unwrap();
+        while let Ok(line) = out.recv_timeout(Duration::from_secs(10)) {
+            if line.contains("moved-42") {
+                break 'asking;
+            }
+            seen.push(line);
+        }
+        assert!(Instant::now() < deadline, "the shell never answered on the target: {seen:?}");
+    }
+    let _ = target.kill();
+    let _ = target.wait();
+    t.keys(&["Escape", "q"]);
+    let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
+    assert!(s.contains("VMSCOPE-EXITED 0"), "{s}");
 }
