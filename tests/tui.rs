@@ -299,6 +299,28 @@ fn a_signal_ends_the_tui_with_the_terminal_restored() {
     }
 }
 
+/// A TUI whose terminal goes away (its tmux session killed, an ssh connection dropped) ends,
+/// instead of spinning on the dead terminal for ever: the hang-up's SIGHUP goes to the pane's
+/// shell, the session leader, and need not reach vmscope at all.
+#[test]
+fn the_tui_ends_when_its_terminal_goes_away() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let t = Tmux::start(&format!("{bin} tui unikernel; sleep 30"));
+    t.wait_for("the TUI", |s| s.contains("registers (vCPU 0)"));
+    let pid = t.vmscope_pid();
+    drop(t); // kill-session: the pane's terminal hangs up
+    let running = || {
+        std::fs::read_to_string(format!("/proc/{pid}/stat"))
+            .is_ok_and(|stat| stat.rsplit(") ").next().is_some_and(|rest| !rest.starts_with('Z')))
+    };
+    // The bound only turns a hang into a failure; the TUI looks once a second.
+    let deadline = Instant::now() + Duration::from_secs(120);
+    while running() {
+        assert!(Instant::now() < deadline, "vmscope {pid} still runs after its terminal went away");
+        std::thread::sleep(Duration::from_millis(200));
+    }
+}
+
 /// The same for `run linux --shell`, which holds the terminal in raw mode from the start
 /// (no need to wait for the boot).
 #[test]

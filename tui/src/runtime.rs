@@ -296,7 +296,14 @@ pub fn run(
             app.fit_consoles(f.area());
             f.render_widget(&app, f.area())
         })?;
-        if event::poll(TICK)? {
+        // Wait for input here, not in crossterm's poll: crossterm 0.29 reads a terminal that
+        // hung up (its tmux or ssh gone) for ever, as EOF after EOF, and never returns.
+        wait_for_input(TICK);
+        if terminal_hung_up() {
+            drop((term, containers, guests)); // containers stopped
+            return Err(TuiError::Interrupted(signal_hook::consts::SIGHUP));
+        }
+        while event::poll(Duration::ZERO)? {
             match event::read()? {
                 Event::Key(k) if k.kind == KeyEventKind::Press => {
                     if let Some(key) = crate::keys::from_crossterm(k) {
@@ -764,4 +771,21 @@ fn short_reason(r: &StopReason) -> String {
         StopReason::HwBreakpoint { index, .. } => format!("DR{index}"),
         other => vmm::report::describe(other),
     }
+}
+
+/// Waits up to `limit` for the terminal to have input (or to hang up, or for a signal).
+fn wait_for_input(limit: Duration) {
+    use rustix::event::{poll, PollFd, PollFlags, Timespec};
+    let stdin = std::io::stdin();
+    let mut fds = [PollFd::new(&stdin, PollFlags::IN)];
+    let timeout = Timespec::try_from(limit).unwrap_or(Timespec { tv_sec: 0, tv_nsec: 50_000_000 });
+    let _ = poll(&mut fds, Some(&timeout));
+}
+
+/// Whether the terminal the TUI draws on is gone: after a hang-up every ioctl on it fails
+/// (EIO), so it no longer reads as a terminal. (crossterm's `size()` would not say: it falls
+/// back to `tput`.)
+fn terminal_hung_up() -> bool {
+    use std::io::IsTerminal;
+    !std::io::stdout().is_terminal()
 }
