@@ -108,7 +108,8 @@ impl Vm {
         self.emulation_failure_exits
     }
 
-    /// Creates vCPU `index` of `count` with normalized CPUID.
+    /// Creates vCPU `index` of `count` with normalized CPUID (on PVM without the paravirtual
+    /// features a guest kernel would use through hypercall instructions).
     pub fn create_vcpu(&self, kvm: &KvmSystem, index: usize, count: usize) -> Result<VcpuFd, VmError> {
         let fd = self.fd.create_vcpu(index as u64).map_err(|source| VmError::VcpuIoctl {
             index,
@@ -116,7 +117,8 @@ impl Vm {
             source,
         })?;
         let mut cpuid = kvm.supported_cpuid()?;
-        cpuid::normalize(&mut cpuid, index as u8, count as u8);
+        let hypercalls = crate::host::host_kind() != inspect::HostKind::Pvm;
+        cpuid::normalize(&mut cpuid, index as u8, count as u8, hypercalls);
         fd.set_cpuid2(&cpuid).map_err(|source| VmError::VcpuIoctl { index, op: "KVM_SET_CPUID2", source })?;
         Ok(fd)
     }
