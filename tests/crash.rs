@@ -1,12 +1,16 @@
 //! End to end with Debian's crash (8.0.x, installed by `.ci/run`) on a dump `vmscope dump`
-//! wrote of the stopped minimal Linux, in batch mode (`-s`, commands from a file): `sys`
-//! names the release that was built, `log` holds the boot banner, and the task list crash
-//! walks (`list task_struct.tasks … -h init_task`) is vmscope's own `ps`. crash's `ps` is
-//! compared too, as far as this crash can build its task table (see the test's notes).
+//! wrote of the stopped minimal Linux, run as a user runs it (`crash vmlinux vmcore`, no
+//! special flag) in batch mode (`-s`, commands from a file): `sys` names the release that was
+//! built, `log` holds the boot banner, the task list crash walks (`list task_struct.tasks …
+//! -h init_task`) and its own `ps` are vmscope's `ps`, and `bt` unwinds pid 1 (asleep in a
+//! system call) and the task that was running.
 //!
-//! `--no_kmem_cache`: the guest kernel uses SLOB, and crash knows only SLAB and SLUB (without
-//! the flag it stops at "invalid structure member offset: kmem_cache_s_num", whatever wrote
-//! the dump).
+//! The guest kernel is built for this crash (guests/linux/README.md): SLUB rather than SLOB
+//! (crash 8.0.2 knows only SLAB and SLUB), `struct pid` with `numbers[1]` (crash before 8.0.4
+//! reads `sizeof(struct pid)` bytes and needs `numbers[0]` in them), and IST entries only for
+//! the exceptions the kernel handles (crash 8.0.2 reads every non-zero entry as a stack, and
+//! `bt` of the running task failed on #MC's, which a kernel without `CONFIG_X86_MCE` leaves
+//! nameless and of size 0).
 
 mod kernel_tools;
 use kernel_tools::{vmlinux, LinuxVm};
@@ -45,22 +49,37 @@ fn listed_tasks(out: &str) -> Vec<(i64, String)> {
     tasks
 }
 
-/// The pids of `crash> ps` rows (`   PID    PPID  CPU  TASK  ST  %MEM  VSZ  RSS  COMM`; the
-/// active task is marked with `>`).
-fn ps_pids(out: &str) -> Vec<i64> {
+/// `(pid, comm)` of `crash> ps` rows (`   PID    PPID  CPU  TASK  ST  %MEM  VSZ  RSS  COMM`;
+/// the running task is marked with `>`, kernel threads' comm is in brackets).
+fn ps_tasks(out: &str) -> Vec<(i64, String)> {
     let Some(start) = out.lines().position(|l| l.contains("PID") && l.contains("PPID") && l.contains("COMM"))
     else {
         return vec![];
     };
     out.lines()
         .skip(start + 1)
-        .map_while(|l| l.trim_start_matches(['>', ' ']).split_whitespace().next()?.parse().ok())
+        .map_while(|l| {
+            let f: Vec<&str> = l.trim_start_matches(['>', ' ']).split_whitespace().collect();
+            let pid = f.first()?.parse().ok()?;
+            (f.len() >= 9)
+                .then(|| (pid, f[8..].join(" ").trim_start_matches('[').trim_end_matches(']').to_string()))
+        })
         .collect()
 }
 
+/// The part of crash's output that one command printed: from the line naming `header` to
+/// the next `PID:` header or the end.
+fn bt_of<'a>(out: &'a str, header: &str) -> &'a str {
+    let Some(at) = out.find(header) else { return "" };
+    let rest = &out[at..];
+    let end = rest[header.len()..].find("PID: ").map_or(rest.len(), |e| e + header.len());
+    &rest[..end]
+}
+
 #[test]
-fn crash_reads_sys_log_and_the_task_list_of_a_vmscope_dump() {
+fn crash_reads_sys_log_ps_and_bt_of_a_vmscope_dump() {
     let version = crash_version();
+    assert!(version >= (8, 0, 0), "crash {version:?}: the tests expect 8.0 or later");
     let vmlinux = vmlinux();
     let release = std::fs::read_to_string(vmlinux.parent().unwrap().join("include/config/kernel.release"))
         .unwrap()
@@ -72,11 +91,11 @@ fn crash_reads_sys_log_and_the_task_list_of_a_vmscope_dump() {
     let commands = vm.dir.path().join("crash.cmds");
     std::fs::write(
         &commands,
-        "sys\nlog\nlist task_struct.tasks -s task_struct.pid,comm -h init_task\nps\nquit\n",
+        "sys\nlog\nlist task_struct.tasks -s task_struct.pid,comm -h init_task\nps\nbt 1\nbt\nquit\n",
     )
     .unwrap();
     let o = Command::new("crash")
-        .args(["-s", "--no_kmem_cache"])
+        .arg("-s")
         .arg(&vmlinux)
         .arg(&core)
         .arg("-i")
@@ -87,6 +106,11 @@ fn crash_reads_sys_log_and_the_task_list_of_a_vmscope_dump() {
     let out = String::from_utf8_lossy(&o.stdout).into_owned();
     let all = format!("{out}\n{}", String::from_utf8_lossy(&o.stderr));
     assert!(o.status.success(), "crash failed:\n{all}");
+    for bad in
+        ["invalid structure member offset", "not found in PID hash", "bt: read of stack", "bt: invalid"]
+    {
+        assert!(!all.contains(bad), "crash said {bad:?}:\n{all}");
+    }
 
     assert_eq!(sys_field(&out, "RELEASE"), Some(release.as_str()), "{all}");
     assert_eq!(sys_field(&out, "CPUS"), Some("1"), "{all}");
@@ -95,22 +119,45 @@ fn crash_reads_sys_log_and_the_task_list_of_a_vmscope_dump() {
     // crash walks init_task.tasks as vmscope's ps does: the same tasks in the same order.
     assert_eq!(listed_tasks(&out), ours, "crash's task list against vmscope's ps:\n{all}");
 
-    let pids = ps_pids(&out);
-    let mut want: Vec<i64> = ours.iter().map(|t| t.0).collect();
+    // crash's ps builds its task table from the pid xarray: the same tasks (no process of
+    // this guest has a second thread), sorted by pid.
+    let mut want = ours.clone();
     want.sort();
-    if version < (8, 0, 4) {
-        // crash before 8.0.4 reads `struct pid` without its flexible `numbers[]` (kernel
-        // commit b69f0aeb0689, in 6.5 and backported to 6.1.y), so its task table holds only
-        // the idle task and the task running on the vCPU, whatever dump it reads (crash
-        // commit 8858006 fixed it). Those it has are vmscope's.
-        eprintln!(
-            "note: crash {version:?} cannot build its whole task table on this kernel; its ps: {pids:?}"
-        );
-        assert!(pids.contains(&0) && pids.len() <= 2, "{all}");
-        assert!(pids.iter().all(|p| want.contains(p)), "crash's ps against vmscope's {want:?}:\n{all}");
-    } else {
-        let mut got = pids;
-        got.sort();
-        assert_eq!(got, want, "crash's ps against vmscope's:\n{all}");
-    }
+    assert_eq!(ps_tasks(&out), want, "crash's ps against vmscope's:\n{all}");
+
+    // pid 1 (/init) sleeps in a system call (wait4, or rt_sigsuspend while its shell runs):
+    // the trace runs from the scheduler through the system call's handler to the user-mode
+    // registers it came from (CS 0x33). The entry differs by host: entry_SYSCALL_64 on
+    // hardware, the page-fault path on PVM (which delivers a guest's syscall to its kernel as
+    // a #PF; guests/linux/patches/0001).
+    let comm1 = &ours.iter().find(|t| t.0 == 1).expect("vmscope's ps has pid 1").1;
+    let bt1 = bt_of(&out, "PID: 1 ");
+    assert!(bt1.contains(&format!("COMMAND: \"{comm1}\"")), "bt 1:\n{all}");
+    assert!(bt1.contains(" schedule at "), "bt 1 has no schedule frame:\n{all}");
+    assert!(bt1.contains(" __x64_sys_"), "bt 1 has no system call frame:\n{all}");
+    assert!(
+        bt1.contains("entry_SYSCALL_64") || bt1.contains("asm_exc_page_fault"),
+        "bt 1 does not reach the kernel's entry:\n{all}"
+    );
+    assert!(bt1.contains("CS: 0033"), "bt 1 does not end in the user-mode registers:\n{all}");
+
+    // crash's ps marks the task that was current on the vCPU when it stopped.
+    assert!(
+        out.lines().any(|l| l
+            .strip_prefix('>')
+            .and_then(|r| r.split_whitespace().next()?.parse::<i64>().ok())
+            .is_some()),
+        "crash's ps marks no running task:\n{all}"
+    );
+    // `bt` with no argument (the last command): crash's current context, one of the guest's
+    // tasks (the one whose kernel stack the vCPU's registers are on, else the CPU's idle task:
+    // which one depends on where the stop caught the guest), unwound from the dump.
+    let last = &out[out.rfind("PID: ").unwrap_or_else(|| panic!("no bt output:\n{all}"))..];
+    let pid: i64 = last["PID: ".len()..]
+        .split_whitespace()
+        .next()
+        .and_then(|p| p.parse().ok())
+        .unwrap_or_else(|| panic!("bt's header names no pid:\n{all}"));
+    assert!(ours.iter().any(|t| t.0 == pid), "bt's task {pid} is not one of vmscope's ps:\n{all}");
+    assert!(last.contains(" #0 "), "bt of the current context (pid {pid}) has no frame:\n{all}");
 }

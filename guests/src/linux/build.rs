@@ -24,10 +24,22 @@ pub const SOURCE_TARBALL: &str = "/usr/src/linux-source-6.1.tar.xz";
 /// The fragment, kept in the repository.
 pub const FRAGMENT: &str = include_str!("../../linux/config-fragment");
 /// The patches, in order.
-pub const PATCHES: &[(&str, &str)] = &[(
-    "0001-x86-fault-complete-syscall-delivered-without-cpl-switch.patch",
-    include_str!("../../linux/patches/0001-x86-fault-complete-syscall-delivered-without-cpl-switch.patch"),
-)];
+pub const PATCHES: &[(&str, &str)] = &[
+    (
+        "0001-x86-fault-complete-syscall-delivered-without-cpl-switch.patch",
+        include_str!(
+            "../../linux/patches/0001-x86-fault-complete-syscall-delivered-without-cpl-switch.patch"
+        ),
+    ),
+    (
+        "0002-pid-numbers-one-element-for-crash.patch",
+        include_str!("../../linux/patches/0002-pid-numbers-one-element-for-crash.patch"),
+    ),
+    (
+        "0003-x86-ist-entries-only-for-handled-exceptions.patch",
+        include_str!("../../linux/patches/0003-x86-ist-entries-only-for-handled-exceptions.patch"),
+    ),
+];
 /// About how many objects the build compiles (for the progress bar).
 const EXPECTED_CC: u64 = 1100;
 
@@ -84,10 +96,11 @@ pub fn current_key() -> String {
     let version = source_version();
     let gcc = tool_version("gcc");
     let ld = tool_version("ld");
+    let settings = fragment_settings(FRAGMENT);
     let mut inputs: Vec<(&str, &[u8])> = vec![
         ("builder", BUILDER_VERSION.as_bytes()),
         ("source", version.as_bytes()),
-        ("fragment", FRAGMENT.as_bytes()),
+        ("fragment", settings.as_bytes()),
         ("gcc", gcc.as_bytes()),
         ("ld", ld.as_bytes()),
     ];
@@ -95,6 +108,19 @@ pub fn current_key() -> String {
         inputs.push((name, text.as_bytes()));
     }
     cache::key(inputs)
+}
+
+/// What the build takes from a fragment: its options as parsed, one per line in name order.
+/// Comments and blank lines do not change the kernel, so they do not change the key (the
+/// fragment explains itself at length, and a better sentence must not cost a rebuild).
+fn fragment_settings(fragment: &str) -> String {
+    super::config::parse(fragment)
+        .iter()
+        .map(|(name, value)| match value {
+            Some(v) => format!("{name}={v}\n"),
+            None => format!("# {name} is not set\n"),
+        })
+        .collect()
 }
 
 /// The installed source package's version; where dpkg cannot say, the tarball's SHA-256
@@ -393,4 +419,19 @@ fn build(opts: &BuildOptions, key: &str, final_dir: &Path) -> Result<LinuxArtifa
     }
     std::fs::rename(&partial, final_dir).map_err(io("cannot move the finished build to", final_dir))?;
     Ok(artifacts)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::fragment_settings;
+
+    #[test]
+    fn comments_do_not_change_the_key_but_options_do() {
+        let a = fragment_settings("# why\nCONFIG_SMP=y\n\n# CONFIG_ACPI is not set\n");
+        let b = fragment_settings("# a better why\n# on two lines\nCONFIG_SMP=y\n# CONFIG_ACPI is not set\n");
+        assert_eq!(a, b);
+        assert_ne!(a, fragment_settings("CONFIG_SMP=y\nCONFIG_ACPI=y\n"));
+        assert_ne!(a, fragment_settings("CONFIG_SMP=y\n"));
+        assert_eq!(fragment_settings(super::FRAGMENT).lines().count(), super::super::config::parse(super::FRAGMENT).len());
+    }
 }
