@@ -432,6 +432,9 @@ mod tests {
         assert_eq!(a, b);
         assert_ne!(a, fragment_settings("CONFIG_SMP=y\nCONFIG_ACPI=y\n"));
         assert_ne!(a, fragment_settings("CONFIG_SMP=y\n"));
-        assert_eq!(fragment_settings(super::FRAGMENT).lines().count(), super::super::config::parse(super::FRAGMENT).len());
+        assert_eq!(
+            fragment_settings(super::FRAGMENT).lines().count(),
+            super::super::config::parse(super::FRAGMENT).len()
+        );
     }
 }
