@@ -142,6 +142,16 @@ impl Piped {
             let _ = stdin.flush();
         }
     }
+
+    /// Types `text` until `want` comes on the guest's console (stderr when `on_err`), at most
+    /// `tries` times, 20 s each: a line typed before the shell reads its terminal is lost.
+    fn type_until(&mut self, text: &str, want: &str, on_err: bool, tries: usize, seen: &mut String) -> bool {
+        (0..tries).any(|_| {
+            self.type_line(text);
+            let console = if on_err { &self.err } else { &self.out };
+            Self::wait(console, want, Duration::from_secs(20), seen)
+        })
+    }
 }
 
 impl Drop for Piped {
@@ -239,15 +249,7 @@ fn linux_chain(
     if !Piped::wait(&source.err, "built-in shell", LINUX_BOUND, &mut seen) {
         return Err(failed(what, format!("no shell: {seen}")));
     }
-    let mut ready = false;
-    for _ in 0..60 {
-        source.type_line("echo ready-$((40+2))");
-        if Piped::wait(&source.err, "ready-42", Duration::from_secs(20), &mut seen) {
-            ready = true;
-            break;
-        }
-    }
-    if !ready {
+    if !source.type_until("echo ready-$((40+2))", "ready-42", true, 60, &mut seen) {
         return Err(failed(what, format!("the shell never answered: {seen}")));
     }
     source.type_line("sync");
@@ -256,15 +258,7 @@ fn linux_chain(
         summaries.push(summary_of(m, &format!("run --incoming {} (passing the guest on)", uri(i + 1)))?);
     }
     let mut seen = String::new();
-    let mut answered = false;
-    for _ in 0..30 {
-        last.type_line("echo moved-$((6*7))");
-        if Piped::wait(&last.out, "moved-42", Duration::from_secs(20), &mut seen) {
-            answered = true;
-            break;
-        }
-    }
-    if !answered {
+    if !last.type_until("echo moved-$((6*7))", "moved-42", false, 30, &mut seen) {
         return Err(failed("the moved Linux shell", format!("it did not answer at {last_uri}: {seen}")));
     }
     Ok(summaries)
