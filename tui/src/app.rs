@@ -2,6 +2,7 @@
 //! about terminals or KVM: keys become intent methods, intents become [`Action`]s that the
 //! runtime carries out on the machines, and the runtime feeds back [`GuestView`] updates.
 
+use crate::kernel_log::{KernelLog, LogKey};
 use crate::keys::{self, ESCAPE_KEY};
 use crate::processes::{ProcessKey, Processes};
 use crate::term::ConsoleTerm;
@@ -64,6 +65,10 @@ pub struct GuestView {
     pub virtio: Vec<String>,
     /// For a Linux guest whose vmlinux vmscope has: its processes, read from its memory.
     pub processes: Option<Processes>,
+    /// For the same Linux guest: its kernel log (the printk ring), read from its memory.
+    pub kernel_log: Option<KernelLog>,
+    /// The pane under the console shows the kernel log instead of the processes (`l`).
+    pub show_log: bool,
     /// Set by the runtime when the guest stops: the disassembly cursor moves to RIP, so `b`
     /// acts on the instruction the guest stopped at.
     pub cursor_to_rip: bool,
@@ -100,6 +105,8 @@ impl GuestView {
             container: None,
             virtio: vec![],
             processes: None,
+            kernel_log: None,
+            show_log: false,
             cursor_to_rip: false,
         }
     }
@@ -150,6 +157,8 @@ pub enum Pane {
     Exits,
     /// A Linux guest's processes (under its console).
     Processes,
+    /// A Linux guest's kernel log (in the processes pane's place, `l` toggles).
+    KernelLog,
 }
 
 impl Pane {
@@ -161,6 +170,7 @@ impl Pane {
             Pane::Registers => "registers",
             Pane::Exits => "exits",
             Pane::Processes => "processes",
+            Pane::KernelLog => "kernel log",
         }
     }
 
@@ -171,6 +181,7 @@ impl Pane {
             Pane::Disasm => "focus: ↑↓ cursor, b breakpoint, u run to, p page walk".into(),
             Pane::Registers | Pane::Exits => "focus: Tab next pane, ? help".into(),
             Pane::Processes => "focus: ↑↓ select, p page tables, k kernel threads, r read now".into(),
+            Pane::KernelLog => "focus: ↑↓ PgUp/PgDn Home/End scroll, r read now".into(),
         }
     }
 
@@ -179,7 +190,7 @@ impl Pane {
     fn next(self) -> Pane {
         match self {
             Pane::Console => Pane::Processes,
-            Pane::Processes => Pane::Disasm,
+            Pane::Processes | Pane::KernelLog => Pane::Disasm,
             Pane::Disasm => Pane::Registers,
             Pane::Registers => Pane::Exits,
             Pane::Exits => Pane::Console,
@@ -214,6 +225,8 @@ pub enum Action {
     ProcessPageTables(usize, i64),
     /// Read a Linux guest's task list now (also while it is paused).
     ReadProcesses(usize),
+    /// Read a Linux guest's kernel log now (also while it is paused).
+    ReadKernelLog(usize),
     /// Leave.
     Quit,
 }
@@ -301,6 +314,7 @@ pub const KEYS: &[(&str, &str)] = &[
     (":migrate", "migrate URI [--downtime-ms N] [--max-rounds N]: move the guest to `vmscope run --incoming URI` (unix:PATH, tcp:HOST:PORT); migrate_cancel gives up"),
     ("tab", "next pane (console, processes for Linux, disassembly, registers, exits)"),
     ("processes", "a Linux guest's tasks read from its memory: ↑↓ select, Enter/p page tables and mappings, k kernel threads, r read now"),
+    ("l", "a Linux guest's kernel log (its printk ring, as dmesg) in the processes pane's place, and back: ↑↓ PgUp/PgDn Home/End scroll, r read now"),
     ("console", "with the console focused every key goes to the guest, as a terminal sends it (Ctrl-C interrupts the guest's command); PgUp/PgDn scroll its history"),
     ("Ctrl-]", "leave the console: keys go to vmscope again (Tab back to it)"),
     ("left/right", "previous / next guest"),
@@ -357,20 +371,42 @@ impl App {
         }
     }
 
-    /// The pane after the focused one in Tab order, for the selected guest.
-    pub fn next_pane(&self) -> Pane {
-        let next = self.focus.next();
-        if next == Pane::Processes && self.guest().is_none_or(|g| g.processes.is_none()) {
-            return next.next();
+    /// The pane under the console for the selected guest: its processes, its kernel log
+    /// (`l`), or none (not a Linux guest).
+    pub fn linux_pane(&self) -> Option<Pane> {
+        let g = self.guest()?;
+        match (g.show_log, &g.processes, &g.kernel_log) {
+            (true, _, Some(_)) => Some(Pane::KernelLog),
+            (_, Some(_), _) => Some(Pane::Processes),
+            (_, None, Some(_)) => Some(Pane::KernelLog),
+            (_, None, None) => None,
         }
-        next
     }
 
-    /// A guest without a processes pane cannot keep the focus there.
-    fn keep_focus_possible(&mut self) {
-        if self.focus == Pane::Processes && self.guest().is_none_or(|g| g.processes.is_none()) {
-            self.focus = Pane::Disasm;
+    /// The pane after the focused one in Tab order, for the selected guest.
+    pub fn next_pane(&self) -> Pane {
+        match self.focus.next() {
+            Pane::Processes => self.linux_pane().unwrap_or(Pane::Disasm),
+            next => next,
         }
+    }
+
+    /// The focus stays on the pane under the console only if the selected guest shows it.
+    fn keep_focus_possible(&mut self) {
+        if matches!(self.focus, Pane::Processes | Pane::KernelLog) {
+            self.focus = self.linux_pane().unwrap_or(Pane::Disasm);
+        }
+    }
+
+    /// `l`: the kernel log in the processes pane's place, or back (the focus goes with it).
+    fn toggle_log(&mut self) {
+        let Some(g) = self.guests.get_mut(self.selected) else { return };
+        if g.kernel_log.is_none() {
+            self.status = format!("{} has no kernel log pane: not a Linux guest with a vmlinux", g.name);
+            return;
+        }
+        g.show_log = !g.show_log;
+        self.keep_focus_possible();
     }
 
     /// Handles one key; returns what the runtime must do.
@@ -437,6 +473,15 @@ impl App {
             }
             return vec![];
         }
+        if self.focus == Pane::KernelLog {
+            if let Some(l) = self.guests.get_mut(g).and_then(|v| v.kernel_log.as_mut()) {
+                match l.on_key(key) {
+                    LogKey::Done => return vec![],
+                    LogKey::ReadNow => return vec![Action::ReadKernelLog(g)],
+                    LogKey::NotMine => {}
+                }
+            }
+        }
         if self.focus == Pane::Processes {
             if let Some(p) = self.guests.get_mut(g).and_then(|v| v.processes.as_mut()) {
                 match p.on_key(key) {
@@ -454,6 +499,10 @@ impl App {
             }
             Key::Char('?') => {
                 self.show_help = true;
+                vec![]
+            }
+            Key::Char('l') => {
+                self.toggle_log();
                 vec![]
             }
             Key::Char(' ') => match self.guest().map(|v| &v.state) {
@@ -605,6 +654,43 @@ mod tests {
         assert_eq!(a.on_key(Key::Char('b')), vec![Action::ToggleBreakpoint(0, 0x1001)], "b acts at RIP");
         a.on_key(Key::Down);
         assert_eq!(a.cursor(), 2, "then it is the person's cursor again");
+    }
+
+    #[test]
+    fn l_shows_the_kernel_log_in_the_processes_panes_place_and_back() {
+        let mut a = app();
+        a.on_key(Key::Char('l'));
+        assert!(a.status.contains("no kernel log pane"), "not a Linux guest: {}", a.status);
+        a.on_key(Key::Right);
+        a.guests[1].processes = Some(Processes::default());
+        a.guests[1].kernel_log = Some(KernelLog::default());
+        while a.focus != Pane::Console {
+            a.on_key(Key::Tab);
+        }
+        a.on_key(Key::Ctrl(']'));
+        assert_eq!(a.focus, Pane::Processes, "the pane under the console comes after it");
+        assert_eq!(a.on_key(Key::Char('l')), vec![]);
+        assert_eq!(
+            (a.focus, a.linux_pane()),
+            (Pane::KernelLog, Some(Pane::KernelLog)),
+            "the focus goes along"
+        );
+        assert_eq!(a.on_key(Key::Char('r')), vec![Action::ReadKernelLog(1)]);
+        assert_eq!(a.on_key(Key::Up), vec![], "arrows scroll the log");
+        assert_eq!(a.on_key(Key::Char('s')), vec![Action::Step(1)], "debugger keys go on");
+        assert_eq!(a.mode(), "kernel log: vmscope keys — Tab next pane, ? help, q quit");
+        // Another guest has no such pane: the focus leaves it, and comes back with the guest.
+        a.on_key(Key::Left);
+        assert_eq!(a.focus, Pane::Disasm);
+        a.on_key(Key::Right);
+        while a.focus != Pane::Console {
+            a.on_key(Key::Tab);
+        }
+        a.on_key(Key::Ctrl(']'));
+        assert_eq!(a.focus, Pane::KernelLog, "the guest still shows its log");
+        a.on_key(Key::Char('l'));
+        assert_eq!(a.focus, Pane::Processes);
+        assert_eq!(a.on_key(Key::Char('r')), vec![Action::ReadProcesses(1)]);
     }
 
     #[test]

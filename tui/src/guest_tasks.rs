@@ -1,24 +1,30 @@
-//! The runtime side of the processes pane: a Linux guest's task list read from its memory
-//! with the structure offsets of its vmlinux (`inspect::linux`), the way `ps` in a session
-//! reads it. The vmlinux's DWARF takes a second or more to read, so a thread reads it while
+//! The runtime side of the processes and kernel log panes: a Linux guest's task list and
+//! printk ring read from its memory with the structure offsets of its vmlinux
+//! (`inspect::linux`), the way `ps` and `dmesg` in a session read them. The vmlinux's DWARF takes a second or more to read, so a thread reads it while
 //! the pane says so; the list itself is read on the UI thread, bounded
 //! ([`MAX_SHOWN_TASKS`]) and at most every [`READ_EVERY`] while the guest runs — never while
-//! it is paused unless asked (`r`), since nothing changes then.
+//! it is paused unless asked (`r`), since nothing changes then. The log is read the same
+//! way, with its own clock, on a thread of its own ([`TaskReader::refresh_log`]).
 
+use crate::kernel_log::KernelLog;
 use crate::processes::{ProcessRow, Processes};
-use inspect::linux::{commands, tasks, Kernel, KernelMemory};
+use inspect::linux::{commands, dmesg, tasks, Kernel, KernelMemory};
 use inspect::mem::GuestPhysMemory;
 use inspect::paging::PagingContext;
 use std::path::PathBuf;
 use std::sync::mpsc::{self, Receiver, TryRecvError};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
+use vmm::vstate::memory::{GuestMemory, PhysView};
 
 /// How often the list is read while the guest runs.
 pub const READ_EVERY: Duration = Duration::from_secs(1);
 /// The most tasks one read visits: far more than a pane shows, and a garbage or looping
 /// list costs at most this many reads of guest memory before the pane says why it stopped.
 pub const MAX_SHOWN_TASKS: usize = 4096;
+/// A kernel-log read that took `t` waits `t * LOG_BACKOFF` (at least [`READ_EVERY`]) before
+/// the next.
+pub const LOG_BACKOFF: u32 = 10;
 
 /// The vmlinux, as far as it has been read.
 enum KernelState {
@@ -31,6 +37,33 @@ enum KernelState {
 pub struct TaskReader {
     kernel: KernelState,
     last_read: Option<Instant>,
+    /// When the kernel log was last read, and how long that took.
+    last_log_read: Option<(Instant, Duration)>,
+    /// The kernel log read in progress (on its thread): the records or why not, and the
+    /// read's duration.
+    log_read: Option<Receiver<LogRead>>,
+}
+
+/// What a kernel-log read answers: the records (or why not) and how long it took.
+type LogRead = (Result<Vec<dmesg::Record>, String>, Duration);
+
+/// Puts a finished read into the pane.
+fn apply_log_read(log: &mut KernelLog, read: Result<Vec<dmesg::Record>, String>, took: Duration) {
+    log.read_time = Some(took);
+    log.note = match read {
+        Ok(records) => {
+            log.push_records(&records);
+            None
+        }
+        Err(e) if log.lines.is_empty() => {
+            log.reads += 1;
+            Some(format!("no kernel log yet (the kernel may still be booting): {e}"))
+        }
+        Err(e) => {
+            log.reads += 1;
+            Some(format!("{e}; showing the lines read before"))
+        }
+    };
 }
 
 /// The text of an error and its causes, `: `-joined.
@@ -58,7 +91,7 @@ impl TaskReader {
             Ok(_) => KernelState::Loading(rx),
             Err(e) => KernelState::Failed(format!("cannot start the thread that reads the vmlinux: {e}")),
         };
-        Self { kernel, last_read: None }
+        Self { kernel, last_read: None, last_log_read: None, log_read: None }
     }
 
     /// The kernel once it is read; `Err` with the reason when it cannot be.
@@ -123,6 +156,77 @@ impl TaskReader {
         });
         p.set_rows(w.tasks.iter().map(ProcessRow::from).collect(), note);
         p.read_time = Some(started.elapsed());
+    }
+
+    /// Reads the printk ring into the log pane `log` when it is due, as [`Self::refresh`]
+    /// does for the task list, but on a thread of its own (`kernel-log`, one read at a
+    /// time): a ring is up to `1 << 24` descriptors and 1 GiB of text before the reader calls
+    /// it corrupt, and a hostile one must not freeze the screen. The next read starts
+    /// [`READ_EVERY`] after the last one began, and never sooner than [`LOG_BACKOFF`] times
+    /// its duration. A corrupt ring keeps the lines read before it and says why.
+    pub fn refresh_log(
+        &mut self,
+        log: &mut KernelLog,
+        mem: &GuestMemory,
+        ctx: Option<PagingContext>,
+        running: bool,
+        asked: bool,
+    ) {
+        if let Some(rx) = &self.log_read {
+            match rx.try_recv() {
+                Ok((read, took)) => {
+                    self.log_read = None;
+                    if let Some((_, last)) = &mut self.last_log_read {
+                        *last = took;
+                    }
+                    apply_log_read(log, read, took);
+                }
+                Err(TryRecvError::Empty) => return,
+                Err(TryRecvError::Disconnected) => {
+                    self.log_read = None;
+                    log.note = Some("the kernel log reader ended without an answer".into());
+                }
+            }
+        }
+        let kernel = match self.kernel() {
+            Ok(Some(k)) => k,
+            Ok(None) => {
+                log.note = Some("reading the vmlinux's DWARF (structure offsets)…".into());
+                return;
+            }
+            Err(e) => {
+                log.note = Some(format!("no kernel log: {e}"));
+                return;
+            }
+        };
+        let due = asked
+            || running
+                && self
+                    .last_log_read
+                    .is_none_or(|(at, took)| at.elapsed() >= READ_EVERY.max(took * LOG_BACKOFF));
+        if !due {
+            if !running && log.reads > 0 && log.note.is_none() {
+                log.note = Some("not running: the log as of the last read (r reads it now)".into());
+            }
+            return;
+        }
+        let (tx, rx) = mpsc::channel();
+        let mem = mem.clone();
+        let spawned = std::thread::Builder::new().name("kernel-log".into()).spawn(move || {
+            let started = Instant::now();
+            let view = PhysView(&mem);
+            let k = match ctx {
+                Some(c) => KernelMemory::with_paging(&view, &kernel, &c),
+                None => KernelMemory::new(&view, &kernel, 0),
+            };
+            let read = dmesg::records(&k).map_err(|e| chain(&e));
+            let _ = tx.send((read, started.elapsed()));
+        });
+        self.last_log_read = Some((Instant::now(), self.last_log_read.map_or(Duration::ZERO, |(_, t)| t)));
+        match spawned {
+            Ok(_) => self.log_read = Some(rx),
+            Err(e) => log.note = Some(format!("cannot start the thread that reads the kernel log: {e}")),
+        }
     }
 
     /// Runs `line` if it is a Linux command (`ps`, `dmesg`, `uname`, `pt --pid`,

@@ -18,6 +18,7 @@
 
 pub mod app;
 pub mod guest_tasks;
+pub mod kernel_log;
 pub mod keys;
 pub mod migration;
 pub mod processes;

@@ -78,8 +78,10 @@ struct LinuxTasks {
     vmlinux: Option<std::path::PathBuf>,
     /// Started at the first refresh (reading the DWARF takes a thread a second or more).
     reader: Option<crate::guest_tasks::TaskReader>,
-    /// `r` asked for a read.
+    /// `r` asked for a read of the task list.
     asked: bool,
+    /// `r` in the log pane asked for a read of the kernel log.
+    log_asked: bool,
 }
 
 impl LiveGuest {
@@ -102,6 +104,7 @@ impl LiveGuest {
                 vmlinux: inspect::linux::commands::vmlinux().map(std::path::Path::to_path_buf),
                 reader: None,
                 asked: false,
+                log_asked: false,
             }),
         }
     }
@@ -109,7 +112,12 @@ impl LiveGuest {
     /// Names the guest's vmlinux with DWARF: its processes pane and `:ps`, `:dmesg`,
     /// `:pt --pid N` read the guest's structures with its offsets.
     pub fn with_vmlinux(mut self, vmlinux: &std::path::Path) -> Self {
-        self.linux = Some(LinuxTasks { vmlinux: Some(vmlinux.to_path_buf()), reader: None, asked: false });
+        self.linux = Some(LinuxTasks {
+            vmlinux: Some(vmlinux.to_path_buf()),
+            reader: None,
+            asked: false,
+            log_asked: false,
+        });
         self
     }
 
@@ -282,6 +290,7 @@ pub fn run(
             let (host, vcpus) = g.machine().map_or((host, 0), |m| (m.host(), m.vcpu_count()));
             let mut v = GuestView::new(&g.name, host.as_str(), vcpus);
             v.processes = g.linux.as_ref().map(|_| Default::default());
+            v.kernel_log = g.linux.as_ref().map(|_| Default::default());
             v
         })
         .chain(containers.iter().map(|c| GuestView::new(&c.name, host.as_str(), 0)))
@@ -358,7 +367,7 @@ fn action_guest(action: &Action) -> Option<usize> {
             Some(*g)
         }
         Action::PageTable(g, _) | Action::SerialInput(g, _) => Some(*g),
-        Action::ProcessPageTables(g, _) | Action::ReadProcesses(g) => Some(*g),
+        Action::ProcessPageTables(g, _) | Action::ReadProcesses(g) | Action::ReadKernelLog(g) => Some(*g),
         Action::Quit => None,
     }
 }
@@ -539,6 +548,12 @@ fn apply_here(app: &mut App, g: &mut LiveGuest, g_index: usize, action: Action) 
             }
             Ok("reading the task list".into())
         }
+        Action::ReadKernelLog(_) => {
+            if let Some(l) = &mut g.linux {
+                l.log_asked = true;
+            }
+            Ok("reading the kernel log".into())
+        }
         Action::SerialInput(..) => Err(g.away()),
         Action::Quit => Ok(String::new()),
     }
@@ -558,15 +573,20 @@ fn linux_command(g: &mut LiveGuest, line: &str) -> Result<String, String> {
     answer.unwrap_or_else(|| Err(format!("{line:?} is not a Linux command")))
 }
 
-/// Reads a Linux guest's task list into its processes pane when it is due.
+/// Reads a Linux guest's task list and kernel log into its panes when they are due.
 fn refresh_processes(view: &mut GuestView, g: &mut LiveGuest) {
     let Place::Here(machine) = &g.place else { return };
     let running = view.state == GuestState::Running;
     let ctx = view.regs.as_ref().map(|(_, s)| inspect::paging::PagingContext::from_sregs(s));
     let asked = g.linux.as_mut().is_some_and(|l| std::mem::take(&mut l.asked));
+    let log_asked = g.linux.as_mut().is_some_and(|l| std::mem::take(&mut l.log_asked));
     let mem = vmm::vstate::memory::PhysView(machine.memory());
-    if let (Some(r), Some(p)) = (reader(&mut g.linux, &g.symbols), view.processes.as_mut()) {
+    let Some(r) = reader(&mut g.linux, &g.symbols) else { return };
+    if let Some(p) = view.processes.as_mut() {
         r.refresh(p, &mem, ctx, running, asked);
+    }
+    if let Some(l) = view.kernel_log.as_mut() {
+        r.refresh_log(l, machine.memory(), ctx, running, log_asked);
     }
 }
 

@@ -2,6 +2,7 @@
 //! and exit-rate sparklines of every guest sit side by side.
 
 use crate::app::{App, GuestState, GuestView, Pane, Prompt, KEYS};
+use crate::kernel_log::KernelLog;
 use crate::processes::Processes;
 use inspect::regs::{cr0, cr4, efer, rflags, Regs};
 use ratatui::buffer::Buffer;
@@ -50,7 +51,7 @@ fn pane_block(title: String, pane: Pane, focus: Pane) -> Block<'static> {
 struct Areas {
     tabs: Rect,
     consoles: Rect,
-    /// A Linux guest's processes, under the consoles.
+    /// A Linux guest's processes or kernel log, under the consoles.
     processes: Option<Rect>,
     regs: Rect,
     disasm: Rect,
@@ -72,8 +73,18 @@ impl Widget for &App {
             return;
         };
         self.render_consoles(a.consoles, buf);
-        if let (Some(r), Some(p)) = (a.processes, &guest.processes) {
-            self.render_processes(p, r, buf);
+        match (a.processes, self.linux_pane()) {
+            (Some(r), Some(Pane::KernelLog)) => {
+                if let Some(l) = &guest.kernel_log {
+                    self.render_log(l, r, buf);
+                }
+            }
+            (Some(r), Some(_)) => {
+                if let Some(p) = &guest.processes {
+                    self.render_processes(p, r, buf);
+                }
+            }
+            _ => {}
         }
         self.render_registers(guest, a.regs, buf);
         self.render_disasm(guest, a.disasm, buf);
@@ -126,8 +137,8 @@ impl App {
         let cols = register_columns(right.width);
         let reg_rows = 17u16.div_ceil(cols) + 3 + 2;
         let [regs, disasm] = Layout::vertical([Constraint::Max(reg_rows), Constraint::Min(6)]).areas(right);
-        // The selected Linux guest's processes take the lower part of the console column.
-        let (consoles, processes) = if self.guest().is_some_and(|g| g.processes.is_some()) {
+        // The selected Linux guest's processes (or log) take the lower part of the console column.
+        let (consoles, processes) = if self.linux_pane().is_some() {
             let [c, p] = Layout::vertical([Constraint::Percentage(60), Constraint::Min(PROCESS_ROWS_MIN)])
                 .areas(consoles);
             (c, Some(p))
@@ -155,6 +166,13 @@ impl App {
     /// (a guest that asks for the cursor position after moving far right learns the width).
     pub fn fit_consoles(&mut self, area: Rect) {
         let a = self.areas(area);
+        // The log pane learns its height, so scrolling up stops with the first line on top.
+        if let (Some(r), Some(l)) =
+            (a.processes, self.guests.get_mut(self.selected).and_then(|g| g.kernel_log.as_mut()))
+        {
+            let note = note_rows(l.note.as_deref(), r.width.saturating_sub(2));
+            l.fit(r.height.saturating_sub(2 + note) as usize);
+        }
         for (i, r) in self.console_panes(a.consoles) {
             if let Some(g) = self.guests.get_mut(i) {
                 g.console.resize(r.height.saturating_sub(2), r.width.saturating_sub(2));
@@ -205,7 +223,7 @@ impl App {
     fn render_processes(&self, p: &Processes, area: Rect, buf: &mut Buffer) {
         let focused = self.focus == Pane::Processes;
         let visible = p.visible();
-        let mut title = format!("processes ({} tasks", p.rows.len());
+        let mut title = format!("processes, l: log ({} tasks", p.rows.len());
         if p.hidden() > 0 {
             title.push_str(&format!(", {} kernel threads hidden: k", p.hidden()));
         }
@@ -223,11 +241,7 @@ impl App {
             header.push_str("PGD");
         }
         let mut lines = vec![Line::styled(header, Style::default().add_modifier(Modifier::BOLD))];
-        // A note wraps over up to three rows (a corrupt list's reason is long).
-        let note_rows = p
-            .note
-            .as_ref()
-            .map_or(0, |n| (n.chars().count() as u16).div_ceil(inner.width.max(1)).clamp(1, 3));
+        let note_rows = note_rows(p.note.as_deref(), inner.width);
         let rows = inner.height.saturating_sub(1 + note_rows) as usize;
         let selected = p.selected_row().unwrap_or(0);
         let first = (selected + 1).saturating_sub(rows);
@@ -250,6 +264,32 @@ impl App {
         let [list, note] = Layout::vertical([Constraint::Min(1), Constraint::Length(note_rows)]).areas(inner);
         Paragraph::new(lines).render(list, buf);
         if let Some(n) = &p.note {
+            Paragraph::new(Line::styled(n.clone(), Style::default().fg(Color::Yellow)))
+                .wrap(Wrap { trim: true })
+                .render(note, buf);
+        }
+    }
+
+    fn render_log(&self, l: &KernelLog, area: Rect, buf: &mut Buffer) {
+        // Scrolled back, that comes first: a narrow pane cuts the title's end.
+        let scrolled =
+            if l.scroll > 0 { format!(" -{} rows (End follows)", l.scroll) } else { String::new() };
+        let mut title = format!("kernel log{scrolled}, l: processes ({} lines", l.lines.len());
+        if let Some(t) = l.read_time {
+            title.push_str(&format!(", read in {:.1} ms", t.as_secs_f64() * 1e3));
+        }
+        title.push(')');
+        let b = pane_block(title, Pane::KernelLog, self.focus);
+        let inner = b.inner(area);
+        b.render(area, buf);
+        let note_rows = note_rows(l.note.as_deref(), inner.width);
+        let [text, note] = Layout::vertical([Constraint::Min(1), Constraint::Length(note_rows)]).areas(inner);
+        let mut lines: Vec<Line> = l.window(text.height as usize).map(|s| Line::raw(s.clone())).collect();
+        if lines.is_empty() && l.reads > 0 {
+            lines.push(Line::raw("(the ring holds no record)"));
+        }
+        Paragraph::new(lines).render(text, buf);
+        if let Some(n) = &l.note {
             Paragraph::new(Line::styled(n.clone(), Style::default().fg(Color::Yellow)))
                 .wrap(Wrap { trim: true })
                 .render(note, buf);
@@ -448,6 +488,12 @@ impl App {
         };
         Paragraph::new(line).style(Style::default().add_modifier(Modifier::REVERSED)).render(area, buf);
     }
+}
+
+/// Rows a pane's note takes at this width: it wraps over up to three (a corrupt list's
+/// reason is long).
+fn note_rows(note: Option<&str>, width: u16) -> u16 {
+    note.map_or(0, |n| (n.chars().count() as u16).div_ceil(width.max(1)).clamp(1, 3))
 }
 
 /// A footnote for exit rows that need one where they are shown.

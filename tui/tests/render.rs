@@ -144,3 +144,46 @@ fn the_focused_console_says_keys_go_to_the_guest() {
     let screen = render(&mut app, 100, 30);
     assert!(screen.contains("disassembly: vmscope keys"), "{screen}");
 }
+
+/// A Linux guest's pane under the console: its processes, and with `l` its kernel log,
+/// newest lines at the bottom, a corrupt ring's reason under the lines read before it.
+#[test]
+fn a_linux_guests_processes_and_kernel_log() {
+    use inspect::linux::dmesg::Record;
+    use tui::kernel_log::KernelLog;
+    use tui::processes::{ProcessRow, Processes};
+    let mut v = view("linux", GuestState::Running);
+    let mut p = Processes::default();
+    let row = |pid, ppid, comm: &str, pgd| ProcessRow { pid, ppid, state: 'S', comm: comm.into(), pgd };
+    p.set_rows(
+        vec![
+            row(1, 0, "init", Some(0x1a2000)),
+            row(2, 0, "kthreadd", None),
+            row(57, 1, "sh", Some(0x1b4000)),
+        ],
+        None,
+    );
+    v.processes = Some(p);
+    let mut log = KernelLog::default();
+    let texts = [
+        "Linux version 6.1.0 (vmscope)",
+        "Command line: console=ttyS0",
+        "smp: Brought up 1 node, 1 CPU",
+        "Run /init as init process",
+        "vmscope-tui-log-test",
+    ];
+    let records: Vec<Record> = texts
+        .iter()
+        .enumerate()
+        .map(|(i, t)| Record { seq: i as u64, ts_nsec: i as u64 * 1_250_000_000, text: t.to_string() })
+        .collect();
+    log.push_records(&records);
+    log.note = Some("printk ring buffer corrupt at 0xffffffff82000000: head id 0x5 not reached; showing the lines read before".into());
+    v.kernel_log = Some(log);
+    let mut app = App::new(vec![v]);
+    let screen = render(&mut app, 100, 30);
+    assert!(screen.contains("processes, l: log (3 tasks, 1 kernel t"), "{screen}");
+    assert!(screen.contains("   57     1 S sh"), "{screen}");
+    app.on_key(Key::Char('l'));
+    insta::assert_snapshot!(render(&mut app, 100, 30));
+}
