@@ -5,7 +5,9 @@
 //! TUI and `run linux --shell` with the terminal restored (`stty -a` of the pane); `:migrate`
 //! moving the TUI's unikernel to a `vmscope run --incoming` with no tick lost or repeated,
 //! a failed move (no target) leaving it ticking in the TUI with the reason shown, the Linux
-//! shell moved and answering in the target, and `:checkpoint`/`:rewind` at the prompt.
+//! shell moved and answering in the target, and `:checkpoint`/`:rewind` at the prompt; the
+//! Linux guest's processes pane (a `sleep` typed at its shell, its parent the shell) and
+//! kernel log pane (the boot banner, a line written to /dev/kmsg).
 
 mod common;
 use std::process::Command;
@@ -78,6 +80,12 @@ impl Tmux {
             assert!(Instant::now() < deadline, "no vmscope under the pane's shell {shell}");
             std::thread::sleep(Duration::from_millis(100));
         }
+    }
+
+    /// Resizes the window (the TUI redraws at the new size).
+    fn resize(&self, cols: u16, rows: u16) {
+        let (x, y) = (cols.to_string(), rows.to_string());
+        Command::new("tmux").args(["resize-window", "-t", &self.0, "-x", &x, "-y", &y]).status().unwrap();
     }
 
     fn option(&self, name: &str) -> String {
@@ -547,6 +555,111 @@ fn migrate_moves_the_tuis_linux_shell_to_a_target_where_it_answers() {
     let _ = target.kill();
     let _ = target.wait();
     t.keys(&["Escape", "q"]);
+    let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
+    assert!(s.contains("VMSCOPE-EXITED 0"), "{s}");
+}
+
+/// The pane under the console (processes or kernel log): the left column's lines from its
+/// title (a line holding `title`) down, trimmed.
+fn lower_pane_lines(screen: &str, title: &str) -> Vec<String> {
+    let lines: Vec<&str> = screen.lines().collect();
+    let Some(at) = lines.iter().position(|l| l.contains(title)) else { return vec![] };
+    lines[at + 1..].iter().map(|l| l.split('│').nth(1).unwrap_or("").trim().to_string()).collect()
+}
+
+/// The reads' cost, for the record (shown in the panes' titles; never asserted).
+fn print_read_times(screen: &str) {
+    for l in screen.lines().filter(|l| l.contains("read in")) {
+        println!("{}", l.split('┐').next().unwrap_or(l).trim_start_matches(['┌', '─']));
+    }
+}
+
+/// The processes pane's rows: (PID, PPID, COMM).
+fn process_rows(screen: &str) -> Vec<(i64, i64, String)> {
+    lower_pane_lines(screen, "processes, l: log")
+        .iter()
+        .filter_map(|l| {
+            let f: Vec<&str> = l.split_whitespace().collect();
+            Some((f.first()?.parse().ok()?, f.get(1)?.parse().ok()?, f.get(3)?.to_string()))
+        })
+        .collect()
+}
+
+/// Linux awareness in the TUI: the processes pane lists init and the shell, and a `sleep`
+/// started at the console shows up as the shell's child; `l` shows the kernel log, with the
+/// boot banner (Home scrolls up to it) and a line the shell wrote to /dev/kmsg.
+#[test]
+fn the_linux_guests_processes_and_kernel_log_panes() {
+    let bin = env!("CARGO_BIN_EXE_vmscope");
+    let t = Tmux::start(&format!("{bin} tui linux; echo VMSCOPE-EXITED $?; sleep 60"));
+    // The kernel boots in KVM's emulator on PVM: minutes on a busy host.
+    t.wait_within("the shell prompt", Duration::from_secs(1800), |s| {
+        console_lines(s).iter().any(|l| l.starts_with("/ #"))
+    });
+    t.keys(&["Tab", "Tab", "Tab"]);
+    t.wait_for("console focus", |s| s.contains("console: keys go to the guest"));
+    t.keys(&["echo shell-pid-$$", "Enter"]);
+    let s = t.wait_within("the shell's pid", Duration::from_secs(300), |s| {
+        console_lines(s)
+            .iter()
+            .any(|l| l.strip_prefix("shell-pid-").is_some_and(|p| p.parse::<i64>().is_ok()))
+    });
+    let shell: i64 = console_lines(&s)
+        .iter()
+        .find_map(|l| l.strip_prefix("shell-pid-").and_then(|p| p.parse().ok()))
+        .unwrap();
+    t.keys(&["echo vmscope-tui-log-test > /dev/kmsg", "Enter"]);
+    // Ctrl-] puts the focus on the processes pane, under the console.
+    t.keys(&["C-]"]);
+    t.wait_for("the processes pane's focus", |s| s.contains("processes: vmscope keys"));
+    // A busybox program may die as it starts on PVM (its FS base read as 0): start it again.
+    let mut sleep = None;
+    for _ in 0..5 {
+        t.keys(&["Tab", "Tab", "Tab", "Tab"]);
+        t.wait_for("console focus", |s| s.contains("console: keys go to the guest"));
+        t.keys(&["sleep 1234 &", "Enter", "C-]"]);
+        let deadline = Instant::now() + Duration::from_secs(120);
+        while Instant::now() < deadline && sleep.is_none() {
+            sleep = process_rows(&t.screen()).into_iter().find(|(_, _, comm)| comm == "sleep");
+            std::thread::sleep(Duration::from_millis(500));
+        }
+        if sleep.is_some() {
+            break;
+        }
+    }
+    let s = t.screen();
+    let rows = process_rows(&s);
+    let (_, ppid, _) = sleep.unwrap_or_else(|| panic!("no sleep row in the processes pane:\n{s}"));
+    assert_eq!(ppid, shell, "sleep's parent is the shell it was typed at:\n{s}");
+    assert!(
+        rows.iter().any(|(pid, ppid, comm)| (*pid, *ppid, comm.as_str()) == (1, 0, "init")),
+        "init:\n{s}"
+    );
+    assert!(rows.iter().any(|(pid, _, comm)| *pid == shell && comm == "sh"), "the shell's row:\n{s}");
+
+    // l: the kernel log in its place, following the newest lines.
+    t.keys(&["l"]);
+    let s = t.wait_within("the line written to /dev/kmsg", Duration::from_secs(120), |s| {
+        lower_pane_lines(s, "kernel log").iter().any(|l| l.ends_with("] vmscope-tui-log-test"))
+    });
+    assert!(s.contains("kernel log: vmscope keys"), "the log pane has the focus:\n{s}");
+    // The reads' cost, for the record (shown in the panes' titles; never asserted).
+
+    t.keys(&["Home"]);
+    let s = t.wait_for("the boot banner", |s| {
+        lower_pane_lines(s, "kernel log").iter().any(|l| l.contains("] Linux version"))
+    });
+    assert!(s.contains("End follows"), "the title says the log is scrolled:\n{s}");
+    // Wide enough for the titles' read times, printed for the record (never asserted).
+    t.resize(200, 40);
+    t.keys(&["End"]);
+    let s = t.wait_for("the log's read time", |s| s.contains("lines, read in"));
+    print_read_times(&s);
+    t.keys(&["l"]);
+    let s =
+        t.wait_for("the processes again", |s| s.contains("processes: vmscope keys") && s.contains("read in"));
+    print_read_times(&s);
+    t.keys(&["q"]);
     let s = t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED"));
     assert!(s.contains("VMSCOPE-EXITED 0"), "{s}");
 }
