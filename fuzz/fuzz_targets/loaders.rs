@@ -48,7 +48,9 @@ fuzz_target!(|data: &[u8]| {
             };
             let initrd = (flags & 0x10 != 0).then_some(("fuzz.cpio", initrd));
             let _ = linux::is_bzimage(kernel);
-            match linux::setup(mem, "fuzz-kernel", kernel, initrd, "console=ttyS0", choice) {
+            // 0..=42 vCPUs: the MP table refuses 0 and more than fit below 640 KiB.
+            let vcpus = usize::from(flags >> 5) * 6;
+            match linux::setup(mem, "fuzz-kernel", kernel, initrd, "console=ttyS0", choice, vcpus) {
                 Ok(layout) => {
                     if let Some(m) = layout.initrd {
                         assert!(m.paddr + m.size <= 16 << 20);
