@@ -17,7 +17,6 @@ use gdbstub::conn::{Connection, ConnectionExt};
 use libfuzzer_sys::fuzz_target;
 use std::cell::RefCell;
 use std::io::{Error, ErrorKind};
-use std::sync::Arc;
 use std::time::Duration;
 use vmm::arch::x86_64::Ring;
 use vmm::devices::console::Console;
@@ -74,7 +73,7 @@ fn boot() -> Machine {
     vmm::seccomp::set_policy(vmm::seccomp::Policy::Off);
     let cfg = ElfGuestConfig {
         name: "unikernel".into(),
-        elf: Arc::from(guests::unikernel::ELF),
+        elf: vmm::machine::ElfImage::Static(guests::unikernel::ELF),
         cmdline: "compute 1000000000".into(),
         mem_mib: 16,
         vcpus: 2,
