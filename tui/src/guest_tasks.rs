@@ -95,6 +95,22 @@ impl TaskReader {
     }
 
     /// The kernel once it is read; `Err` with the reason when it cannot be.
+    /// The kernel's offsets, or `None` with `note` saying why not yet (`missing` heads the
+    /// reason when the vmlinux could not be read).
+    fn kernel_or_note(&mut self, note: &mut Option<String>, missing: &str) -> Option<Arc<Kernel>> {
+        match self.kernel() {
+            Ok(Some(k)) => Some(k),
+            Ok(None) => {
+                *note = Some("reading the vmlinux's DWARF (structure offsets)…".into());
+                None
+            }
+            Err(e) => {
+                *note = Some(format!("{missing}: {e}"));
+                None
+            }
+        }
+    }
+
     fn kernel(&mut self) -> Result<Option<Arc<Kernel>>, String> {
         if let KernelState::Loading(rx) = &self.kernel {
             self.kernel = match rx.try_recv() {
@@ -122,17 +138,7 @@ impl TaskReader {
         running: bool,
         asked: bool,
     ) {
-        let kernel = match self.kernel() {
-            Ok(Some(k)) => k,
-            Ok(None) => {
-                p.note = Some("reading the vmlinux's DWARF (structure offsets)…".into());
-                return;
-            }
-            Err(e) => {
-                p.note = Some(format!("no task list: {e}"));
-                return;
-            }
-        };
+        let Some(kernel) = self.kernel_or_note(&mut p.note, "no task list") else { return };
         let due = asked || running && self.last_read.is_none_or(|t| t.elapsed() >= READ_EVERY);
         if !due {
             if !running && p.reads > 0 && p.note.is_none() {
@@ -188,17 +194,7 @@ impl TaskReader {
                 }
             }
         }
-        let kernel = match self.kernel() {
-            Ok(Some(k)) => k,
-            Ok(None) => {
-                log.note = Some("reading the vmlinux's DWARF (structure offsets)…".into());
-                return;
-            }
-            Err(e) => {
-                log.note = Some(format!("no kernel log: {e}"));
-                return;
-            }
-        };
+        let Some(kernel) = self.kernel_or_note(&mut log.note, "no kernel log") else { return };
         let due = asked
             || running
                 && self
