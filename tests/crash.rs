@@ -12,8 +12,10 @@
 //! `bt` of the running task failed on #MC's, which a kernel without `CONFIG_X86_MCE` leaves
 //! nameless and of size 0).
 
+mod common;
 mod kernel_tools;
-use kernel_tools::{vmlinux, LinuxVm};
+use common::vmlinux;
+use kernel_tools::LinuxVm;
 use std::process::{Command, Stdio};
 
 /// crash's version (`crash --version`'s first line: `crash 8.0.2`), or a failure saying

@@ -4,8 +4,10 @@
 //! same stopped guest, give the same answers (init_task's comm, every task's pid and comm,
 //! pid 1's stack trace), and those tasks are vmscope's own `ps` and the guest's `ps`.
 
+mod common;
 mod kernel_tools;
-use kernel_tools::{vmlinux, LinuxVm};
+use common::vmlinux;
+use kernel_tools::LinuxVm;
 use serde_json::Value;
 use std::path::{Path, PathBuf};
 use std::process::Command;

@@ -8,23 +8,6 @@ use std::io::{BufRead, Write};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-/// `(pid, command)` of each line of busybox `ps` output (`PID USER TIME COMMAND`, aligned:
-/// the command starts in the header's COMMAND column).
-fn guest_ps(lines: &[String]) -> Vec<(i64, String)> {
-    let start = lines
-        .iter()
-        .rposition(|l| l.contains("PID") && l.contains("COMMAND"))
-        .expect("the guest's ps header");
-    let column = lines[start].find("COMMAND").unwrap();
-    lines[start + 1..]
-        .iter()
-        .map_while(|l| {
-            let pid = l.split_whitespace().next()?.parse().ok()?;
-            Some((pid, l.get(column..)?.trim().to_string()))
-        })
-        .collect()
-}
-
 /// The text between the markers `start` and `end` in `text`.
 fn section<'a>(text: &'a str, start: &str, end: &str) -> Option<&'a str> {
     let rest = &text[text.find(start)? + start.len()..];
@@ -132,7 +115,7 @@ fn lx_ps_and_lx_dmesg_read_the_guest_through_the_stub() {
             Some((w.next()?.parse().ok()?, w.collect::<Vec<_>>().join(" ")))
         })
         .collect();
-    let theirs = guest_ps(&console);
+    let theirs = common::busybox_ps(&console);
     assert!(theirs.len() >= 3, "{all}");
     // busybox shows the `ps` process itself as `ps` or `{ps} sh`; it exited before sync ran.
     for (pid, cmd) in theirs.iter().filter(|(_, c)| c != "ps" && !c.starts_with("{ps}")) {

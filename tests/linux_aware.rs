@@ -10,26 +10,9 @@ use std::time::{Duration, Instant};
 
 /// The release the kernel was built as (`include/config/kernel.release` beside vmlinux).
 fn built_release() -> String {
-    let o = common::vmscope_offline(&["guests", "path", "vmlinux"]);
-    assert!(o.status.success(), "{}", common::stderr(&o));
-    let vmlinux = std::path::PathBuf::from(common::stdout(&o).trim());
+    let vmlinux = common::vmlinux();
     let p = vmlinux.parent().unwrap().join("include/config/kernel.release");
     std::fs::read_to_string(&p).unwrap_or_else(|e| panic!("{}: {e}", p.display())).trim().to_string()
-}
-
-/// `(pid, command)` of each line of busybox `ps` output (`PID USER TIME COMMAND`, aligned:
-/// the command starts in the header's COMMAND column).
-fn guest_ps(lines: &[String]) -> Vec<(i64, String)> {
-    let start =
-        lines.iter().position(|l| l.contains("PID") && l.contains("COMMAND")).expect("the guest's ps header");
-    let column = lines[start].find("COMMAND").unwrap();
-    lines[start + 1..]
-        .iter()
-        .map_while(|l| {
-            let pid = l.split_whitespace().next()?.parse().ok()?;
-            Some((pid, l.get(column..)?.trim().to_string()))
-        })
-        .collect()
 }
 
 #[test]
@@ -99,7 +82,7 @@ fn vmscope_ps_dmesg_uname_agree_with_the_guest() {
     let tasks = result("ps")["result"]["tasks"].as_array().unwrap_or_else(|| panic!("{out}")).clone();
     let ours: Vec<(i64, String)> =
         tasks.iter().map(|t| (t["pid"].as_i64().unwrap(), t["comm"].as_str().unwrap().to_string())).collect();
-    let theirs = guest_ps(&console);
+    let theirs = common::busybox_ps(&console);
     assert!(theirs.len() >= 3, "{all}");
     for (pid, cmd) in &theirs {
         // busybox shows the `ps` process itself as `ps` or `{ps} sh`; it exited before sync ran.

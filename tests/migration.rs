@@ -5,6 +5,7 @@
 //! lost shows. Nothing here asserts a timing.
 
 mod common;
+use common::typing::{Typing, BOUND};
 use common::{spawn_with_stderr_lines, stdout, vmscope};
 use std::path::Path;
 use std::process::Child;
@@ -153,98 +154,6 @@ fn a_target_refuses_a_stream_that_is_not_a_migration() {
     assert!(err.iter().any(|l| l.contains("VMSCMIGR")), "the target names what it expected: {err:?}");
 }
 
-/// A process whose standard input the test types into and whose standard output and error
-/// lines arrive on channels as they are printed.
-struct Proc {
-    child: Child,
-    stdin: Option<std::process::ChildStdin>,
-    out: Receiver<String>,
-    err: Receiver<String>,
-    seen: String,
-}
-
-/// How long a guest may take to print what a test waits for (Linux boots in minutes on PVM):
-/// a bound that keeps a broken run from hanging the suite, not a timing assertion.
-const BOUND: Duration = Duration::from_secs(1200);
-
-impl Proc {
-    fn spawn(args: &[&str]) -> Self {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        common::require_kvm();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vmscope"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start the vmscope binary");
-        let lines = |r: Box<dyn std::io::Read + Send>| {
-            let (tx, rx) = std::sync::mpsc::channel();
-            std::thread::spawn(move || {
-                for line in std::io::BufReader::new(r).lines().map_while(Result::ok) {
-                    let _ = tx.send(line);
-                }
-            });
-            rx
-        };
-        let out = lines(Box::new(child.stdout.take().unwrap()));
-        let err = lines(Box::new(child.stderr.take().unwrap()));
-        Proc { stdin: child.stdin.take(), child, out, err, seen: String::new() }
-    }
-
-    /// Reads standard output until a line contains `what`, for at most `bound`; the line, or
-    /// `None` when it did not come.
-    fn wait_out(&mut self, what: &str, bound: Duration) -> Option<String> {
-        let deadline = std::time::Instant::now() + bound;
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            let line = self.out.recv_timeout(left).ok()?;
-            self.seen += &line;
-            self.seen.push('\n');
-            if line.contains(what) {
-                return Some(line);
-            }
-        }
-    }
-
-    /// As [`Proc::wait_out`], failing the test (with all that was seen) when it never comes.
-    fn expect_out(&mut self, what: &str) -> String {
-        match self.wait_out(what, BOUND) {
-            Some(line) => line,
-            None => {
-                let _ = self.child.kill();
-                let err: Vec<String> = self.err.try_iter().collect();
-                panic!("{what:?} never came; the output was:\n{}\n{}", self.seen, err.join("\n"));
-            }
-        }
-    }
-
-    /// The rest of the first standard-error line that contains `what`.
-    fn expect_err(&mut self, what: &str) -> String {
-        wait_for(&self.err, what)
-    }
-
-    fn type_line(&mut self, text: &str) {
-        use std::io::Write;
-        let stdin = self.stdin.as_mut().expect("stdin is open");
-        stdin.write_all(format!("{text}\n").as_bytes()).unwrap();
-        stdin.flush().unwrap();
-    }
-
-    /// Waits for the end: the status, all standard output seen, and standard error.
-    fn finish(mut self) -> (Option<i32>, String, String) {
-        drop(self.stdin.take());
-        let status = self.child.wait().unwrap();
-        while let Ok(line) = self.out.recv() {
-            self.seen += &line;
-            self.seen.push('\n');
-        }
-        let err: Vec<String> = self.err.iter().collect();
-        (status.code(), self.seen, err.join("\n"))
-    }
-}
-
 /// A raw QMP client over a unix socket: newline-ended JSON, events kept aside.
 struct Qmp {
     stream: std::os::unix::net::UnixStream,
@@ -324,7 +233,7 @@ fn qmp_migrate_moves_a_ticking_guest_and_leaves_the_source_in_postmigrate() {
     let qmp = format!("unix:{}", qmp_path.display());
     // Ticks every 5 ms for far longer than the test: the target is killed once it has shown
     // the sequence goes on.
-    let mut src = Proc::spawn(&[
+    let mut src = Typing::spawn(&[
         "run",
         "unikernel",
         "--ring",
@@ -423,7 +332,7 @@ fn gdb_monitor_migrate_moves_the_guest_and_ends_the_session() {
         format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
     };
     let served = |listen: &str| {
-        let mut p = Proc::spawn(&[
+        let mut p = Typing::spawn(&[
             "run",
             "unikernel",
             "--ring",
@@ -479,7 +388,7 @@ fn a_linux_shell_moves_over_a_unix_socket_and_answers_on_the_target() {
     let dir = tempfile::tempdir().unwrap();
     let qmp_path = dir.path().join("linux.qmp");
     let qmp = format!("unix:{}", qmp_path.display());
-    let mut tgt = Proc::spawn(&[
+    let mut tgt = Typing::spawn(&[
         "run",
         "--incoming",
         &format!("unix:{}", dir.path().join("m.sock").display()),
@@ -487,7 +396,7 @@ fn a_linux_shell_moves_over_a_unix_socket_and_answers_on_the_target() {
         "1800",
     ]);
     let at = tgt.expect_err("waiting for a guest at ").trim().to_string();
-    let mut src = Proc::spawn(&["run", "linux", "--shell", "--qmp", &qmp, "--timeout", "1800"]);
+    let mut src = Typing::spawn(&["run", "linux", "--shell", "--qmp", &qmp, "--timeout", "1800"]);
     src.expect_out("built-in shell");
     // Input typed before the shell has opened its terminal is lost: ask until it answers.
     loop {

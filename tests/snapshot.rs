@@ -302,116 +302,6 @@ fn a_guest_with_a_disk_is_restored_only_onto_the_same_image() {
     refused(&snap, "it cannot be found");
 }
 
-/// A `vmscope` process whose standard input the test types into and whose standard output
-/// lines arrive on a channel as the guest prints them.
-struct Typing {
-    child: std::process::Child,
-    stdin: std::process::ChildStdin,
-    lines: std::sync::mpsc::Receiver<String>,
-    seen: String,
-}
-
-impl Typing {
-    fn spawn(args: &[&str]) -> Self {
-        use std::io::BufRead;
-        use std::process::{Command, Stdio};
-        common::require_kvm();
-        let mut child = Command::new(env!("CARGO_BIN_EXE_vmscope"))
-            .args(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("cannot start the vmscope binary");
-        let stdin = child.stdin.take().unwrap();
-        let stdout = child.stdout.take().unwrap();
-        let (tx, lines) = std::sync::mpsc::channel();
-        std::thread::spawn(move || {
-            for line in std::io::BufReader::new(stdout).lines().map_while(Result::ok) {
-                let _ = tx.send(line);
-            }
-        });
-        Self { child, stdin, lines, seen: String::new() }
-    }
-
-    /// Reads lines until one contains `what` (the guest boots in minutes on PVM: the bound
-    /// is generous and only keeps a broken run from hanging the suite).
-    fn wait_for(&mut self, what: &str) {
-        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(1200);
-        loop {
-            let left = deadline.saturating_duration_since(std::time::Instant::now());
-            match self.lines.recv_timeout(left) {
-                Ok(line) => {
-                    self.seen += &line;
-                    self.seen.push('\n');
-                    if line.contains(what) {
-                        return;
-                    }
-                }
-                Err(_) => {
-                    let _ = self.child.kill();
-                    let _ = self.child.wait();
-                    let mut err = String::new();
-                    if let Some(mut e) = self.child.stderr.take() {
-                        use std::io::Read;
-                        let _ = e.read_to_string(&mut err);
-                    }
-                    panic!("{what:?} never came; the output was:\n{}\n{err}", self.seen);
-                }
-            }
-        }
-    }
-
-    /// Types `text` until `what` comes: a line typed before the guest's shell reads its
-    /// terminal is lost, so it is typed again after each 60 s without an answer.
-    fn type_until(&mut self, text: &str, what: &str) {
-        for _ in 0..20 {
-            self.type_line(text);
-            if self.wait_for_within(what, std::time::Duration::from_secs(60)) {
-                return;
-            }
-        }
-        self.wait_for(what);
-    }
-
-    /// Reads lines for up to `limit`; true once one contains `what`.
-    fn wait_for_within(&mut self, what: &str, limit: std::time::Duration) -> bool {
-        let deadline = std::time::Instant::now() + limit;
-        while let Ok(line) =
-            self.lines.recv_timeout(deadline.saturating_duration_since(std::time::Instant::now()))
-        {
-            self.seen += &line;
-            self.seen.push('\n');
-            if line.contains(what) {
-                return true;
-            }
-        }
-        false
-    }
-
-    fn type_line(&mut self, text: &str) {
-        use std::io::Write;
-        self.stdin.write_all(format!("{text}\n").as_bytes()).unwrap();
-        self.stdin.flush().unwrap();
-    }
-
-    /// Waits for the process to end; returns its status, all its output and its stderr.
-    fn finish(mut self) -> (Option<i32>, String, String) {
-        use std::io::Read;
-        drop(self.stdin);
-        let status = self.child.wait().unwrap();
-        while let Ok(line) = self.lines.recv() {
-            self.seen += &line;
-            self.seen.push('\n');
-        }
-        let mut err = String::new();
-        if let Some(mut e) = self.child.stderr.take() {
-            e.read_to_string(&mut err).unwrap();
-        }
-        (status.code(), self.seen, err)
-    }
-}
-
 /// The first numbers of every line that is `/proc/uptime`'s output ("12.34 5.67").
 fn uptimes(out: &str) -> Vec<f64> {
     out.lines()
@@ -466,7 +356,7 @@ fn linux_shell_with_a_disk_goes_on_in_a_new_process() {
         ),
     );
     let disk = format!("{},ro", s(&img));
-    let mut first = Typing::spawn(&[
+    let mut first = common::typing::Typing::spawn(&[
         "run",
         "linux",
         "--shell",
@@ -479,7 +369,7 @@ fn linux_shell_with_a_disk_goes_on_in_a_new_process() {
         "--timeout",
         "1800",
     ]);
-    first.wait_for("built-in shell");
+    first.expect_out("built-in shell");
     first.type_until("cat /proc/uptime; sync", "stopped: breakpoint");
     let (code, out1, err1) = first.finish();
     assert_eq!(code, Some(0), "{out1}\n{err1}");
@@ -501,10 +391,10 @@ fn linux_shell_with_a_disk_goes_on_in_a_new_process() {
         assert!(info.contains(want), "{want:?} missing from:\n{info}");
     }
 
-    let mut second = Typing::spawn(&["run", "--restore", s(&snap), "--timeout", "1200"]);
+    let mut second = common::typing::Typing::spawn(&["run", "--restore", s(&snap), "--timeout", "1200"]);
     second.type_line("cat /proc/uptime");
     second.type_line("cat /mnt/hello.txt");
-    second.wait_for("read after the restore");
+    second.expect_out("read after the restore");
     second.type_line("poweroff");
     let (code, out2, err2) = second.finish();
     assert_eq!(code, Some(0), "{out2}\n{err2}");

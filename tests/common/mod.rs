@@ -3,6 +3,8 @@
 
 use std::process::{Command, Output};
 
+pub mod typing;
+
 /// Fails with a clear message when the machine has no KVM.
 pub fn require_kvm() {
     assert!(
@@ -63,4 +65,28 @@ pub fn spawn_with_stderr_lines(args: &[&str]) -> (std::process::Child, std::sync
         }
     });
     (child, rx)
+}
+
+/// The vmlinux (with DWARF) `vmscope run linux` boots.
+pub fn vmlinux() -> std::path::PathBuf {
+    let o = vmscope_offline(&["guests", "path", "vmlinux"]);
+    assert!(o.status.success(), "{}", stderr(&o));
+    std::path::PathBuf::from(stdout(&o).trim())
+}
+
+/// `(pid, command)` of each line of busybox `ps` output (`PID USER TIME COMMAND`, aligned:
+/// the command starts in the header's COMMAND column) after the last header in `lines`;
+/// empty without one.
+pub fn busybox_ps(lines: &[String]) -> Vec<(i64, String)> {
+    let Some(start) = lines.iter().rposition(|l| l.contains("PID") && l.contains("COMMAND")) else {
+        return vec![];
+    };
+    let column = lines[start].find("COMMAND").unwrap_or(0);
+    lines[start + 1..]
+        .iter()
+        .map_while(|l| {
+            let pid = l.split_whitespace().next()?.parse().ok()?;
+            Some((pid, l.get(column..)?.trim().to_string()))
+        })
+        .collect()
 }

@@ -33,29 +33,6 @@ impl Drop for LinuxVm {
     }
 }
 
-/// The vmlinux (with DWARF) `vmscope run linux` boots.
-pub fn vmlinux() -> PathBuf {
-    let o = Command::new(env!("CARGO_BIN_EXE_vmscope")).args(["guests", "path", "vmlinux"]).output().unwrap();
-    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    PathBuf::from(String::from_utf8_lossy(&o.stdout).trim())
-}
-
-/// `(pid, command)` of each line of busybox `ps` output after the last header (the command
-/// starts in the header's COMMAND column).
-fn parse_guest_ps(lines: &[String]) -> Vec<(i64, String)> {
-    let Some(start) = lines.iter().rposition(|l| l.contains("PID") && l.contains("COMMAND")) else {
-        return vec![];
-    };
-    let column = lines[start].find("COMMAND").unwrap();
-    lines[start + 1..]
-        .iter()
-        .map_while(|l| {
-            let pid = l.split_whitespace().next()?.parse().ok()?;
-            Some((pid, l.get(column..)?.trim().to_string()))
-        })
-        .collect()
-}
-
 fn wait_for(rx: &Receiver<String>, seen: &mut Vec<String>, deadline: Instant, what: &str) {
     loop {
         let line = rx.recv_timeout(deadline.saturating_duration_since(Instant::now())).unwrap_or_else(|_| {
@@ -119,7 +96,7 @@ impl LinuxVm {
             }
         }
         assert!(answered, "the guest's shell never ran ps; its console:\n{}", console.join("\n"));
-        let guest_ps = parse_guest_ps(&console);
+        let guest_ps = crate::common::busybox_ps(&console);
         let mut qmp = Qmp::connect(&socket);
         qmp.cmd(json!({"execute": "stop"}));
         assert_eq!(qmp.cmd(json!({"execute": "query-status"}))["return"]["status"], "paused");
