@@ -21,8 +21,7 @@ fn build_workload(manifest_dir: &Path, out_dir: &Path) -> PathBuf {
         rerun_if_changed(&src.join(p));
     }
     let target_dir = out_dir.join("workload-target");
-    nested_cargo(&src, &target_dir, "-C\x1ftarget-feature=+crt-static");
-    target_dir.join("release/workload")
+    nested_cargo(&src, &target_dir, "-C\x1ftarget-feature=+crt-static")
 }
 
 fn rerun_if_changed(dir: &Path) {
@@ -61,17 +60,22 @@ fn build_unikernel(manifest_dir: &Path, out_dir: &Path) -> PathBuf {
     .collect::<Vec<_>>()
     .join("\x1f");
     let target_dir = out_dir.join("unikernel-target");
-    nested_cargo(&src, &target_dir, &flags);
-    target_dir.join("release/unikernel")
+    nested_cargo(&src, &target_dir, &flags)
 }
 
 /// Runs `cargo build --release` for the package at `dir` with `rustflags`, with none of the
-/// outer build's configuration leaking in.
-fn nested_cargo(dir: &Path, target_dir: &Path, rustflags: &str) {
+/// outer build's configuration leaking in, and returns the path of the program it built
+/// (named after the directory).
+///
+/// The guests run on x86_64 whatever the host, and the target is named explicitly: the
+/// repository's `.cargo/config.toml`, which the nested cargo also reads, names one too, and
+/// only an explicit target keeps `rustflags` off the build scripts cargo runs on the host.
+fn nested_cargo(dir: &Path, target_dir: &Path, rustflags: &str) -> PathBuf {
+    const TARGET: &str = "x86_64-unknown-linux-gnu";
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let mut cmd = Command::new(cargo);
     cmd.current_dir(dir)
-        .args(["build", "--release", "--manifest-path"])
+        .args(["build", "--release", "--target", TARGET, "--manifest-path"])
         .arg(dir.join("Cargo.toml"))
         .arg("--target-dir")
         .arg(target_dir)
@@ -96,4 +100,6 @@ fn nested_cargo(dir: &Path, target_dir: &Path, rustflags: &str) {
     if !out.status.success() {
         panic!("building the guest at {} failed:\n{}", dir.display(), String::from_utf8_lossy(&out.stderr));
     }
+    let name = dir.file_name().expect("a guest's directory has a name");
+    target_dir.join(TARGET).join("release").join(name)
 }
