@@ -206,7 +206,7 @@ mod tests {
         drop(c);
         drop(clone);
         assert_eq!(out.written().0, b"login: no newline", "dropping the last handle writes the rest");
-        assert_eq!(Console::buffer().has_pending(), false);
+        assert!(!Console::buffer().has_pending());
     }
 
     #[test]

@@ -6,6 +6,9 @@
 //! for a guest whose loadable segments are a fraction of that. [`ElfImage::Static`] boots
 //! straight from the binary's pages, so only the ELF headers and the loadable segments are
 //! ever read, and symbols (the debug sections) are read only when a debugger asks.
+//! [`ElfImage::Read`] keeps a file's bytes in the buffer they were read into: turning a
+//! `Vec<u8>` into an `Arc<[u8]>` copies it, and for a moment both copies were resident
+//! (`run --elf` of the unikernel peaked 0.75 MiB higher for it).
 //!
 //! ```
 //! use vmm::machine::ElfImage;
@@ -26,15 +29,19 @@ pub enum ElfImage {
     Static(&'static [u8]),
     /// Bytes on the heap; cloning bumps a reference count.
     Shared(Arc<[u8]>),
+    /// Bytes read from a file, in the buffer they were read into; cloning bumps a reference
+    /// count.
+    Read(Arc<Vec<u8>>),
 }
 
 impl ElfImage {
-    /// The bytes as an `Arc<[u8]>`, for an API that keeps them (copied for a static
-    /// image, shared otherwise).
+    /// The bytes as an `Arc<[u8]>`, for an API that keeps them (shared for a shared image,
+    /// copied otherwise).
     pub fn to_arc(&self) -> Arc<[u8]> {
         match self {
             ElfImage::Static(b) => Arc::from(*b),
             ElfImage::Shared(a) => a.clone(),
+            ElfImage::Read(v) => Arc::from(v.as_slice()),
         }
     }
 }
@@ -46,6 +53,7 @@ impl Deref for ElfImage {
         match self {
             ElfImage::Static(b) => b,
             ElfImage::Shared(a) => a,
+            ElfImage::Read(v) => v,
         }
     }
 }
@@ -62,6 +70,7 @@ impl std::fmt::Debug for ElfImage {
         let kind = match self {
             ElfImage::Static(_) => "Static",
             ElfImage::Shared(_) => "Shared",
+            ElfImage::Read(_) => "Read",
         };
         write!(f, "ElfImage::{kind}({} bytes)", self.len())
     }
@@ -81,7 +90,7 @@ impl From<Arc<[u8]>> for ElfImage {
 
 impl From<Vec<u8>> for ElfImage {
     fn from(bytes: Vec<u8>) -> Self {
-        ElfImage::Shared(bytes.into())
+        ElfImage::Read(Arc::new(bytes))
     }
 }
 
@@ -102,11 +111,22 @@ mod tests {
 
     #[test]
     fn a_shared_image_is_shared_by_its_clones() {
-        let image = ElfImage::from(b"\x7fELF heap".to_vec());
+        let image = ElfImage::from(Arc::<[u8]>::from(&b"\x7fELF heap"[..]));
         let arc = image.to_arc();
         assert!(std::ptr::eq(arc.as_ptr(), image.as_ptr()));
         assert_eq!(&*image.clone(), b"\x7fELF heap");
         assert_eq!(format!("{image:?}"), "ElfImage::Shared(9 bytes)");
         assert_eq!(&*ElfImage::from(BYTES).to_arc(), BYTES);
+    }
+
+    #[test]
+    fn a_read_image_stays_in_its_buffer() {
+        let bytes = b"\x7fELF file".to_vec();
+        let at = bytes.as_ptr();
+        let image = ElfImage::from(bytes);
+        assert!(std::ptr::eq(image.as_ptr(), at));
+        assert!(std::ptr::eq(image.clone().as_ptr(), at));
+        assert_eq!(&*image.to_arc(), b"\x7fELF file");
+        assert_eq!(format!("{image:?}"), "ElfImage::Read(9 bytes)");
     }
 }
