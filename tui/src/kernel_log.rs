@@ -7,6 +7,8 @@
 //! records newer than the last one kept (by sequence number), so lines survive the ring
 //! wrapping, up to [`MAX_LINES`]. A gap in the sequence (the ring wrapped between two reads)
 //! is marked; a sequence that goes back (the guest rebooted or was rewound) starts over.
+//! A line wider than the pane wraps onto as many rows as it needs, as `dmesg` in a terminal
+//! does; scrolling counts rows.
 
 use crate::app::Key;
 use inspect::linux::dmesg::Record;
@@ -33,11 +35,14 @@ pub struct KernelLog {
     pub lines: VecDeque<String>,
     /// The sequence number of the newest record kept.
     pub last_seq: Option<u64>,
-    /// Rows scrolled up from the newest line (0: the pane follows new lines).
+    /// Rows scrolled up from the newest row (0: the pane follows new lines).
     pub scroll: usize,
     /// Rows of text the pane showed at its last draw ([`Self::fit`]): scrolling stops when
     /// the first line is at the top.
     pub rows: usize,
+    /// Columns of the pane at its last draw; a longer line takes several rows (0: no
+    /// wrapping, a row per line).
+    pub width: usize,
     /// Something the person should know: the vmlinux is being read, the ring is corrupt
     /// (the lines above are those read before), the log is as old as the pause.
     pub note: Option<String>,
@@ -62,6 +67,7 @@ impl KernelLog {
             }
         }
         let mut added = 0;
+        let rows_before = self.total_rows();
         for r in records {
             if self.last_seq.is_some_and(|kept| r.seq <= kept) {
                 continue;
@@ -85,9 +91,39 @@ impl KernelLog {
         }
         // Scrolled up: the view stays on the lines the person is reading.
         if self.scroll > 0 {
-            self.scroll = (self.scroll + added).min(self.max_scroll());
+            let rows_added = self.total_rows().saturating_sub(rows_before);
+            self.scroll = (self.scroll + rows_added).min(self.max_scroll());
         }
         added
+    }
+
+    /// The rows `line` takes at the pane's width.
+    fn rows_of(&self, line: &str) -> usize {
+        match self.width {
+            0 => 1,
+            w => line.chars().count().div_ceil(w).max(1),
+        }
+    }
+
+    /// The rows all the lines kept take.
+    fn total_rows(&self) -> usize {
+        self.lines.iter().map(|l| self.rows_of(l)).sum()
+    }
+
+    /// `line` cut into the pane's rows.
+    fn wrapped<'a>(&self, line: &'a str) -> Vec<&'a str> {
+        if self.width == 0 {
+            return vec![line];
+        }
+        let mut rows = vec![];
+        let mut rest = line;
+        while rest.chars().count() > self.width {
+            let cut = rest.char_indices().nth(self.width).map_or(rest.len(), |(i, _)| i);
+            rows.push(&rest[..cut]);
+            rest = &rest[cut..];
+        }
+        rows.push(rest);
+        rows
     }
 
     fn push_line(&mut self, line: String) {
@@ -98,22 +134,35 @@ impl KernelLog {
     }
 
     fn max_scroll(&self) -> usize {
-        self.lines.len().saturating_sub(self.rows.max(1))
+        self.total_rows().saturating_sub(self.rows.max(1))
     }
 
-    /// Tells the log how many rows of text its pane has (before each draw).
-    pub fn fit(&mut self, rows: usize) {
+    /// Tells the log how many rows and columns of text its pane has (before each draw).
+    pub fn fit(&mut self, rows: usize, width: usize) {
         self.rows = rows;
+        self.width = width;
         self.scroll = self.scroll.min(self.max_scroll());
     }
 
-    /// The lines that fit `rows` rows at the current scroll position, oldest first (a full
-    /// pane from the first line when scrolled to the top).
-    pub fn window(&self, rows: usize) -> impl Iterator<Item = &String> {
-        let len = self.lines.len();
-        let end = len - self.scroll.min(len);
-        let start = end.saturating_sub(rows);
-        self.lines.range(start..(start + rows).min(len).max(end))
+    /// The rows that fit a pane of `rows` rows at the current scroll position, oldest first
+    /// (a full pane from the first line when scrolled to the top).
+    pub fn window(&self, rows: usize) -> Vec<&str> {
+        let mut skip = self.scroll.min(self.total_rows().saturating_sub(rows));
+        let mut shown = Vec::with_capacity(rows);
+        'lines: for line in self.lines.iter().rev() {
+            for row in self.wrapped(line).into_iter().rev() {
+                if shown.len() == rows {
+                    break 'lines;
+                }
+                if skip > 0 {
+                    skip -= 1;
+                } else {
+                    shown.push(row);
+                }
+            }
+        }
+        shown.reverse();
+        shown
     }
 
     /// Handles a key while the pane has focus.
@@ -143,7 +192,7 @@ mod tests {
     }
 
     fn texts(l: &KernelLog, rows: usize) -> Vec<String> {
-        l.window(rows).map(|s| s.split("] ").nth(1).unwrap_or(s).to_string()).collect()
+        l.window(rows).into_iter().map(|s| s.split("] ").nth(1).unwrap_or(s).to_string()).collect()
     }
 
     #[test]
@@ -160,7 +209,7 @@ mod tests {
     fn scrolling_up_holds_the_view_while_lines_come() {
         let mut l = KernelLog::default();
         l.push_records(&(0..20).map(|i| rec(i, &format!("line {i}"))).collect::<Vec<_>>());
-        l.fit(2);
+        l.fit(2, 0);
         assert_eq!(l.on_key(Key::PageUp), LogKey::Done);
         assert_eq!(texts(&l, 2), ["line 8", "line 9"]);
         l.push_records(&[rec(20, "line 20"), rec(21, "line 21")]);
@@ -173,7 +222,7 @@ mod tests {
             l.on_key(Key::Up);
         }
         assert_eq!(l.scroll, 20, "scrolling stops with the first line at the top");
-        l.fit(5);
+        l.fit(5, 0);
         assert_eq!(l.scroll, 17, "a taller pane scrolls less far");
         assert_eq!(texts(&l, 5)[0], "line 0");
         for _ in 0..100 {
@@ -190,7 +239,7 @@ mod tests {
         let many: Vec<Record> = (0..MAX_LINES as u64 + 500).map(|i| rec(i, "x")).collect();
         l.push_records(&many);
         assert_eq!(l.lines.len(), MAX_LINES);
-        l.fit(10);
+        l.fit(10, 0);
         l.on_key(Key::Home);
         assert_eq!(l.scroll, MAX_LINES - 10);
         l.push_records(&[rec(MAX_LINES as u64 + 600, "after a wrap")]);
@@ -209,7 +258,35 @@ mod tests {
     fn a_record_of_several_lines_takes_a_row_each() {
         let mut l = KernelLog::default();
         assert_eq!(l.push_records(&[rec(0, "first\n second")]), 2);
-        assert_eq!(l.window(5).count(), 2);
-        assert!(KernelLog::default().window(5).next().is_none());
+        assert_eq!(l.window(5).len(), 2);
+        assert!(KernelLog::default().window(5).is_empty());
+    }
+
+    #[test]
+    fn a_line_wider_than_the_pane_wraps_and_scrolling_counts_rows() {
+        let mut l = KernelLog::default();
+        l.push_records(&[rec(0, "short"), rec(1, &"x".repeat(50)), rec(2, "last")]);
+        // "[    0.001000] " is 15 columns: 65 of them at 20 columns is 4 rows.
+        l.fit(3, 20);
+        let rows = l.window(3);
+        assert_eq!(rows.len(), 3);
+        assert_eq!(rows[2], "[    0.002000] last");
+        assert_eq!(rows[1], "x".repeat(5), "the long line's last row");
+        assert!(rows.iter().all(|r| r.chars().count() <= 20));
+        l.on_key(Key::Home);
+        assert_eq!(l.scroll, 6 - 3, "1 + 4 + 1 rows in all");
+        assert_eq!(l.window(3), ["[    0.000000] short", "[    0.001000] xxxxx", "x".repeat(20).as_str()]);
+        // Scrolled up, new lines keep the view on the same rows, by rows they add.
+        l.push_records(&[rec(3, &"y".repeat(30))]);
+        assert_eq!(l.window(3)[0], "[    0.000000] short");
+        // Multi-byte characters are cut between characters, never inside one.
+        l.push_records(&[rec(4, &"é".repeat(30))]);
+        l.on_key(Key::End);
+        // 15 + 30 characters at 20 columns: the prefix and 5, then 20, then 5.
+        assert_eq!(l.window(3), [format!("[    0.004000] {}", "é".repeat(5)), "é".repeat(20), "é".repeat(5)]);
+        // A narrower pane: the same line takes more rows, and the view is clamped.
+        l.fit(100, 1);
+        assert_eq!(l.scroll, 0);
+        assert_eq!(l.window(2), ["é", "é"]);
     }
 }

@@ -171,7 +171,7 @@ impl App {
             (a.processes, self.guests.get_mut(self.selected).and_then(|g| g.kernel_log.as_mut()))
         {
             let note = note_rows(l.note.as_deref(), r.width.saturating_sub(2));
-            l.fit(r.height.saturating_sub(2 + note) as usize);
+            l.fit(r.height.saturating_sub(2 + note) as usize, r.width.saturating_sub(2) as usize);
         }
         for (i, r) in self.console_panes(a.consoles) {
             if let Some(g) = self.guests.get_mut(i) {
@@ -284,7 +284,8 @@ impl App {
         b.render(area, buf);
         let note_rows = note_rows(l.note.as_deref(), inner.width);
         let [text, note] = Layout::vertical([Constraint::Min(1), Constraint::Length(note_rows)]).areas(inner);
-        let mut lines: Vec<Line> = l.window(text.height as usize).map(|s| Line::raw(s.clone())).collect();
+        let mut lines: Vec<Line> =
+            l.window(text.height as usize).into_iter().map(|s| Line::raw(s.to_string())).collect();
         if lines.is_empty() && l.reads > 0 {
             lines.push(Line::raw("(the ring holds no record)"));
         }
