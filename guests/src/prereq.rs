@@ -59,13 +59,16 @@ pub const LINUX_BUILD: &[Requirement] = &[
 ];
 
 /// Clients that features talk to: gdb for `--gdb`, tmux for the TUI tests, strace for
-/// `measure surface`, runc as the second container runtime.
+/// `measure surface`, runc as the second container runtime, QEMU (the unikernel's PVH entry
+/// in the tests, and `measure anchors`) and GNU time (`measure anchors`' true peak RSS).
 pub const CLIENTS: &[Requirement] = &[
     program("gdb", "gdb"),
     program("tmux", "tmux"),
     program("strace", "strace"),
     program("runc", "runc"),
     program("mke2fs", "e2fsprogs"),
+    program("qemu-system-x86_64", "qemu-system-x86"),
+    file("GNU time", "/usr/bin/time", "time"),
 ];
 
 /// Where a program is on `PATH`.

@@ -209,6 +209,7 @@ fn client_checks(out: &mut Vec<Check>) {
         let feature = match r.name {
             "gdb" => "debugging",
             "tmux" | "strace" | "mke2fs" => "tests",
+            "qemu-system-x86_64" | "GNU time" => "measure",
             _ => "tools",
         };
         out.push(requirement(feature, r, Status::Optional));
