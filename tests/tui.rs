@@ -365,17 +365,29 @@ fn last_tick(screen: &str) -> Option<u64> {
 /// prints the ticks that follow the last one the TUI showed, with none lost or repeated.
 #[test]
 fn migrate_moves_the_tuis_unikernel_to_a_target_with_no_tick_lost() {
+    let dir = tempfile::tempdir().unwrap();
+    migrate_the_tuis_unikernel(&format!("unix:{}", dir.path().join("m.sock").display()));
+}
+
+/// The same over TCP on the loopback, to the port the target bound.
+#[test]
+fn migrate_moves_the_tuis_unikernel_over_tcp() {
+    migrate_the_tuis_unikernel("tcp:127.0.0.1:0");
+}
+
+/// Moves the TUI's ticking unikernel to a target started at `listen` (its announced address).
+fn migrate_the_tuis_unikernel(listen: &str) {
     use std::io::BufRead;
     let bin = env!("CARGO_BIN_EXE_vmscope");
-    let dir = tempfile::tempdir().unwrap();
-    let uri = format!("unix:{}", dir.path().join("m.sock").display());
-    let (mut target, err) = common::spawn_with_stderr_lines(&["run", "--incoming", &uri, "--timeout", "600"]);
-    loop {
+    let (mut target, err) =
+        common::spawn_with_stderr_lines(&["run", "--incoming", listen, "--timeout", "600"]);
+    let uri = loop {
         let line = err.recv_timeout(Duration::from_secs(300)).expect("the target says where it waits");
-        if line.contains("waiting for a guest at") {
-            break;
+        if let Some(at) = line.split("waiting for a guest at ").nth(1) {
+            break at.split_whitespace().next().unwrap_or_default().to_string();
         }
-    }
+    };
+    let scheme = &uri[..uri.find(':').unwrap_or(0) + 1];
     let t = Tmux::start(&format!(
         "{bin} tui unikernel --workload 'ticks 1000000 --every 200'; echo VMSCOPE-EXITED $?; sleep 30"
     ));
@@ -384,7 +396,7 @@ fn migrate_moves_the_tuis_unikernel_to_a_target_with_no_tick_lost() {
     let s = t.wait_for("the move's end", |s| s.contains("migrated (esc closes)"));
     assert!(s.contains(&format!("migrated to {uri}")) && s.contains("downtime"), "{s}");
     assert!(s.contains("round 0"), "the summary lists the rounds:\n{s}");
-    assert!(s.contains("[migrated to unix:"), "the tab says where the guest went:\n{s}");
+    assert!(s.contains(&format!("[migrated to {scheme}")), "the tab says where the guest went:\n{s}");
     t.keys(&["Escape"]);
     let s = t.wait_for("the console", |s| !s.contains("migrated (esc closes)"));
     let last = last_tick(&s).unwrap_or_else(|| panic!("no tick in the console:\n{s}"));
