@@ -51,7 +51,7 @@ fn is_rust_name(name: &str) -> bool {
 
 /// A linker script that puts the listed Rust functions into `.text.run_path`, just before
 /// `.text`, in the list's order. Each function has its own input section
-/// (`.text.<symbol>`), matched by a pattern in which what changes from build to build is a
+/// (`.text.<symbol>`, or `.text.unlikely.<symbol>`), matched by a pattern in which what changes from build to build is a
 /// wildcard: the crate disambiguators of v0 names (`Cs<hash>_`, which depend on the flags and
 /// the dependency graph) and the `.llvm.<hash>` suffix LLVM gives a promoted local (which
 /// changes with any code in its codegen unit). v0 names spell out every generic argument,
@@ -65,7 +65,11 @@ fn run_path_script(order: &str) -> String {
             continue; // Not a name a linker script can spell; left where it is.
         }
         let pattern = if name.starts_with("_R") { wildcard_disambiguators(name) } else { name.to_string() };
-        script.push_str(&format!("    *(.text.{pattern} .text.{pattern}.llvm.*)\n"));
+        // LLVM puts a function it thinks cold (one that panics, a slow path) in
+        // `.text.unlikely.<symbol>`.
+        script.push_str(&format!(
+            "    *(.text.{pattern} .text.{pattern}.llvm.* .text.unlikely.{pattern} .text.unlikely.{pattern}.llvm.*)\n"
+        ));
     }
     script.push_str("  }\n}\nINSERT BEFORE .text;\n");
     script
