@@ -1,7 +1,8 @@
 //! End to end: the unikernel file that `vmscope guests path unikernel` prints boots under
 //! QEMU's microvm through its Xen PVH note (console on COM1, exit through isa-debug-exit)
 //! and, the very same file, under vmscope: directly (`--elf`, the ELF entry point) and
-//! through PVH (`run linux --kernel`, vmscope's PVH loader).
+//! through PVH (`run linux --kernel`, vmscope's PVH loader); and that `run --elf` enters a
+//! PVH ELF without vmscope's note (this file with the note renamed) through its PVH entry.
 
 mod common;
 use common::{require_kvm, stderr, stdout, vmscope};
@@ -75,4 +76,48 @@ fn vmscope_boots_the_same_file_directly_and_through_pvh() {
         stderr(&o)
     );
     assert!(stderr(&o).contains("reset the machine"), "{}", stderr(&o));
+}
+
+/// The unikernel with its vmscope note's owner renamed: a PVH ELF like any other VMM's.
+fn without_vmscope_note(elf: &std::path::Path, dir: &std::path::Path) -> PathBuf {
+    let mut bytes = std::fs::read(elf).unwrap();
+    // namesz 8, descsz 4, type 1 (vmscope_abi::NOTE_DIRECT_ENTRY), "vmscope\0".
+    let note: Vec<u8> =
+        [8u32, 4, 1].iter().flat_map(|v| v.to_le_bytes()).chain(b"vmscope\0".iter().copied()).collect();
+    let at = bytes.windows(note.len()).position(|w| w == note).expect("the unikernel carries vmscope's note");
+    bytes[at + 18] = b'X';
+    let path = dir.join("pvh-only.elf");
+    std::fs::write(&path, bytes).unwrap();
+    path
+}
+
+#[test]
+fn run_elf_enters_a_pvh_elf_without_vmscopes_note_through_pvh() {
+    require_kvm();
+    let dir = tempfile::tempdir().unwrap();
+    let elf = unikernel_path();
+    let pvh = without_vmscope_note(&elf, dir.path());
+    let pvh_s = pvh.to_str().unwrap();
+    // Through the PVH entry: the workload's words are the command line (hvm_start_info),
+    // the console is COM1, and the guest ends with an i8042 reset.
+    let o = vmscope(&["run", "-v", "--elf", pvh_s, "--workload", "compute", "1000", "--timeout", "300"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("compute: N=1000 primes=168"), "{}\n{}", stdout(&o), stderr(&o));
+    assert!(stderr(&o).contains("entered through the PVH entry"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("command line: compute 1000"), "{}", stderr(&o));
+    assert!(stderr(&o).contains("reset the machine"), "{}", stderr(&o));
+    // --append gives the command line instead.
+    let o = vmscope(&["run", "--elf", pvh_s, "--append", "hello", "--timeout", "300"]);
+    assert!(
+        stdout(&o).contains("Hello from the vmscope unikernel (ring 0)"),
+        "{}\n{}",
+        stdout(&o),
+        stderr(&o)
+    );
+    // With the note, the same file is entered directly (its hypercall console, no COM1).
+    let o =
+        vmscope(&["run", "-v", "--elf", elf.to_str().unwrap(), "--workload", "hello", "--timeout", "300"]);
+    assert_eq!(o.status.code(), Some(0), "{}", stderr(&o));
+    assert!(stdout(&o).contains("Hello from the vmscope unikernel"), "{}", stdout(&o));
+    assert!(!stderr(&o).contains("PVH entry"), "{}", stderr(&o));
 }

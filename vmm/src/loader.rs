@@ -106,6 +106,46 @@ pub struct LoadedElf {
     pub end: u64,
 }
 
+/// How `vmscope run --elf` enters a guest ELF.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum ElfEntry {
+    /// vmscope's contract: long mode at `e_entry`, boot info and hypercalls (the unikernel,
+    /// and any ELF without a PVH entry).
+    Direct,
+    /// The 32-bit PVH entry its `XEN_ELFNOTE_PHYS32_ENTRY` note names, with `hvm_start_info`,
+    /// as QEMU's `-kernel`, Firecracker and Cloud Hypervisor enter it.
+    Pvh,
+}
+
+/// `XEN_ELFNOTE_PHYS32_ENTRY`.
+const XEN_ELFNOTE_PHYS32_ENTRY: u32 = 18;
+
+/// How `bytes` wants to be entered: [`ElfEntry::Direct`] when it carries vmscope's note
+/// (`vmscope_abi::NOTE_DIRECT_ENTRY`) or no PVH note, [`ElfEntry::Pvh`] when it has a PVH
+/// note and not vmscope's. Notes are read from the `PT_NOTE` segments; what cannot be
+/// parsed counts as absent (the loader then reports what is wrong with the file).
+pub fn entry_kind(bytes: &[u8]) -> ElfEntry {
+    let (mut pvh, mut direct) = (false, false);
+    if let Ok(elf) = ElfFile64::<Endianness>::parse(bytes) {
+        let endian = elf.endian();
+        for ph in elf.elf_program_headers() {
+            let Ok(Some(mut notes)) = ph.notes(endian, bytes) else { continue };
+            while let Ok(Some(note)) = notes.next() {
+                match (note.name(), note.n_type(endian).0) {
+                    (b"Xen", XEN_ELFNOTE_PHYS32_ENTRY) => pvh = true,
+                    (vmscope_abi::NOTE_OWNER, vmscope_abi::NOTE_DIRECT_ENTRY) => direct = true,
+                    _ => {}
+                }
+            }
+        }
+    }
+    if pvh && !direct {
+        ElfEntry::Pvh
+    } else {
+        ElfEntry::Direct
+    }
+}
+
 /// Checks `bytes` (named `name` in errors) and loads its segments into `mem`, allowing
 /// `[KERNEL_MIN_GPA, limit)`.
 pub fn load_elf(mem: &GuestMemory, name: &str, bytes: &[u8], limit: u64) -> Result<LoadedElf, LoaderError> {
@@ -191,6 +231,13 @@ mod tests {
     use super::*;
     use crate::test_utils::tiny_elf;
     use crate::vstate::memory::create_guest_memory;
+
+    #[test]
+    fn an_elf_without_notes_or_not_an_elf_is_entered_directly() {
+        assert_eq!(entry_kind(&tiny_elf(0x10_0000, &[0xf4], EM_X86_64.0)), ElfEntry::Direct);
+        assert_eq!(entry_kind(b"\x7fELF but not really"), ElfEntry::Direct);
+        assert_eq!(entry_kind(&[]), ElfEntry::Direct);
+    }
 
     /// Where `tiny_elf`'s one program header keeps `p_offset` and `p_memsz`.
     const P_OFFSET: usize = 0x40 + 8;

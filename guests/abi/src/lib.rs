@@ -30,6 +30,12 @@ pub const KERNEL_MIN_GPA: u64 = 0x10_0000;
 
 /// `BootInfo::magic`: "VMSCOPE1" in little-endian.
 pub const BOOT_MAGIC: u64 = u64::from_le_bytes(*b"VMSCOPE1");
+/// An ELF note owned by `"vmscope"` of this type says the file follows the direct-entry
+/// contract (entered in long mode at `e_entry`, [`BOOT_MAGIC`] boot info, the ports below),
+/// so `vmscope run --elf` enters it there even when it has a PVH entry too.
+pub const NOTE_DIRECT_ENTRY: u32 = 1;
+/// The owner name of vmscope's ELF notes.
+pub const NOTE_OWNER: &[u8] = b"vmscope";
 
 /// Hypercall: write a buffer to the guest console in one exit. Argument: [`ConsoleWrite`].
 pub const PORT_CONSOLE_WRITE: u16 = 0x500;

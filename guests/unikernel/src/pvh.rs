@@ -33,6 +33,19 @@ core::arch::global_asm!(
     .long pvh_start32
     .balign 4
 
+    /* vmscope's own note: this file also follows vmscope's direct-entry contract (long
+       mode, hypercalls), so `vmscope run --elf` enters it there rather than at the PVH
+       entry it takes for other PVH ELFs (vmm::loader::entry_kind). */
+    .section .note.vmscope, "a", @note
+    .balign 4
+    .long 8                 /* namesz: "vmscope\0" */
+    .long 4                 /* descsz */
+    .long 1                 /* vmscope_abi::NOTE_DIRECT_ENTRY */
+    .asciz "vmscope"
+    .balign 4
+    .long 1                 /* the contract's version */
+    .balign 4
+
     .section .bss.pvh, "aw", @nobits
     .balign 4096
 pvh_tables:                 /* PML4, PDPT, four page directories */

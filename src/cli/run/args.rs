@@ -24,7 +24,9 @@ pub struct RunArgs {
     /// The guest to boot (or use --elf).
     #[arg(value_enum, required_unless_present_any = ["elf", "restore", "incoming"])]
     pub guest: Option<GuestKind>,
-    /// Boot this ELF instead (it must follow the unikernel's entry contract).
+    /// Boot this ELF instead: entered as the unikernel is (long mode, vmscope's hypercalls),
+    /// or, when it has a PVH note and not vmscope's, through its PVH entry as QEMU's -kernel
+    /// does (command line: --append, else the workload's words; console on COM1).
     #[arg(long, conflicts_with = "guest")]
     pub elf: Option<PathBuf>,
     /// Resume the guest saved in this snapshot (from `snapshot FILE` in a session or gdb's

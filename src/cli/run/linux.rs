@@ -18,7 +18,6 @@ const PVM_HINT: &str = "on PVM the guest kernel runs in KVM's instruction emulat
 /// Runs `vmscope run linux`.
 pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
     let (machine_args, linux, debug) = (&args.machine, &args.linux, &args.debug);
-    let verbose = args.report.verbose;
     let preset = crate::cli::linux::prepare(crate::cli::linux::Choice {
         kernel: linux.kernel.as_deref(),
         initrd: linux.initrd.as_deref(),
@@ -31,6 +30,18 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
         start_paused: debug.start_paused(),
         progress: std::io::IsTerminal::is_terminal(&std::io::stderr()),
     })?;
+    boot_and_drive(args, &preset, started)
+}
+
+/// Boots `preset` and runs it to its end under the debug frontends `args` asks for, with
+/// the console on this process's standard output (COM1). `run --elf` of a PVH guest ends
+/// here too.
+pub fn boot_and_drive(
+    args: &RunArgs,
+    preset: &crate::cli::linux::Preset,
+    started: Instant,
+) -> anyhow::Result<ExitCode> {
+    let (linux, debug, verbose) = (&args.linux, &args.debug, args.report.verbose);
     let cfg = &preset.config;
     if verbose {
         let host = vmm::host_kind();
@@ -41,7 +52,7 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
             cfg.cmdline
         );
         if preset.pvm {
-            eprintln!("vmscope: PVM profile applied: the kernel runs in KVM's instruction emulator, so booting takes minutes (see guests/linux/README.md)");
+            eprintln!("vmscope: PVM profile applied: the guest's CPL0 code runs in KVM's instruction emulator, so a Linux kernel takes minutes to boot (see guests/linux/README.md)");
         }
     }
     let console = if debug.json { Console::writer(std::io::stderr()) } else { Console::stdout() };

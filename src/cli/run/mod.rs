@@ -13,6 +13,7 @@ mod container;
 mod drive;
 mod incoming;
 mod linux;
+mod pvh;
 pub mod report;
 mod restore;
 mod unikernel;

@@ -1,5 +1,5 @@
 //! The built-in unikernel, or an ELF of the user's (`--elf`) that follows its entry
-//! contract.
+//! contract (a PVH ELF without vmscope's note goes to [`super::pvh`]).
 
 use super::args::RunArgs;
 use super::drive::{drive, Driven};
@@ -33,6 +33,9 @@ pub fn run(args: &RunArgs, started: Instant) -> anyhow::Result<ExitCode> {
     let (name, elf): (String, ElfImage) = match &args.elf {
         Some(path) => {
             let bytes = std::fs::read(path).with_context(|| format!("cannot read {}", path.display()))?;
+            if vmm::loader::entry_kind(&bytes) == vmm::loader::ElfEntry::Pvh {
+                return super::pvh::run(args, path, bytes, started);
+            }
             (path.display().to_string(), bytes.into())
         }
         // Borrowed from the binary, not copied: only the segments the boot loads are read.
