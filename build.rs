@@ -23,15 +23,15 @@ fn main() {
     if links_with_lld() {
         let dir = std::env::var("CARGO_MANIFEST_DIR").unwrap_or_default();
         let out = std::env::var("OUT_DIR").expect("cargo sets OUT_DIR");
-        let order = std::fs::read_to_string(Path::new(&dir).join(RUN_PATH_ORDER)).unwrap_or_default();
+        let list = Path::new(&dir).join(RUN_PATH_ORDER);
+        let order = std::fs::read_to_string(&list).unwrap_or_default();
         let script = Path::new(&out).join("run-path.ld");
         std::fs::write(&script, run_path_script(&order)).expect("OUT_DIR is writable");
         println!("cargo:rustc-link-arg-bins=-Wl,-T,{}", script.display());
         // By exact name too: C functions (the static C library's, capstone's) have no
         // section of their own to match, and the names an identical function was merged
         // under find it in the build the list was made from.
-        let exact = Path::new(&dir).join(RUN_PATH_ORDER);
-        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", exact.display());
+        println!("cargo:rustc-link-arg-bins=-Wl,--symbol-ordering-file={}", list.display());
         // Names that are not in this build (code changed since the list was made) are skipped.
         println!("cargo:rustc-link-arg-bins=-Wl,--no-warn-symbol-ordering");
     }
@@ -51,8 +51,8 @@ fn is_rust_name(name: &str) -> bool {
 
 /// A linker script that puts the listed Rust functions into `.text.run_path`, just before
 /// `.text`, in the list's order. Each function has its own input section
-/// (`.text.<symbol>`, or `.text.unlikely.<symbol>`), matched by a pattern in which what changes from build to build is a
-/// wildcard: the crate disambiguators of v0 names (`Cs<hash>_`, which depend on the flags and
+/// (`.text.<symbol>`, or `.text.unlikely.<symbol>`), matched by a pattern in which what
+/// changes from build to build is a wildcard: the crate disambiguators of v0 names (`Cs<hash>_`, which depend on the flags and
 /// the dependency graph) and the `.llvm.<hash>` suffix LLVM gives a promoted local (which
 /// changes with any code in its codegen unit). v0 names spell out every generic argument,
 /// so a pattern matches the one instance that ran, not every instance of the function.

@@ -233,14 +233,12 @@ fn the_default_workload_ticks_in_the_unikernel_and_the_container() {
     t.wait_for("the exit", |s| s.contains("VMSCOPE-EXITED 0"));
 }
 
-/// A learner at the Linux shell in the TUI: Backspace edits, Enter runs, the shell's
-/// cursor-position query is answered (never shown as `[6n`), Ctrl-C interrupts the guest's
-/// command and not the TUI, `q` with the console focused is typed into the guest while the
-/// footer says how to leave, and Ctrl-] then `q` quits with the terminal restored.
-#[test]
-fn typing_at_the_linux_shell_in_the_tui() {
+/// `vmscope tui linux` in a tmux pane (then `echo VMSCOPE-EXITED $?; {after}`), waited for
+/// until the guest's shell prompt shows and the console has the focus; the tmux session and
+/// its screen then.
+fn tui_linux_at_its_shell(after: &str) -> (Tmux, String) {
     let bin = env!("CARGO_BIN_EXE_vmscope");
-    let t = Tmux::start(&format!("{bin} tui linux; echo VMSCOPE-EXITED $?; stty -a; sleep 600"));
+    let t = Tmux::start(&format!("{bin} tui linux; echo VMSCOPE-EXITED $?; {after}"));
     // The kernel boots in KVM's emulator on PVM: minutes on a busy host.
     t.wait_within("the shell prompt", Duration::from_secs(1800), |s| {
         console_lines(s).iter().any(|l| l.starts_with("/ #"))
@@ -248,6 +246,16 @@ fn typing_at_the_linux_shell_in_the_tui() {
     // Focus starts on the disassembly; Tab goes registers, exits, console.
     t.keys(&["Tab", "Tab", "Tab"]);
     let s = t.wait_for("console focus", |s| s.contains("console: keys go to the guest"));
+    (t, s)
+}
+
+/// A learner at the Linux shell in the TUI: Backspace edits, Enter runs, the shell's
+/// cursor-position query is answered (never shown as `[6n`), Ctrl-C interrupts the guest's
+/// command and not the TUI, `q` with the console focused is typed into the guest while the
+/// footer says how to leave, and Ctrl-] then `q` quits with the terminal restored.
+#[test]
+fn typing_at_the_linux_shell_in_the_tui() {
+    let (t, s) = tui_linux_at_its_shell("stty -a; sleep 600");
     assert!(s.contains("Ctrl-]"), "the footer says how to leave the console:\n{s}");
 
     t.keys(&["echo helx", "BSpace", "lo", "Enter"]);
@@ -602,14 +610,7 @@ fn process_rows(screen: &str) -> Vec<(i64, i64, String)> {
 /// boot banner (Home scrolls up to it) and a line the shell wrote to /dev/kmsg.
 #[test]
 fn the_linux_guests_processes_and_kernel_log_panes() {
-    let bin = env!("CARGO_BIN_EXE_vmscope");
-    let t = Tmux::start(&format!("{bin} tui linux; echo VMSCOPE-EXITED $?; sleep 60"));
-    // The kernel boots in KVM's emulator on PVM: minutes on a busy host.
-    t.wait_within("the shell prompt", Duration::from_secs(1800), |s| {
-        console_lines(s).iter().any(|l| l.starts_with("/ #"))
-    });
-    t.keys(&["Tab", "Tab", "Tab"]);
-    t.wait_for("console focus", |s| s.contains("console: keys go to the guest"));
+    let (t, _) = tui_linux_at_its_shell("sleep 60");
     t.keys(&["echo shell-pid-$$", "Enter"]);
     let s = t.wait_within("the shell's pid", Duration::from_secs(300), |s| {
         console_lines(s)

@@ -68,9 +68,7 @@ pub fn prepare(choice: Choice) -> anyhow::Result<Preset> {
         mem_mib: choice.mem_mib.max(MIN_MEM_MIB),
         vcpus: choice.vcpus,
         start_paused: choice.start_paused,
-        // On PVM the kernel's own int3 (its self-test, text patching) and fwait reach the
-        // VMM as emulation failures; answer them as the CPU would.
-        fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
+        fixups: fixups(pvm),
         disks: choice.disks,
         boot: choice.boot,
     };
@@ -80,6 +78,13 @@ pub fn prepare(choice: Choice) -> anyhow::Result<Preset> {
         );
     }
     Ok(Preset { config, debug_image, pvm })
+}
+
+/// The emulation failures the VMM answers for a kernel that runs at CPL0: on PVM the
+/// kernel's own int3 (a self-test, text patching) and fwait reach the VMM as emulation
+/// failures, answered as the CPU would; none on hardware KVM.
+pub fn fixups(pvm: bool) -> EmulationFixups {
+    EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm }
 }
 
 /// The kernel's name, bytes, and the image with its symbols.

@@ -12,7 +12,6 @@ use std::process::ExitCode;
 use std::time::Instant;
 use vmm::boot::linux::BootChoice;
 use vmm::machine::LinuxGuestConfig;
-use vmm::vstate::vcpu::EmulationFixups;
 
 /// Boots `bytes`, read from `path`, through its PVH entry and runs it to its end.
 pub fn run(args: &RunArgs, path: &Path, bytes: Vec<u8>, started: Instant) -> anyhow::Result<ExitCode> {
@@ -33,9 +32,7 @@ pub fn run(args: &RunArgs, path: &Path, bytes: Vec<u8>, started: Instant) -> any
             mem_mib: args.machine.mem,
             vcpus: args.machine.vcpus,
             start_paused: args.debug.start_paused(),
-            // As for Linux: on PVM, a CPL0 int3 or fwait reaches the VMM as an emulation
-            // failure, answered as the CPU would.
-            fixups: EmulationFixups { int3_to_bp: pvm, skip_fwait: pvm },
+            fixups: crate::cli::linux::fixups(pvm),
             disks: args.machine.disks.clone(),
             boot: BootChoice::Pvh,
         },
